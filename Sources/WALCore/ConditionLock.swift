@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A mutex and a condition variable guarding a value: the one place the group committer sleeps.
+///
+/// `Synchronization.Mutex` has no condition variable, and the flusher must sleep until appenders
+/// hand it work, so this wraps pthreads directly (as swift-nio's `ConditionLock` does).
+final class ConditionLock<State>: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private var state: State
+
+    init(_ state: State) {
+        self.state = state
+        self.mutex = .allocate(capacity: 1)
+        self.condition = .allocate(capacity: 1)
+        pthread_mutex_init(self.mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        // Timed waits measure monotonic time, so a clock change cannot stall the flusher.
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(self.condition, &attributes)
+        pthread_condattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_cond_destroy(self.condition)
+        pthread_mutex_destroy(self.mutex)
+        self.mutex.deallocate()
+        self.condition.deallocate()
+    }
+
+    /// Run `body` with the lock held.
+    @inline(__always)
+    func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        return try body(&self.state)
+    }
+
+    /// Wake the waiter (there is one: the flusher).
+    @inline(__always)
+    func signal() { pthread_cond_signal(self.condition) }
+
+    /// Wake every waiter.
+    func broadcast() { pthread_cond_broadcast(self.condition) }
+
+    /// With the lock held, sleep until woken or until `deadlineNanoseconds` (CLOCK_MONOTONIC) passes.
+    /// Must be called from inside `withLock`.
+    func wait(untilMonotonicNanoseconds deadline: UInt64?) {
+        if let deadline {
+            var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+            pthread_cond_timedwait(self.condition, self.mutex, &time)
+        } else {
+            pthread_cond_wait(self.condition, self.mutex)
+        }
+    }
+}
+
+/// Monotonic nanoseconds, the clock every timing decision of the log uses.
+@inline(__always)
+public func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+/// A dedicated OS thread (the flusher blocks in fdatasync and must not hold a cooperative-pool thread).
+final class DedicatedThread {
+    private final class Box {
+        let body: () -> Void
+        init(_ body: @escaping () -> Void) { self.body = body }
+    }
+
+    private var thread = pthread_t()
+
+    init(name: String, _ body: @escaping () -> Void) {
+        let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        let result = pthread_create(&self.thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, box)
+        precondition(result == 0, "pthread_create failed: \(result)")
+    }
+
+    /// Wait for the thread to finish.
+    func join() { pthread_join(self.thread, nil) }
+}

@@ -1,0 +1,60 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The data directory's `LOCK` file, held with `flock` for as long as the directory is open, so
+/// two processes (or two opens in one process) can never write one log.
+///
+/// The holder writes its pid into the file so the second opener can say who holds it.
+public final class DirectoryLock: Sendable {
+    /// The path of the LOCK file.
+    public let path: String
+    private let fd: Int32
+
+    /// Take the lock or throw `.directoryLocked` naming the holder's pid.
+    public init(directory: String) throws {
+        let path = FileIO.join(directory, "LOCK")
+        let fd = try FileIO.open(path, O_RDWR | O_CREAT, mode: 0o644)
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            var holder = "another process"
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let n = buffer.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress!, 32, 0) }
+            if n > 0, let pid = Int(String(decoding: buffer[0..<n], as: UTF8.self).trimmingWhitespace()) {
+                holder = "process \(pid)"
+            }
+            close(fd)
+            if code == EWOULDBLOCK {
+                throw WALError(
+                    .directoryLocked,
+                    "The data directory \(directory) is in use by \(holder) (it holds \(path)). Stop that process, "
+                        + "or point this one at another data directory.",
+                    path: path)
+            }
+            throw FileIO.ioError("flock", path, code)
+        }
+        // We hold the lock: record our pid for the next opener's error message.
+        let pid = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pid.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress!, $0.count, 0) }
+        self.path = path
+        self.fd = fd
+    }
+
+    deinit {
+        // Closing the descriptor releases the flock. The file stays: removing it would race
+        // with a second opener that already opened it.
+        close(self.fd)
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var scalars = Substring(self)
+        while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
+        while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
+        return String(scalars)
+    }
+}

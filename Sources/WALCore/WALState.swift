@@ -1,0 +1,99 @@
+/// Everything the appenders and the flusher share, guarded by the log's `ConditionLock`.
+struct WALState {
+    /// A caller waiting for its record to be sealed.
+    struct Waiter {
+        var index: UInt64
+        var callback: WriteAheadLog.SealCallback
+    }
+
+    /// Where in `pending` a segment's bytes start.
+    struct Cut {
+        var offset: Int
+        var segment: Int
+    }
+
+    /// The index the next append gets.
+    var nextIndex: UInt64
+    /// Every record up to here is durable.
+    var sealedIndex: UInt64
+    /// Appended bytes the flusher has not taken yet.
+    var pending: RecordBuffer
+    /// The flusher's returned buffer, reused to avoid allocations.
+    var spare: RecordBuffer?
+    /// Which segment each run of `pending` belongs to (first entry at offset 0).
+    var cuts: [Cut] = []
+    /// What is known of each segment, oldest first; numbers are consecutive.
+    var segments: [SegmentInfo]
+    /// Callers waiting for a seal, in index order, from `waiterHead` on.
+    var waiters: [Waiter] = []
+    var waiterHead = 0
+    /// A commit() asked for an fdatasync before the interval is up.
+    var syncRequested = false
+    /// Set once a write or fdatasync failed for good: every later call throws it.
+    var failure: WALError?
+    /// Set while the disk is full: appends are refused, the flusher retries.
+    var diskFull: WALError?
+    /// close() was called.
+    var closing = false
+    /// Callbacks told the new sealed index after each fdatasync.
+    var sealObservers: [@Sendable (UInt64) -> Void] = []
+    /// Counters for status and benchmarks.
+    var statistics = WALStatistics()
+
+    /// Remove and return the waiters whose records are sealed.
+    mutating func takeSealedWaiters() -> [Waiter] {
+        var ready: [Waiter] = []
+        while self.waiterHead < self.waiters.count, self.waiters[self.waiterHead].index <= self.sealedIndex {
+            ready.append(self.waiters[self.waiterHead])
+            self.waiterHead += 1
+        }
+        self.compactWaiters()
+        return ready
+    }
+
+    /// Remove and return every waiter (the log failed).
+    mutating func takeAllWaiters() -> [Waiter] {
+        let all = Array(self.waiters[self.waiterHead...])
+        self.waiters.removeAll(keepingCapacity: true)
+        self.waiterHead = 0
+        return all
+    }
+
+    private mutating func compactWaiters() {
+        if self.waiterHead == self.waiters.count {
+            self.waiters.removeAll(keepingCapacity: true)
+            self.waiterHead = 0
+        } else if self.waiterHead > 4096 && self.waiterHead * 2 > self.waiters.count {
+            self.waiters.removeFirst(self.waiterHead)
+            self.waiterHead = 0
+        }
+    }
+
+    /// The position in `segments` of segment `number`.
+    func segmentPosition(_ number: Int) -> Int? {
+        guard let first = self.segments.first?.number else { return nil }
+        let position = number - first
+        return position >= 0 && position < self.segments.count ? position : nil
+    }
+}
+
+/// Counters the log keeps for `status`, INFO and benchmarks.
+public struct WALStatistics: Sendable, Equatable {
+    /// fdatasync calls made by the group committer.
+    public var fsyncCount: UInt64 = 0
+    /// Their total duration.
+    public var fsyncNanosecondsTotal: UInt64 = 0
+    /// The last one's duration.
+    public var lastFsyncNanoseconds: UInt64 = 0
+    /// The slowest one.
+    public var maxFsyncNanoseconds: UInt64 = 0
+    /// Bytes written to segments since open.
+    public var bytesWritten: UInt64 = 0
+    /// Records appended since open.
+    public var recordsAppended: UInt64 = 0
+    /// write(2) batches issued by the group committer.
+    public var writeBatches: UInt64 = 0
+    /// Appends refused because the disk was full.
+    public var diskFullRefusals: UInt64 = 0
+    public init() {}
+}

@@ -1,0 +1,403 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+public import Logging
+
+/// What recovery found when the log was opened.
+public struct RecoveryReport: Sendable {
+    /// Segments read.
+    public var segments: Int = 0
+    /// Records read (all of them, also those below the caller's snapshot).
+    public var records: UInt64 = 0
+    /// Records handed to the caller's replay closure.
+    public var replayed: UInt64 = 0
+    /// Bytes read.
+    public var bytes: Int64 = 0
+    /// Time spent, in nanoseconds.
+    public var nanoseconds: UInt64 = 0
+    /// The `.broken` file a torn tail was moved into, if one was cut.
+    public var brokenCopy: String?
+    /// Why the torn tail was cut.
+    public var tornTailReason: String?
+    /// Leftover segments below the log start (an interrupted retention pass) that were removed.
+    public var removedLeftovers: [String] = []
+}
+
+/// Recovery progress, for logs and the service manager's status line.
+public struct RecoveryProgress: Sendable {
+    /// Bytes read so far.
+    public var bytesRead: Int64
+    /// Bytes to read in all.
+    public var bytesTotal: Int64
+    /// Percent done, 0…100.
+    public var percent: Int { self.bytesTotal == 0 ? 100 : Int(self.bytesRead * 100 / self.bytesTotal) }
+}
+
+/// The write-ahead log: segments of framed records, appended under one order, sealed by one
+/// group-committing flusher thread, read back from any index.
+///
+/// - Important: the order in which `append` is called is the order of indexes in the log. A store
+///   that applies records in memory must call `append` inside the same critical section as the
+///   apply (see `KeyValueStore`), so that recovery replays in the order the writes were applied.
+public final class WriteAheadLog: @unchecked Sendable {
+    /// Called once the record (or commit) it was registered for is sealed, or with the error that
+    /// prevents it. Runs on the flusher thread: keep it short (resume a continuation, hop to an
+    /// event loop).
+    public typealias SealCallback = @Sendable (WALError?) -> Void
+
+    /// How the log was opened.
+    public let configuration: WALConfiguration
+    /// What recovery found.
+    public let recoveryReport: RecoveryReport
+    let logger: Logger
+    let lock: ConditionLock<WALState>
+    let directoryLock: DirectoryLock
+    private let metaLock = ConditionLock<MetaFile>(MetaFile())
+    var flusher: DedicatedThread?
+    // The flusher's open segment, handed over at open.
+    var initialFD: Int32
+    var initialSegmentSize: Int64
+
+    private init(
+        configuration: WALConfiguration, logger: Logger, directoryLock: DirectoryLock, state: WALState,
+        meta: MetaFile, report: RecoveryReport, fd: Int32, segmentSize: Int64
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.directoryLock = directoryLock
+        self.lock = ConditionLock(state)
+        self.recoveryReport = report
+        self.initialFD = fd
+        self.initialSegmentSize = segmentSize
+        self.metaLock.withLock { $0 = meta }
+    }
+
+    /// Open (or create) the log in `configuration.directory` and recover it.
+    ///
+    /// Every record is checked; each one with an index greater than `replayAfter` is passed to
+    /// `replay` in index order (a store passes its snapshot's index). A torn final record is cut
+    /// and kept in a `.broken` file; any other damage throws `.corruptRecord` with the file, the
+    /// offset and the fix.
+    public static func open(
+        _ configuration: WALConfiguration,
+        logger: Logger,
+        replayAfter: UInt64 = 0,
+        replay: (UInt64, RecordView) throws -> Void = { _, _ in },
+        progress: ((RecoveryProgress) -> Void)? = nil
+    ) throws -> WriteAheadLog {
+        let started = monotonicNanoseconds()
+        let directory = configuration.directory
+        try FileIO.makeDirectories(directory)
+        let directoryLock = try DirectoryLock(directory: directory)
+        let meta = try MetaFile.load(directory: directory) ?? MetaFile()
+
+        var report = RecoveryReport()
+        var numbers: [Int] = []
+        for name in try FileIO.listDirectory(directory) {
+            if let number = SegmentName.parse(name) { numbers.append(number) }
+        }
+        numbers.sort()
+
+        // Segments below the log start are leftovers of a retention pass that updated `meta` and
+        // was interrupted before it unlinked them; `meta` is written first, so they are covered.
+        while let first = numbers.first, first < meta.logStartSegment {
+            let path = FileIO.join(directory, SegmentName.format(first))
+            try FileIO.remove(path)
+            report.removedLeftovers.append(path)
+            numbers.removeFirst()
+        }
+        if !report.removedLeftovers.isEmpty { try FileIO.fsyncDirectory(directory) }
+
+        if let first = numbers.first, first != meta.logStartSegment {
+            throw WALError(
+                .segmentGap,
+                "The log in \(directory) should start at \(SegmentName.format(meta.logStartSegment)) (see its meta "
+                    + "file) but the oldest segment is \(SegmentName.format(first)). Segments are missing: restore "
+                    + "them from a backup, or rebuild this node from a follower or a snapshot.",
+                path: FileIO.join(directory, SegmentName.format(meta.logStartSegment)))
+        }
+        for (previous, next) in zip(numbers, numbers.dropFirst()) where next != previous + 1 {
+            throw WALError(
+                .segmentGap,
+                "Segment \(SegmentName.format(previous + 1)) is missing from \(directory) (found "
+                    + "\(SegmentName.format(previous)) and then \(SegmentName.format(next))). Records in it are lost "
+                    + "to this node: restore the file from a backup, or rebuild this node from a follower.",
+                path: FileIO.join(directory, SegmentName.format(previous + 1)))
+        }
+
+        var totalBytes: Int64 = 0
+        for number in numbers {
+            totalBytes += FileIO.fileStatus(FileIO.join(directory, SegmentName.format(number)))?.size ?? 0
+        }
+
+        let scanner = SegmentScanner(configuration: configuration)
+        let buffer = SegmentScanner.Buffer(capacity: min(max(Int(totalBytes), 64 * 1024), 8 * 1024 * 1024))
+        var segments: [SegmentInfo] = []
+        var index = meta.logStartIndex
+        var bytesBefore: Int64 = 0
+        var lastReported = monotonicNanoseconds()
+        for (position, number) in numbers.enumerated() {
+            let path = FileIO.join(directory, SegmentName.format(number))
+            let isLast = position == numbers.count - 1
+            let outcome = try scanner.scan(
+                number: number, path: path, firstIndex: index, isLast: isLast, buffer: buffer,
+                onRecord: { recordIndex, record in
+                    if recordIndex > replayAfter {
+                        try replay(recordIndex, record)
+                        report.replayed += 1
+                    }
+                },
+                onBytes: { done in
+                    guard let progress else { return }
+                    let now = monotonicNanoseconds()
+                    if now - lastReported > 250_000_000 {
+                        lastReported = now
+                        progress(RecoveryProgress(bytesRead: bytesBefore + done, bytesTotal: totalBytes))
+                    }
+                })
+            if let torn = outcome.tornTail {
+                let broken = try TailRepair.cut(path: path, directory: directory, tail: torn)
+                report.brokenCopy = broken
+                report.tornTailReason = torn.reason
+                logger.notice(
+                    "Cut a torn write off the end of the log",
+                    metadata: [
+                        "wal.segment": "\(path)", "wal.offset": "\(torn.offset)", "wal.bytes": "\(torn.length)",
+                        "wal.reason": "\(torn.reason)", "wal.brokenCopy": "\(broken)",
+                    ])
+            }
+            segments.append(outcome.info)
+            index += outcome.info.recordCount
+            bytesBefore += outcome.info.size
+            report.records += outcome.info.recordCount
+            report.segments += 1
+        }
+        report.bytes = bytesBefore
+        progress?(RecoveryProgress(bytesRead: totalBytes, bytesTotal: totalBytes))
+
+        if replayAfter > index - 1 && index - 1 >= meta.logStartIndex {
+            // The caller's snapshot is newer than the whole log: the log lost sealed records.
+            throw WALError(
+                .segmentGap,
+                "The snapshot at index \(replayAfter) is newer than the log in \(directory), which ends at index "
+                    + "\(index - 1). Segments are missing or were cut: restore them from a backup, or rebuild this "
+                    + "node from a follower.",
+                path: directory)
+        }
+        if replayAfter + 1 < meta.logStartIndex {
+            throw WALError(
+                .segmentGap,
+                "The log in \(directory) starts at index \(meta.logStartIndex) but the newest usable snapshot ends at "
+                    + "index \(replayAfter): records \(replayAfter + 1)…\(meta.logStartIndex - 1) are in neither. "
+                    + "Restore the missing snapshot from a backup, or rebuild this node from a follower.",
+                path: directory)
+        }
+
+        // Appends go to the last segment (the original reopened wal-0001.log, so a restart after a
+        // rotation replayed records out of order). A fresh directory starts wal-<logStartSegment>.
+        if segments.isEmpty {
+            let number = meta.logStartSegment
+            segments.append(
+                SegmentInfo(number: number, path: FileIO.join(directory, SegmentName.format(number)), firstIndex: index))
+        }
+        let last = segments[segments.count - 1]
+        let fd = try FileIO.open(last.path, O_WRONLY | O_CREAT, mode: 0o644)
+        if numbers.isEmpty {
+            // A new segment's directory entry must be durable before records in it can be sealed.
+            try FileIO.fsyncDirectory(directory)
+        }
+
+        report.nanoseconds = monotonicNanoseconds() - started
+        let state = WALState(
+            nextIndex: index, sealedIndex: index - 1, pending: RecordBuffer(), spare: RecordBuffer(),
+            segments: segments)
+        let wal = WriteAheadLog(
+            configuration: configuration, logger: logger, directoryLock: directoryLock, state: state, meta: meta,
+            report: report, fd: fd, segmentSize: last.size)
+        wal.startFlusher()
+        logger.info(
+            "Write-ahead log opened",
+            metadata: [
+                "wal.directory": "\(directory)", "wal.segments": "\(report.segments)",
+                "wal.records": "\(report.records)", "wal.replayed": "\(report.replayed)",
+                "wal.lastIndex": "\(index - 1)", "wal.fsync": "\(configuration.fsyncMode)",
+                "wal.recoveryMs": "\(report.nanoseconds / 1_000_000)",
+            ])
+        return wal
+    }
+
+    // MARK: Appending
+
+    /// Append one record; returns its index.
+    ///
+    /// In `always` mode pass `onSealed` to learn when it is durable (it is called exactly once).
+    /// In `interval` mode the record is durable within one period or at the next `commit`.
+    @discardableResult
+    public func append(
+        op: RecordOp,
+        key: UnsafeRawBufferPointer,
+        value: UnsafeRawBufferPointer,
+        onSealed: SealCallback? = nil
+    ) throws -> UInt64 {
+        let dataCount = RecordEncoder.dataSize(keyCount: key.count, valueCount: value.count)
+        guard dataCount <= self.configuration.maxRecordBytes else {
+            throw WALError(
+                .recordTooLarge,
+                "A record of \(dataCount) bytes is larger than the configured maximum of "
+                    + "\(self.configuration.maxRecordBytes) bytes (max-record-bytes). Split the value or raise the limit.")
+        }
+        let frameSize = RecordFormat.headerSize + dataCount
+        let segmentLimit = Int64(self.configuration.segmentSizeBytes)
+        let stride = Int64(self.configuration.sparseIndexStrideBytes)
+        return try self.lock.withLock { (state) throws -> UInt64 in
+            if let failure = state.failure { throw failure }
+            if state.closing { throw WALError(.closed, "The write-ahead log is closed.") }
+            if let full = state.diskFull {
+                state.statistics.diskFullRefusals += 1
+                throw full
+            }
+            let wasIdle = state.pending.count == 0
+            let index = state.nextIndex
+            var last = state.segments.count - 1
+            if state.segments[last].size > 0 && state.segments[last].size + Int64(frameSize) > segmentLimit {
+                // Rotate: the record starts the next segment. The flusher creates the file.
+                let number = state.segments[last].number + 1
+                state.segments.append(
+                    SegmentInfo(
+                        number: number, path: FileIO.join(self.configuration.directory, SegmentName.format(number)),
+                        firstIndex: index))
+                state.cuts.append(WALState.Cut(offset: state.pending.count, segment: number))
+                last += 1
+            } else if wasIdle {
+                state.cuts.append(WALState.Cut(offset: 0, segment: state.segments[last].number))
+            }
+            let offset = state.segments[last].size
+            if state.segments[last].sparse.isEmpty
+                || offset - state.segments[last].sparse[state.segments[last].sparse.count - 1].offset >= stride
+            {
+                state.segments[last].sparse.append(SparseEntry(index: index, offset: offset))
+            }
+            RecordEncoder.append(op: op, key: key, value: value, to: state.pending)
+            state.segments[last].size += Int64(frameSize)
+            state.segments[last].recordCount += 1
+            state.nextIndex = index + 1
+            state.statistics.recordsAppended += 1
+            if let onSealed { state.waiters.append(WALState.Waiter(index: index, callback: onSealed)) }
+            if wasIdle { self.lock.signal() }
+            return index
+        }
+    }
+
+    /// Append one record from byte arrays; returns its index.
+    @discardableResult
+    public func append(op: RecordOp, key: [UInt8], value: [UInt8], onSealed: SealCallback? = nil) throws
+        -> UInt64
+    {
+        try key.withUnsafeBytes { (k) throws -> UInt64 in
+            try value.withUnsafeBytes { (v) throws -> UInt64 in
+                try self.append(op: op, key: k, value: v, onSealed: onSealed)
+            }
+        }
+    }
+
+    /// Seal everything appended so far; `onSealed` runs once it is durable (at once if it already is).
+    public func commit(onSealed: @escaping SealCallback) {
+        let immediate: WALError?? = self.lock.withLock { state -> WALError?? in
+            if let failure = state.failure { return .some(failure) }
+            let target = state.nextIndex - 1
+            if target <= state.sealedIndex { return .some(nil) }
+            state.waiters.append(WALState.Waiter(index: target, callback: onSealed))
+            state.syncRequested = true
+            self.lock.signal()
+            return .none
+        }
+        if let immediate { onSealed(immediate) }
+    }
+
+    /// Seal everything appended so far and wait for it.
+    public func commit() async throws {
+        let error: WALError? = await withUnsafeContinuation { continuation in
+            self.commit { continuation.resume(returning: $0) }
+        }
+        if let error { throw error }
+    }
+
+    // MARK: Positions and status
+
+    /// The index of the last appended record (0 when the log is empty).
+    public var lastIndex: UInt64 { self.lock.withLock { $0.nextIndex - 1 } }
+    /// The index of the last durable record.
+    public var sealedIndex: UInt64 { self.lock.withLock { $0.sealedIndex } }
+    /// The index of the oldest record still in the segments.
+    public var firstIndex: UInt64 { self.lock.withLock { $0.segments.first?.firstIndex ?? 1 } }
+    /// Counters since open.
+    public var statistics: WALStatistics { self.lock.withLock { $0.statistics } }
+    /// The failure that stopped the log, if one did.
+    public var failure: WALError? { self.lock.withLock { $0.failure } }
+    /// Set while the disk is full.
+    public var diskFull: WALError? { self.lock.withLock { $0.diskFull } }
+
+    /// Segment numbers, sizes and index ranges, oldest first.
+    public var segmentSummaries: [SegmentSummary] {
+        self.lock.withLock { state in
+            state.segments.map {
+                SegmentSummary(
+                    name: SegmentName.format($0.number), firstIndex: $0.firstIndex, lastIndex: $0.lastIndex,
+                    bytes: $0.size, sealedBytes: $0.sealedSize)
+            }
+        }
+    }
+
+    /// Call `observer` with the new sealed index after every fdatasync (on the flusher thread).
+    public func addSealObserver(_ observer: @escaping @Sendable (UInt64) -> Void) {
+        self.lock.withLock { $0.sealObservers.append(observer) }
+    }
+
+    /// The `meta` file as last written.
+    public var meta: MetaFile { self.metaLock.withLock { $0 } }
+
+    /// Change `meta` and write it atomically before returning.
+    public func updateMeta(_ body: (inout MetaFile) -> Void) throws {
+        try self.metaLock.withLock { (meta) throws in
+            var copy = meta
+            body(&copy)
+            try copy.store(directory: self.configuration.directory)
+            meta = copy
+        }
+    }
+
+    // MARK: Closing
+
+    /// Seal everything, stop the flusher and release the directory. Appends after this throw `.closed`.
+    public func close() {
+        let alreadyClosing = self.lock.withLock { state -> Bool in
+            let was = state.closing
+            state.closing = true
+            self.lock.signal()
+            return was
+        }
+        guard !alreadyClosing else { return }
+        self.flusher?.join()
+        self.flusher = nil
+    }
+
+    deinit {
+        if self.flusher != nil { self.close() }
+    }
+}
+
+/// One segment, for status displays.
+public struct SegmentSummary: Sendable, Equatable {
+    /// `wal-0007.log`.
+    public var name: String
+    /// Its first record's index.
+    public var firstIndex: UInt64
+    /// Its last record's index (firstIndex - 1 when empty).
+    public var lastIndex: UInt64
+    /// Bytes appended.
+    public var bytes: Int64
+    /// Bytes sealed.
+    public var sealedBytes: Int64
+}
