@@ -23,6 +23,8 @@ public struct RecoveryReport: Sendable {
     public var tornTailReason: String?
     /// Leftover segments below the log start (an interrupted retention pass) that were removed.
     public var removedLeftovers: [String] = []
+
+    public init() {}
 }
 
 /// Recovery progress, for logs and the service manager's status line.
@@ -76,6 +78,9 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// Open (or create) the log in `configuration.directory` and recover it.
     ///
+    /// Pass `directoryLock` if the caller took the directory's LOCK already (to read snapshots
+    /// under it first); otherwise the log takes it.
+    ///
     /// Every record is checked; each one with an index greater than `replayAfter` is passed to
     /// `replay` in index order (a store passes its snapshot's index). A torn final record is cut
     /// and kept in a `.broken` file; any other damage throws `.corruptRecord` with the file, the
@@ -83,6 +88,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     public static func open(
         _ configuration: WALConfiguration,
         logger: Logger,
+        directoryLock: DirectoryLock? = nil,
         replayAfter: UInt64 = 0,
         replay: (UInt64, RecordView) throws -> Void = { _, _ in },
         progress: ((RecoveryProgress) -> Void)? = nil
@@ -90,7 +96,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         let started = monotonicNanoseconds()
         let directory = configuration.directory
         try FileIO.makeDirectories(directory)
-        let directoryLock = try DirectoryLock(directory: directory)
+        let directoryLock = try directoryLock ?? DirectoryLock(directory: directory)
         let meta = try MetaFile.load(directory: directory) ?? MetaFile()
 
         var report = RecoveryReport()

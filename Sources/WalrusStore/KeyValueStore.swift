@@ -1,0 +1,330 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+public import Logging
+import Synchronization
+public import WALCore
+
+/// The key-value store: an in-memory map whose every change is a record in the write-ahead log.
+///
+/// A write validates, appends its record and applies it to the map inside one critical section,
+/// so the index order of the log is exactly the order the map saw (the original appended and
+/// applied under different locks, so two SETs of one key could replay in the other order).
+/// The caller's acknowledgement then waits for the durability the fsync mode promises.
+public final class KeyValueStore: Sendable {
+    /// How the store was opened.
+    public let configuration: StoreConfiguration
+    /// The log under the store.
+    public let wal: WriteAheadLog
+    /// What recovery did.
+    public let recovery: StoreRecoveryReport
+    private let state: Mutex<StoreState>
+    private let checkpointing = Mutex<Bool>(false)
+    private let logger: Logger
+
+    private init(
+        configuration: StoreConfiguration, wal: WriteAheadLog, state: StoreState, recovery: StoreRecoveryReport,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.wal = wal
+        self.state = Mutex(state)
+        self.recovery = recovery
+        self.logger = logger
+    }
+
+    /// Open a data directory and recover: the newest valid snapshot, then the log after it.
+    ///
+    /// A snapshot that fails its checks is reported and skipped for the one before it (or the full
+    /// log). A torn final record is cut and kept; any other damage throws with the fix.
+    public static func open(
+        _ configuration: StoreConfiguration,
+        logger: Logger,
+        progress: ((RecoveryProgress) -> Void)? = nil
+    ) throws -> KeyValueStore {
+        let directory = configuration.directory
+        try FileIO.makeDirectories(directory)
+        let lock = try DirectoryLock(directory: directory)
+
+        var report = StoreRecoveryReport()
+        var state = StoreState()
+        var snapshotIndexes: [UInt64] = []
+        for name in try FileIO.listDirectory(directory) {
+            if let index = SnapshotName.parse(name) { snapshotIndexes.append(index) }
+            if name.hasSuffix(".snap.tmp") {
+                // An interrupted checkpoint; the rename never happened, so it holds nothing we need.
+                try FileIO.remove(FileIO.join(directory, name))
+            }
+        }
+        for index in snapshotIndexes.sorted(by: >) {
+            let path = FileIO.join(directory, SnapshotName.format(index))
+            do {
+                let (header, loaded) = try SnapshotFile.read(path: path)
+                guard header.index == index else {
+                    throw StoreError(.badSnapshot, "The snapshot \(path) holds index \(header.index), not \(index).")
+                }
+                state = loaded
+                report.snapshotIndex = index
+                report.snapshotKeys = Int(header.entryCount)
+                break
+            } catch {
+                report.skippedSnapshots.append("\(path): \(error)")
+                logger.warning(
+                    "Skipping an unusable snapshot", metadata: ["store.snapshot": "\(path)", "store.error": "\(error)"])
+            }
+        }
+
+        let snapshotIndex = report.snapshotIndex ?? 0
+        let wal = try WriteAheadLog.open(
+            configuration.wal, logger: logger, directoryLock: lock, replayAfter: snapshotIndex,
+            replay: { index, record in state.apply(record, index: index) }, progress: progress)
+        state.appliedIndex = max(state.appliedIndex, wal.lastIndex)
+        report.wal = wal.recoveryReport
+        report.keys = state.map.count
+        return KeyValueStore(configuration: configuration, wal: wal, state: state, recovery: report, logger: logger)
+    }
+
+    // MARK: Writes (callback form; the daemon uses these from its event loops)
+
+    /// Set `key` to `value`; returns the record's index. `onDurable` runs once the write is as
+    /// durable as the fsync mode promises (at once in interval mode).
+    @discardableResult
+    public func set(key: [UInt8], value: [UInt8], onDurable: WriteAheadLog.SealCallback? = nil) throws -> UInt64 {
+        try self.validate(key: key, value: value)
+        let waiter = self.sealWaiter(onDurable)
+        let index = try self.state.withLock { state throws -> UInt64 in
+            let index = try self.appendToLog(op: .set, key: key, value: value, onDurable: waiter)
+            state.map[ByteKey(key)] = value
+            state.appliedIndex = index
+            return index
+        }
+        if waiter == nil { onDurable?(nil) }
+        return index
+    }
+
+    /// Delete `key`; returns whether it existed. A missing key writes no record (as Redis's DEL),
+    /// and `onDurable` runs at once.
+    @discardableResult
+    public func delete(key: [UInt8], onDurable: WriteAheadLog.SealCallback? = nil) throws -> Bool {
+        try self.validate(key: key, value: [])
+        let waiter = self.sealWaiter(onDurable)
+        let existed = try self.state.withLock { state throws -> Bool in
+            let wrapped = ByteKey(key)
+            guard state.map[wrapped] != nil else { return false }
+            let index = try self.appendToLog(op: .delete, key: key, value: [], onDurable: waiter)
+            state.map.removeValue(forKey: wrapped)
+            state.appliedIndex = index
+            return true
+        }
+        if !existed || waiter == nil { onDurable?(nil) }
+        return existed
+    }
+
+    /// Apply `commands` atomically: one record, sealed whole or not at all, applied in order.
+    @discardableResult
+    public func apply(batch commands: [StoreCommand], onDurable: WriteAheadLog.SealCallback? = nil) throws -> UInt64 {
+        guard !commands.isEmpty else {
+            onDurable?(nil)
+            return self.state.withLock { $0.appliedIndex }
+        }
+        var payloadSize = 0
+        for command in commands {
+            switch command {
+            case .set(let key, let value):
+                try self.validate(key: key, value: value)
+                payloadSize += RecordEncoder.dataSize(keyCount: key.count, valueCount: value.count)
+            case .delete(let key):
+                try self.validate(key: key, value: [])
+                payloadSize += RecordEncoder.dataSize(keyCount: key.count, valueCount: 0)
+            }
+        }
+        let payload = RecordBuffer(capacity: payloadSize)
+        for command in commands {
+            let (op, key, value): (RecordOp, [UInt8], [UInt8]) =
+                switch command {
+                case .set(let key, let value): (.set, key, value)
+                case .delete(let key): (.delete, key, [])
+                }
+            key.withUnsafeBytes { k in
+                value.withUnsafeBytes { v in
+                    let destination = payload.reserve(RecordEncoder.dataSize(keyCount: k.count, valueCount: v.count))
+                    payload.commit(RecordEncoder.writeData(op: op, key: k, value: v, to: destination))
+                }
+            }
+        }
+        let waiter = self.sealWaiter(onDurable)
+        let index = try self.state.withLock { state throws -> UInt64 in
+            let index: UInt64
+            do {
+                index = try self.wal.append(
+                    op: .batch, key: UnsafeRawBufferPointer(start: nil, count: 0), value: payload.bytes,
+                    onSealed: waiter)
+            } catch let error as WALError {
+                throw StoreError(error)
+            }
+            for command in commands {
+                switch command {
+                case .set(let key, let value): state.map[ByteKey(key)] = value
+                case .delete(let key): state.map.removeValue(forKey: ByteKey(key))
+                }
+            }
+            state.appliedIndex = index
+            return index
+        }
+        if waiter == nil { onDurable?(nil) }
+        return index
+    }
+
+    /// In `always` mode the caller waits for the seal; in `interval` mode it is acknowledged at once
+    /// (the original's behaviour) and the write is sealed within one period.
+    private func sealWaiter(_ onDurable: WriteAheadLog.SealCallback?) -> WriteAheadLog.SealCallback? {
+        guard let onDurable, self.configuration.wal.fsyncMode == .always else { return nil }
+        return onDurable
+    }
+
+    private func appendToLog(op: RecordOp, key: [UInt8], value: [UInt8], onDurable: WriteAheadLog.SealCallback?)
+        throws -> UInt64
+    {
+        do {
+            return try self.wal.append(op: op, key: key, value: value, onSealed: onDurable)
+        } catch let error as WALError {
+            throw StoreError(error)
+        }
+    }
+
+    private func validate(key: [UInt8], value: [UInt8]) throws {
+        if key.count > self.configuration.maxKeyBytes {
+            throw StoreError(
+                .tooLarge,
+                "The key is \(key.count) bytes; the limit is \(self.configuration.maxKeyBytes) (max-key-bytes).")
+        }
+        if value.count > self.configuration.maxValueBytes {
+            throw StoreError(
+                .tooLarge,
+                "The value is \(value.count) bytes; the limit is \(self.configuration.maxValueBytes) (max-value-bytes).")
+        }
+    }
+
+    // MARK: Reads (may see a write a moment before it is sealed, as on Redis)
+
+    /// The value of `key`, if set.
+    public func get(key: [UInt8]) -> [UInt8]? {
+        self.state.withLock { $0.map[ByteKey(key)] }
+    }
+
+    /// Whether `key` is set.
+    public func has(key: [UInt8]) -> Bool {
+        self.state.withLock { $0.map[ByteKey(key)] != nil }
+    }
+
+    /// Every key, in no particular order.
+    public func keys() -> [ByteKey] {
+        self.state.withLock { Array($0.map.keys) }
+    }
+
+    /// How many keys.
+    public var count: Int { self.state.withLock { $0.map.count } }
+
+    /// The index of the last record applied in memory.
+    public var appliedIndex: UInt64 { self.state.withLock { $0.appliedIndex } }
+
+    /// A consistent copy of the whole state (copy-on-write: O(1) now, the next write pays the copy).
+    public func snapshotState() -> StoreState { self.state.withLock { $0 } }
+
+    // MARK: Durability
+
+    /// Seal every write made so far; `onDurable` runs once they are durable.
+    public func commit(onDurable: @escaping WriteAheadLog.SealCallback) {
+        self.wal.commit(onSealed: onDurable)
+    }
+
+    /// Write `snapshot-<index>.snap` for the current state, then delete what it makes redundant:
+    /// older snapshots beyond `snapshotsToKeep`, and log segments outside the retention budget.
+    /// Returns the snapshot's index. Blocks the calling thread for the write; call it off any
+    /// event loop.
+    @discardableResult
+    public func checkpointBlocking() throws -> CheckpointReport {
+        let busy = self.checkpointing.withLock { busy -> Bool in
+            defer { busy = true }
+            return busy
+        }
+        guard !busy else {
+            throw StoreError(.invalidArgument, "A checkpoint is already running; wait for it to finish.")
+        }
+        defer { self.checkpointing.withLock { $0 = false } }
+
+        let started = monotonicNanoseconds()
+        let copy = self.snapshotState()
+        // The snapshot must never cover a record the log could still lose.
+        try self.waitForSeal()
+        let epochs = self.wal.meta.epochs
+        let written = try SnapshotFile.write(
+            map: copy.map, index: copy.appliedIndex, epochs: epochs, directory: self.configuration.directory)
+        var report = CheckpointReport(index: copy.appliedIndex, path: written.path, bytes: written.bytes, keys: copy.map.count)
+
+        // Older snapshots beyond the number to keep.
+        let indexes = try FileIO.listDirectory(self.configuration.directory).compactMap(SnapshotName.parse).sorted(by: >)
+        for index in indexes.dropFirst(max(self.configuration.snapshotsToKeep, 1)) {
+            try FileIO.remove(FileIO.join(self.configuration.directory, SnapshotName.format(index)))
+            report.removedSnapshots.append(SnapshotName.format(index))
+        }
+        report.removedSegments = try self.wal.removeSegments(
+            coveredBy: copy.appliedIndex, policy: self.configuration.retention, nowSeconds: Int64(time(nil)))
+        report.nanoseconds = monotonicNanoseconds() - started
+        self.logger.info(
+            "Checkpoint written",
+            metadata: [
+                "store.snapshot": "\(written.path)", "store.index": "\(copy.appliedIndex)", "store.keys": "\(copy.map.count)",
+                "store.bytes": "\(written.bytes)", "store.ms": "\(report.nanoseconds / 1_000_000)",
+            ])
+        return report
+    }
+
+    private func waitForSeal() throws {
+        let done = Mutex<(Bool, WALError?)>((false, nil))
+        let semaphore = Semaphore()
+        self.wal.commit { error in
+            done.withLock { $0 = (true, error) }
+            semaphore.signal()
+        }
+        semaphore.wait()
+        if let error = done.withLock({ $0.1 }) { throw StoreError(error) }
+    }
+
+    /// Seal everything and close the log (and release the directory).
+    public func close() {
+        self.wal.close()
+    }
+}
+
+/// What recovery found.
+public struct StoreRecoveryReport: Sendable {
+    /// The snapshot loaded, if any.
+    public var snapshotIndex: UInt64?
+    /// Keys it held.
+    public var snapshotKeys = 0
+    /// Snapshots that failed their checks, with why.
+    public var skippedSnapshots: [String] = []
+    /// What the log's recovery found.
+    public var wal = RecoveryReport()
+    /// Keys after recovery.
+    public var keys = 0
+}
+
+/// What a checkpoint did.
+public struct CheckpointReport: Sendable {
+    /// The snapshot's index.
+    public var index: UInt64
+    /// Its path.
+    public var path: String
+    /// Its size.
+    public var bytes: Int64
+    /// Keys in it.
+    public var keys: Int
+    /// Older snapshots removed.
+    public var removedSnapshots: [String] = []
+    /// Log segments removed.
+    public var removedSegments: [String] = []
+    /// Time taken.
+    public var nanoseconds: UInt64 = 0
+}
