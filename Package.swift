@@ -69,19 +69,24 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .target(
+            name: "WalrusTestKit",
+            dependencies: [.product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "WALCoreTests",
-            dependencies: ["WALCore"],
+            dependencies: ["WALCore", "WalrusTestKit"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "WalrusStoreTests",
-            dependencies: ["WalrusStore", "WALCore"],
+            dependencies: ["WalrusStore", "WALCore", "WalrusTestKit"],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "WalrusShellTests",
-            dependencies: ["walrus", "WalrusStore"],
+            dependencies: ["walrus", "WalrusStore", "WalrusTestKit"],
             swiftSettings: strictSettings
         ),
     ]

@@ -8,10 +8,10 @@ import Darwin
 /// two processes (or two opens in one process) can never write one log.
 ///
 /// The holder writes its pid into the file so the second opener can say who holds it.
-public final class DirectoryLock: Sendable {
+public final class DirectoryLock: @unchecked Sendable {
     /// The path of the LOCK file.
     public let path: String
-    private let fd: Int32
+    private let fd: ConditionLock<Int32>
 
     /// Take the lock or throw `.directoryLocked` naming the holder's pid.
     public init(directory: String) throws {
@@ -40,14 +40,19 @@ public final class DirectoryLock: Sendable {
         _ = ftruncate(fd, 0)
         _ = pid.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress!, $0.count, 0) }
         self.path = path
-        self.fd = fd
+        self.fd = ConditionLock(fd)
     }
 
-    deinit {
-        // Closing the descriptor releases the flock. The file stays: removing it would race
-        // with a second opener that already opened it.
-        close(self.fd)
+    /// Release the lock (closing the descriptor releases the flock). The file stays: removing it
+    /// would race with a second opener that already opened it.
+    public func release() {
+        self.fd.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
     }
+
+    deinit { self.release() }
 }
 
 extension String {

@@ -387,6 +387,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         guard !alreadyClosing else { return }
         self.flusher?.join()
         self.flusher = nil
+        self.directoryLock.release()
     }
 
     deinit {

@@ -1,0 +1,40 @@
+import Testing
+@testable import WALCore
+
+/// The group committer's rules, with made-up times (no I/O, no clock).
+struct GroupCommitTests {
+    func inputs(
+        _ mode: FsyncMode, pending: Bool = false, unsynced: Bool = false, requested: Bool = false,
+        closing: Bool = false, now: UInt64 = 0, lastSync: UInt64 = 0
+    ) -> GroupCommit.Inputs {
+        GroupCommit.Inputs(
+            mode: mode, hasPending: pending, hasUnsyncedWrites: unsynced, syncRequested: requested, closing: closing,
+            nowNanoseconds: now, lastSyncNanoseconds: lastSync)
+    }
+
+    /// In always mode anything pending is written and synced at once.
+    @Test func alwaysWritesAndSyncsPending() {
+        #expect(GroupCommit.decide(inputs(.always, pending: true)) == .write(sync: true))
+        #expect(GroupCommit.decide(inputs(.always)) == .wait(untilNanoseconds: nil))
+        #expect(GroupCommit.decide(inputs(.always, closing: true)) == .exit)
+    }
+
+    /// In interval mode writes go out at once, syncs only when the period is up.
+    @Test func intervalWritesEagerlySyncsOnSchedule() {
+        let ms100: UInt64 = 100_000_000
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), pending: true, now: 10, lastSync: 0)) == .write(sync: false))
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), pending: true, now: ms100, lastSync: 0)) == .write(sync: true))
+        #expect(
+            GroupCommit.decide(inputs(.interval(milliseconds: 100), unsynced: true, now: 50, lastSync: 0))
+                == .wait(untilNanoseconds: ms100))
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), unsynced: true, now: ms100 + 1, lastSync: 0)) == .sync)
+    }
+
+    /// A commit request syncs at once; closing syncs what is left, then exits.
+    @Test func commitAndCloseSyncImmediately() {
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), unsynced: true, requested: true, now: 1)) == .sync)
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), pending: true, requested: true, now: 1)) == .write(sync: true))
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), unsynced: true, closing: true, now: 1)) == .sync)
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), closing: true, now: 1)) == .exit)
+    }
+}
