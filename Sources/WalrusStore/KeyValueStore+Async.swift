@@ -45,9 +45,26 @@ extension KeyValueStore {
 
     /// Seal every write made so far, blocking the calling thread (for synchronous tools).
     public func commitBlocking() throws {
+        try Self.blockUntilDurable { callback in self.commit(onDurable: callback) }
+    }
+
+    /// Set and block the calling thread until durable (for synchronous tools like the shell).
+    public func setBlocking(_ key: [UInt8], _ value: [UInt8]) throws {
+        try Self.blockUntilDurable { callback in try self.set(key: key, value: value, onDurable: callback) }
+    }
+
+    /// Delete and block the calling thread until durable; returns whether the key existed.
+    @discardableResult
+    public func deleteBlocking(_ key: [UInt8]) throws -> Bool {
+        var existed = false
+        try Self.blockUntilDurable { callback in existed = try self.delete(key: key, onDurable: callback) }
+        return existed
+    }
+
+    static func blockUntilDurable(_ start: (@escaping WriteAheadLog.SealCallback) throws -> Void) throws {
         let semaphore = Semaphore()
         let box = ErrorBox()
-        self.commit { error in
+        try start { error in
             box.error = error
             semaphore.signal()
         }
