@@ -28,6 +28,11 @@ let package = Package(
             providers: [.apt(["zlib1g-dev"])]
         ),
         .systemLibrary(
+            name: "CISAL",
+            pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"])]
+        ),
+        .systemLibrary(
             name: "CEditLine",
             pkgConfig: "libedit",
             providers: [.apt(["libedit-dev"])]
@@ -35,7 +40,7 @@ let package = Package(
         .target(
             name: "WALCore",
             dependencies: [
-                "CZlib",
+                "CISAL",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -44,7 +49,6 @@ let package = Package(
             name: "WalrusStore",
             dependencies: [
                 "WALCore",
-                "CZlib",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings
@@ -76,7 +80,7 @@ let package = Package(
         ),
         .testTarget(
             name: "WALCoreTests",
-            dependencies: ["WALCore", "WalrusTestKit"],
+            dependencies: ["WALCore", "WalrusTestKit", "CZlib"],
             swiftSettings: strictSettings
         ),
         .testTarget(

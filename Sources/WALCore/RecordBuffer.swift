@@ -10,12 +10,14 @@ import Darwin
 /// malloc'd region: appending is a bounds check, a memcpy and, rarely, a realloc.
 /// - Important: not thread-safe; the owner serialises access.
 public final class RecordBuffer: @unchecked Sendable {
+    // The owner serialises access, so the per-access dynamic exclusivity checks that class
+    // properties get (a runtime call each, several per append) are turned off here.
     /// Start of the bytes.
-    public private(set) var base: UnsafeMutableRawPointer
+    @exclusivity(unchecked) public private(set) var base: UnsafeMutableRawPointer
     /// Bytes in use.
-    public private(set) var count: Int = 0
+    @exclusivity(unchecked) public private(set) var count: Int = 0
     /// Bytes allocated.
-    public private(set) var capacity: Int
+    @exclusivity(unchecked) public private(set) var capacity: Int
 
     /// A buffer with room for `capacity` bytes before it grows.
     public init(capacity: Int = 64 * 1024) {

@@ -35,6 +35,8 @@ struct WALState {
     var diskFull: WALError?
     /// close() was called.
     var closing = false
+    /// The flusher sleeps with no deadline (interval-mode appenders must then wake it).
+    var flusherSleepsIndefinitely = false
     /// Callbacks told the new sealed index after each fdatasync.
     var sealObservers: [@Sendable (UInt64) -> Void] = []
     /// Counters for status and benchmarks.

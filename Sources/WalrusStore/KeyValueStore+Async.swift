@@ -45,7 +45,11 @@ extension KeyValueStore {
 
     /// Seal every write made so far, blocking the calling thread (for synchronous tools).
     public func commitBlocking() throws {
-        try Self.blockUntilDurable { callback in self.commit(onDurable: callback) }
+        do {
+            try self.wal.commitBlocking()
+        } catch let error as WALError {
+            throw StoreError(error)
+        }
     }
 
     /// Set and block the calling thread until durable (for synchronous tools like the shell).

@@ -281,14 +281,7 @@ public final class KeyValueStore: Sendable {
     }
 
     private func waitForSeal() throws {
-        let done = Mutex<(Bool, WALError?)>((false, nil))
-        let semaphore = Semaphore()
-        self.wal.commit { error in
-            done.withLock { $0 = (true, error) }
-            semaphore.signal()
-        }
-        semaphore.wait()
-        if let error = done.withLock({ $0.1 }) { throw StoreError(error) }
+        try self.commitBlocking()
     }
 
     /// Seal everything and close the log (and release the directory).

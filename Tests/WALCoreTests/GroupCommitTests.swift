@@ -19,11 +19,16 @@ struct GroupCommitTests {
         #expect(GroupCommit.decide(inputs(.always, closing: true)) == .exit)
     }
 
-    /// In interval mode writes go out at once, syncs only when the period is up.
-    @Test func intervalWritesEagerlySyncsOnSchedule() {
+    /// In interval mode records wait in memory until the period is up (or a megabyte is pending).
+    @Test func intervalBuffersUntilThePeriodIsUp() {
         let ms100: UInt64 = 100_000_000
-        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), pending: true, now: 10, lastSync: 0)) == .write(sync: false))
+        #expect(
+            GroupCommit.decide(inputs(.interval(milliseconds: 100), pending: true, now: 10, lastSync: 0))
+                == .wait(untilNanoseconds: ms100))
         #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), pending: true, now: ms100, lastSync: 0)) == .write(sync: true))
+        var big = inputs(.interval(milliseconds: 100), pending: true, now: 10, lastSync: 0)
+        big.pendingBytes = 2 << 20
+        #expect(GroupCommit.decide(big) == .write(sync: false))
         #expect(
             GroupCommit.decide(inputs(.interval(milliseconds: 100), unsynced: true, now: 50, lastSync: 0))
                 == .wait(untilNanoseconds: ms100))
@@ -36,5 +41,7 @@ struct GroupCommitTests {
         #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), pending: true, requested: true, now: 1)) == .write(sync: true))
         #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), unsynced: true, closing: true, now: 1)) == .sync)
         #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), closing: true, now: 1)) == .exit)
+        // Idle in interval mode: a periodic wake-up, never an unbounded sleep.
+        #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), now: 5)) == .wait(untilNanoseconds: 100_000_005))
     }
 }

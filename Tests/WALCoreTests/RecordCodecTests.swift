@@ -1,3 +1,4 @@
+import CZlib
 import Testing
 @testable import WALCore
 
@@ -110,5 +111,20 @@ struct RecordCodecTests {
         var damaged = encoded
         damaged[20] ^= 1
         #expect(throws: WALError.self) { try MetaFile.decode(damaged, path: "meta") }
+    }
+}
+
+/// Our CRC-32 (ISA-L) agrees with zlib's on every length and when chained.
+struct CRC32Tests {
+    @Test func matchesZlibOnEveryLengthAndWhenChained() {
+        let data = (0..<4096).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+        for length in [0, 1, 2, 3, 7, 8, 15, 16, 43, 63, 64, 121, 255, 1000, 4096] {
+            let slice = Array(data[0..<length])
+            let zlib = slice.withUnsafeBufferPointer { UInt32(crc32(0, $0.baseAddress, UInt32($0.count))) }
+            #expect(CRC32.checksum(slice) == zlib, "length \(length)")
+        }
+        let first = Array(data[0..<1000])
+        let second = Array(data[1000..<4096])
+        #expect(CRC32.checksum(second, seed: CRC32.checksum(first)) == CRC32.checksum(data))
     }
 }

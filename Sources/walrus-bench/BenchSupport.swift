@@ -1,0 +1,74 @@
+import Foundation
+import WALCore
+
+/// Timing, statistics and table printing for the benchmarks. Figures only; nothing is asserted.
+enum Bench {
+    /// Monotonic seconds.
+    static func now() -> Double { Double(monotonicNanoseconds()) / 1e9 }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return .nan }
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    /// Resident set size of this process, in bytes (from /proc/self/statm).
+    static func residentBytes() -> Int {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    static func format(_ value: Double, decimals: Int = 1) -> String {
+        guard value.isFinite else { return "–" }
+        if abs(value) >= 1000 && decimals <= 1 {
+            let rounded = Int(value.rounded())
+            var digits = String(abs(rounded))
+            var groups: [String] = []
+            while digits.count > 3 {
+                groups.insert(String(digits.suffix(3)), at: 0)
+                digits = String(digits.dropLast(3))
+            }
+            groups.insert(digits, at: 0)
+            return (rounded < 0 ? "-" : "") + groups.joined(separator: ",")
+        }
+        return String(format: "%.\(decimals)f", value)
+    }
+
+    static func ratio(_ value: Double, _ reference: Double) -> String {
+        guard reference > 0, value.isFinite, reference.isFinite else { return "–" }
+        return String(format: "%.2f×", value / reference)
+    }
+
+    /// A Markdown table.
+    static func table(_ title: String, _ header: [String], _ rows: [[String]]) {
+        print("")
+        print("### \(title)")
+        print("")
+        print("| " + header.joined(separator: " | ") + " |")
+        print("|" + header.map { _ in "---" }.joined(separator: "|") + "|")
+        for row in rows { print("| " + row.joined(separator: " | ") + " |") }
+        fflush(nil)
+    }
+
+    /// A fresh directory for one measurement (on the disk being measured, not a tmpfs).
+    static func scratch(_ base: String, _ name: String) -> String {
+        let path = base + "/" + name
+        try? FileManager.default.removeItem(atPath: path)
+        try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// Block until the log has sealed everything appended so far.
+    static func commitBlocking(_ wal: WriteAheadLog) {
+        try? wal.commitBlocking()
+    }
+
+    static func machine() -> String {
+        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+            .split(separator: "\n").first { $0.hasPrefix("model name") }?
+            .split(separator: ":").last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
+        return "\(ProcessInfo.processInfo.activeProcessorCount) × \(cpu), \(ProcessInfo.processInfo.physicalMemory >> 30) GiB"
+    }
+}

@@ -1,0 +1,48 @@
+import ArgumentParser
+import Foundation
+
+/// `walrus-bench`: prints figures and ratios against baselines measured in the same run.
+/// It never asserts a timing; build it in release mode (`swift build -c release`).
+@main
+struct WalrusBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "walrus-bench",
+        abstract: "Measure walrus beside the baselines a user would compare it with, in one run.",
+        subcommands: [WAL.self],
+        defaultSubcommand: WAL.self)
+
+    struct WAL: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "wal",
+            abstract: "The original's WAL benchmarks beside a raw write+fdatasync baseline; group commit; recovery.")
+
+        @Option(help: "Where to put benchmark data (a real disk, not a tmpfs); removed afterwards.")
+        var dir: String = "./walrus-bench-data"
+
+        @Option(help: "Runs per figure (the median is printed).")
+        var repetitions: Int = 5
+
+        @Option(help: "Records for the recovery benchmark.")
+        var recoveryRecords: Int = 1_000_000
+
+        @Option(help: "Run only these sections (comma-separated: batches, group, codec, recovery).")
+        var only: String = "batches,group,codec,recovery"
+
+        @Flag(help: "Small sizes and short runs, to check the harness works (figures are not meaningful).")
+        var quick = false
+
+        func run() async throws {
+            #if DEBUG
+            print("warning: this is a debug build; build with -c release for meaningful figures")
+            #endif
+            let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let benchmarks = WALBenchmarks(
+                directory: directory, quick: self.quick, repetitions: self.quick ? 1 : max(1, self.repetitions),
+                recoveryRecords: self.quick ? min(self.recoveryRecords, 100_000) : self.recoveryRecords,
+                sections: Set(self.only.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }))
+            try await benchmarks.run()
+        }
+    }
+}
