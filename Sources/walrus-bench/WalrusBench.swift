@@ -8,7 +8,7 @@ struct WalrusBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrus-bench",
         abstract: "Measure walrus beside the baselines a user would compare it with, in one run.",
-        subcommands: [WAL.self],
+        subcommands: [WAL.self, RecoveryProbe.self],
         defaultSubcommand: WAL.self)
 
     struct WAL: AsyncParsableCommand {
@@ -44,5 +44,18 @@ struct WalrusBench: AsyncParsableCommand {
                 sections: Set(self.only.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }))
             try await benchmarks.run()
         }
+    }
+}
+
+/// Opens a store in a fresh process and prints its resident memory before and after recovery, so
+/// memory per key is not blurred by what the benchmark process allocated and freed before.
+struct RecoveryProbe: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "recovery-probe", shouldDisplay: false)
+
+    @Option var dir: String
+
+    func run() throws {
+        let (before, after, keys, seconds) = try WALBenchmarks.probeRecovery(directory: self.dir)
+        print("\(before) \(after) \(keys) \(seconds)")
     }
 }

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages walrus builds and tests against (if any is missing).
+# Needs root or sudo; safe to run again.
+set -euo pipefail
+
+packages=(
+  pkg-config      # SwiftPM finds the C libraries through it
+  libisal-dev     # CRC-32 (ISA-L)
+  zlib1g-dev      # CRC-32 cross-check in the tests
+  libedit-dev     # line editing in the walrus shell
+  util-linux      # setsid, for the shell's terminal tests
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "Installing: ${missing[*]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
