@@ -17,19 +17,28 @@ public final class DirectoryLock: @unchecked Sendable {
     public init(directory: String) throws {
         let path = FileIO.join(directory, "LOCK")
         let fd = try FileIO.open(path, O_RDWR | O_CREAT, mode: 0o644)
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+        var deadline: UInt64? = nil
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno
-            var holder = "another process"
-            var buffer = [UInt8](repeating: 0, count: 32)
-            let n = buffer.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress!, 32, 0) }
-            if n > 0, let pid = Int(String(decoding: buffer[0..<n], as: UTF8.self).trimmingWhitespace()) {
-                holder = "process \(pid)"
+            if code == EINTR { continue }
+            let holder = Self.holder(fd)
+            // A lock this process just released can stay held for a moment by a child that another
+            // thread is spawning: flock belongs to the open file description, which the child shares
+            // until its exec closes it (O_CLOEXEC). So when the holder is us, wait a little.
+            if code == EWOULDBLOCK, holder == Int(getpid()) {
+                let now = monotonicNanoseconds()
+                if deadline == nil { deadline = now + 500_000_000 }
+                if now < deadline! {
+                    usleep(1000)
+                    continue
+                }
             }
             close(fd)
             if code == EWOULDBLOCK {
+                let who = holder.map { "process \($0)" } ?? "another process"
                 throw WALError(
                     .directoryLocked,
-                    "The data directory \(directory) is in use by \(holder) (it holds \(path)). Stop that process, "
+                    "The data directory \(directory) is in use by \(who) (it holds \(path)). Stop that process, "
                         + "or point this one at another data directory.",
                     path: path)
             }
@@ -41,6 +50,13 @@ public final class DirectoryLock: @unchecked Sendable {
         _ = pid.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress!, $0.count, 0) }
         self.path = path
         self.fd = ConditionLock(fd)
+    }
+
+    private static func holder(_ fd: Int32) -> Int? {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let n = buffer.withUnsafeMutableBytes { Glibc.pread(fd, $0.baseAddress!, 32, 0) }
+        guard n > 0 else { return nil }
+        return Int(String(decoding: buffer[0..<n], as: UTF8.self).trimmingWhitespace())
     }
 
     /// Release the lock (closing the descriptor releases the flock). The file stays: removing it

@@ -80,7 +80,7 @@ public final class KeyValueStore: Sendable {
             replay: { index, record in state.apply(record, index: index) }, progress: progress)
         state.appliedIndex = max(state.appliedIndex, wal.lastIndex)
         report.wal = wal.recoveryReport
-        report.keys = state.map.count
+        report.keys = state.count
         return KeyValueStore(configuration: configuration, wal: wal, state: state, recovery: report, logger: logger)
     }
 
@@ -94,7 +94,7 @@ public final class KeyValueStore: Sendable {
         let waiter = self.sealWaiter(onDurable)
         let index = try self.state.withLock { state throws -> UInt64 in
             let index = try self.appendToLog(op: .set, key: key, value: value, onDurable: waiter)
-            state.map[ByteKey(key)] = value
+            key.withUnsafeBytes { k in value.withUnsafeBytes { v in state.map.set(k, v) } }
             state.appliedIndex = index
             return index
         }
@@ -109,10 +109,9 @@ public final class KeyValueStore: Sendable {
         try self.validate(key: key, value: [])
         let waiter = self.sealWaiter(onDurable)
         let existed = try self.state.withLock { state throws -> Bool in
-            let wrapped = ByteKey(key)
-            guard state.map[wrapped] != nil else { return false }
+            guard key.withUnsafeBytes({ state.map.contains($0) }) else { return false }
             let index = try self.appendToLog(op: .delete, key: key, value: [], onDurable: waiter)
-            state.map.removeValue(forKey: wrapped)
+            key.withUnsafeBytes { _ = state.map.remove($0) }
             state.appliedIndex = index
             return true
         }
@@ -164,8 +163,10 @@ public final class KeyValueStore: Sendable {
             }
             for command in commands {
                 switch command {
-                case .set(let key, let value): state.map[ByteKey(key)] = value
-                case .delete(let key): state.map.removeValue(forKey: ByteKey(key))
+                case .set(let key, let value):
+                    key.withUnsafeBytes { k in value.withUnsafeBytes { v in state.map.set(k, v) } }
+                case .delete(let key):
+                    key.withUnsafeBytes { _ = state.map.remove($0) }
                 }
             }
             state.appliedIndex = index
@@ -209,27 +210,43 @@ public final class KeyValueStore: Sendable {
 
     /// The value of `key`, if set.
     public func get(key: [UInt8]) -> [UInt8]? {
-        self.state.withLock { $0.map[ByteKey(key)] }
+        self.state.withLock { $0.value(for: key) }
+    }
+
+    /// Run `body` with the value's bytes (nil if unset) without copying them; `body` runs under
+    /// the store's lock, so keep it short (copy into a network buffer, say).
+    public func withValue<R: Sendable>(key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> R) rethrows -> R {
+        // The pointer is only read inside the lock; it does not escape.
+        nonisolated(unsafe) let key = key
+        return try self.state.withLock { state in try state.map.withValue(key, body) }
     }
 
     /// Whether `key` is set.
     public func has(key: [UInt8]) -> Bool {
-        self.state.withLock { $0.map[ByteKey(key)] != nil }
+        self.state.withLock { state in key.withUnsafeBytes { state.map.contains($0) } }
     }
 
     /// Every key, in no particular order.
     public func keys() -> [ByteKey] {
-        self.state.withLock { Array($0.map.keys) }
+        self.state.withLock { state in
+            var keys: [ByteKey] = []
+            keys.reserveCapacity(state.count)
+            state.map.forEach { key, _ in keys.append(ByteKey(Array(key))) }
+            return keys
+        }
     }
 
     /// How many keys.
-    public var count: Int { self.state.withLock { $0.map.count } }
+    public var count: Int { self.state.withLock { $0.count } }
+
+    /// Bytes of key and value data held in memory (with an 8-byte header per key).
+    public var dataBytes: Int { self.state.withLock { $0.map.entryBytes } }
 
     /// The index of the last record applied in memory.
     public var appliedIndex: UInt64 { self.state.withLock { $0.appliedIndex } }
 
-    /// A consistent copy of the whole state (copy-on-write: O(1) now, the next write pays the copy).
-    public func snapshotState() -> StoreState { self.state.withLock { $0 } }
+    /// Every key and value, copied into a dictionary at one consistent point (tests and tools; O(n)).
+    public func dictionaryCopy() -> [ByteKey: [UInt8]] { self.state.withLock { $0.dictionary() } }
 
     // MARK: Durability
 
@@ -254,13 +271,16 @@ public final class KeyValueStore: Sendable {
         defer { self.checkpointing.withLock { $0 = false } }
 
         let started = monotonicNanoseconds()
-        let copy = self.snapshotState()
+        // Freeze the map at one index: a copy of its slot array; writes go on meanwhile.
+        let (frozen, index) = self.state.withLock { state in (state.map.openSnapshot(), state.appliedIndex) }
+        defer { self.state.withLock { $0.map.closeSnapshot() } }
         // The snapshot must never cover a record the log could still lose.
         try self.waitForSeal()
         let epochs = self.wal.meta.epochs
         let written = try SnapshotFile.write(
-            map: copy.map, index: copy.appliedIndex, epochs: epochs, directory: self.configuration.directory)
-        var report = CheckpointReport(index: copy.appliedIndex, path: written.path, bytes: written.bytes, keys: copy.map.count)
+            count: frozen.count, entries: frozen.forEach, index: index, epochs: epochs,
+            directory: self.configuration.directory)
+        var report = CheckpointReport(index: index, path: written.path, bytes: written.bytes, keys: frozen.count)
 
         // Older snapshots beyond the number to keep.
         let indexes = try FileIO.listDirectory(self.configuration.directory).compactMap(SnapshotName.parse).sorted(by: >)
@@ -269,12 +289,12 @@ public final class KeyValueStore: Sendable {
             report.removedSnapshots.append(SnapshotName.format(index))
         }
         report.removedSegments = try self.wal.removeSegments(
-            coveredBy: copy.appliedIndex, policy: self.configuration.retention, nowSeconds: Int64(time(nil)))
+            coveredBy: index, policy: self.configuration.retention, nowSeconds: Int64(time(nil)))
         report.nanoseconds = monotonicNanoseconds() - started
         self.logger.info(
             "Checkpoint written",
             metadata: [
-                "store.snapshot": "\(written.path)", "store.index": "\(copy.appliedIndex)", "store.keys": "\(copy.map.count)",
+                "store.snapshot": "\(written.path)", "store.index": "\(index)", "store.keys": "\(frozen.count)",
                 "store.bytes": "\(written.bytes)", "store.ms": "\(report.nanoseconds / 1_000_000)",
             ])
         return report

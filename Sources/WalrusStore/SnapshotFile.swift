@@ -31,9 +31,12 @@ public enum SnapshotFile {
         public var entryCount: UInt64
     }
 
-    /// Write `map` as the state at `index` into `directory`; returns the file's path and size.
-    public static func write(
-        map: [ByteKey: [UInt8]], index: UInt64, epochs: [MetaFile.EpochStart], directory: String
+    /// Write `count` entries (visited by `entries`) as the state at `index` into `directory`;
+    /// returns the file's path and size.
+    static func write(
+        count: Int,
+        entries: ((UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws -> Void,
+        index: UInt64, epochs: [MetaFile.EpochStart], directory: String
     ) throws -> (path: String, bytes: Int64) {
         let path = FileIO.join(directory, SnapshotName.format(index))
         let temporary = path + ".tmp"
@@ -66,14 +69,17 @@ public enum SnapshotFile {
             put64(entry.epoch)
             put64(entry.firstIndex)
         }
-        put64(UInt64(map.count))
-        for (key, value) in map {
-            put32(UInt32(key.bytes.count))
+        put64(UInt64(count))
+        var written = 0
+        try entries { key, value in
+            put32(UInt32(key.count))
             put32(UInt32(value.count))
-            key.bytes.withUnsafeBytes { buffer.append($0) }
-            value.withUnsafeBytes { buffer.append($0) }
+            buffer.append(key)
+            buffer.append(value)
+            written += 1
             if buffer.count >= 1 << 20 { try flush() }
         }
+        precondition(written == count, "snapshot entry count changed while writing")
         put(trailer)
         try flush()
         put32(crc)
@@ -120,8 +126,7 @@ public enum SnapshotFile {
         }
         let entryCount = try reader.u64()
         guard entryCount <= UInt64(size) / 8 else { throw bad("the entry count \(entryCount) is impossible") }
-        var state = StoreState()
-        state.map.reserveCapacity(Int(entryCount))
+        let state = StoreState(capacity: Int(entryCount))
         for _ in 0..<entryCount {
             let keyCount = Int(try reader.u32())
             let valueCount = Int(try reader.u32())
@@ -130,7 +135,7 @@ public enum SnapshotFile {
             }
             let key = try reader.take(keyCount)
             let value = try reader.take(valueCount)
-            state.map[ByteKey(key)] = value
+            key.withUnsafeBytes { k in value.withUnsafeBytes { v in state.map.set(k, v) } }
         }
         guard try reader.take(trailer.count) == trailer else { throw bad("the end marker is missing") }
         let computed = reader.crc

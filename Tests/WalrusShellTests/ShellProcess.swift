@@ -89,9 +89,27 @@ final class TerminalSession {
         close(self.master)
     }
 
-    /// Type bytes as a person would.
+    /// Type bytes as a person would, once the line editor is reading: keys typed while the
+    /// terminal is still in canonical mode (between two prompts) would be cooked by the kernel
+    /// (a Ctrl-D there is an end-of-file libedit never sees).
     func type(_ text: String) {
+        self.waitForLineEditor()
         _ = text.utf8CString.withUnsafeBufferPointer { write(self.master, $0.baseAddress, $0.count - 1) }
+    }
+
+    /// Wait (bounded) until libedit has switched the terminal out of canonical mode; the master
+    /// side of a pty reads the slave's settings.
+    func waitForLineEditor(seconds: Double = 10) {
+        let deadline = Date().addingTimeInterval(seconds)
+        var settings = termios()
+        while Date() < deadline, tcgetattr(self.master, &settings) == 0, settings.c_lflag & tcflag_t(ICANON) != 0 {
+            var poller = pollfd(fd: self.master, events: Int16(POLLIN), revents: 0)
+            if poll(&poller, 1, 5) > 0 {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                let n = read(self.master, &buffer, buffer.count)
+                if n > 0 { self.screen += String(decoding: buffer[0..<n], as: UTF8.self) }
+            }
+        }
     }
 
     /// Read output until `text` has appeared (after what was already matched), or throw after `seconds`.

@@ -198,11 +198,11 @@ struct KeyValueStoreTests {
             }
             try await group.waitForAll()
         }
-        let inMemory = store.snapshotState().map
+        let inMemory = store.dictionaryCopy()
         store.close()
         let reopened = try KeyValueStore.open(configuration, logger: quietLogger)
         defer { reopened.close() }
-        let recovered = reopened.snapshotState().map
+        let recovered = reopened.dictionaryCopy()
         #expect(recovered.count == inMemory.count)
         for (key, value) in inMemory { #expect(recovered[key] == value, "key \(key)") }
     }

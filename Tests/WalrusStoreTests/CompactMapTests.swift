@@ -1,0 +1,86 @@
+import Testing
+@testable import WalrusStore
+
+/// The store's map against a Dictionary model: growth, backward-shift deletion, snapshots.
+struct CompactMapTests {
+    /// A deterministic generator so a failure replays the same way.
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            self.state &+= 0x9E37_79B9_7F4A_7C15
+            var z = self.state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+    }
+
+    func contents(_ map: CompactMap) -> [[UInt8]: [UInt8]] {
+        var result: [[UInt8]: [UInt8]] = [:]
+        map.forEach { key, value in result[Array(key)] = Array(value) }
+        return result
+    }
+
+    /// Random sets, overwrites and deletes over a small key space (long probe runs, many
+    /// deletions inside them) and a large one (many grows) agree with a Dictionary at every step.
+    @Test(arguments: [50, 5000])
+    func agreesWithADictionary(keySpace: Int) {
+        var random = SplitMix(state: UInt64(keySpace))
+        let map = CompactMap()
+        var model: [[UInt8]: [UInt8]] = [:]
+        for step in 0..<20_000 {
+            let key = Array("k\(Int.random(in: 0..<keySpace, using: &random))".utf8)
+            let roll = Int.random(in: 0..<10, using: &random)
+            if roll < 6 {
+                let value = [UInt8](repeating: UInt8(step & 0xff), count: Int.random(in: 0..<40, using: &random))
+                key.withUnsafeBytes { k in value.withUnsafeBytes { v in map.set(k, v) } }
+                model[key] = value
+            } else if roll < 9 {
+                let removed = key.withUnsafeBytes { map.remove($0) }
+                #expect(removed == (model.removeValue(forKey: key) != nil))
+            }
+            let got = key.withUnsafeBytes { k in map.withValue(k) { $0.map { Array($0) } } }
+            #expect(got == model[key], "step \(step)")
+            #expect(map.count == model.count)
+        }
+        #expect(contents(map) == model)
+        // Every key the model holds is found by lookup (no entry stranded by a deletion shift).
+        for (key, value) in model {
+            #expect(key.withUnsafeBytes { k in map.withValue(k) { $0.map { Array($0) } } } == value)
+        }
+    }
+
+    /// Empty keys and values, and binary bytes, are ordinary keys and values.
+    @Test func emptyAndBinaryKeys() {
+        let map = CompactMap()
+        let empty: [UInt8] = []
+        let binary: [UInt8] = [0, 255, 0, 1]
+        empty.withUnsafeBytes { k in binary.withUnsafeBytes { v in map.set(k, v) } }
+        binary.withUnsafeBytes { k in empty.withUnsafeBytes { v in map.set(k, v) } }
+        #expect(contents(map) == [empty: binary, binary: empty])
+        #expect(empty.withUnsafeBytes { map.remove($0) })
+        #expect(contents(map) == [binary: empty])
+    }
+
+    /// A snapshot keeps seeing the contents it was opened on while the map changes; entries
+    /// replaced meanwhile are freed only when it closes.
+    @Test func snapshotIsFrozenWhileTheMapChanges() {
+        let map = CompactMap()
+        for i in 0..<1000 {
+            let key = Array("key-\(i)".utf8), value = Array("old-\(i)".utf8)
+            key.withUnsafeBytes { k in value.withUnsafeBytes { v in map.set(k, v) } }
+        }
+        let snapshot = map.openSnapshot()
+        for i in 0..<2000 {
+            let key = Array("key-\(i)".utf8), value = Array("new-\(i)".utf8)
+            key.withUnsafeBytes { k in value.withUnsafeBytes { v in map.set(k, v) } }
+        }
+        for i in stride(from: 0, to: 1000, by: 3) { _ = Array("key-\(i)".utf8).withUnsafeBytes { map.remove($0) } }
+        var frozen: [String: String] = [:]
+        snapshot.forEach { key, value in frozen[String(decoding: key, as: UTF8.self)] = String(decoding: value, as: UTF8.self) }
+        map.closeSnapshot()
+        #expect(frozen.count == 1000)
+        #expect(frozen.allSatisfy { $0.value == "old-" + $0.key.dropFirst(4) })
+        #expect(map.count == 2000 - 334)
+    }
+}
