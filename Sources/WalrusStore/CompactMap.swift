@@ -35,15 +35,34 @@ final class CompactMap: @unchecked Sendable {
     init(capacity: Int = 16, hasher: KeyHasher = KeyHasher()) {
         self.hasher = hasher
         self.capacity = max(16, capacity * 100 / Self.maxLoadNumerator + 1)
-        self.slots = .allocate(capacity: self.capacity)
-        self.slots.initialize(repeating: 0, count: self.capacity)
+        self.slots = Self.allocateSlots(self.capacity)
         self.growAt = self.capacity * Self.maxLoadNumerator / 100
     }
 
     deinit {
         for i in 0..<self.capacity where self.slots[i] != 0 { free(Self.entry(self.slots[i])) }
         for entry in self.parked { free(entry) }
-        self.slots.deallocate()
+        Self.freeSlots(self.slots, self.capacity)
+    }
+
+    /// Zeroed slots. Large tables come straight from mmap (already zero) and ask for transparent
+    /// huge pages: every lookup is a random access into the table, and with 4 KiB pages most of
+    /// them also miss the TLB.
+    private static func allocateSlots(_ count: Int) -> UnsafeMutablePointer<UInt64> {
+        let bytes = count * 8
+        if bytes >= 2 << 20 {
+            let region = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            if let region, region != MAP_FAILED {
+                _ = madvise(region, bytes, MADV_HUGEPAGE)
+                return region.bindMemory(to: UInt64.self, capacity: count)
+            }
+        }
+        return calloc(count, 8)!.bindMemory(to: UInt64.self, capacity: count)
+    }
+
+    private static func freeSlots(_ slots: UnsafeMutablePointer<UInt64>, _ count: Int) {
+        let bytes = count * 8
+        if bytes >= 2 << 20 { munmap(slots, bytes) } else { free(slots) }
     }
 
     // MARK: Entries
@@ -183,12 +202,18 @@ final class CompactMap: @unchecked Sendable {
         if needed > self.capacity { self.grow(to: needed) }
     }
 
+    /// Rebuild the table smaller if it is less than 40% full (after recovery sized it for every
+    /// record of a log that held many overwrites).
+    func shrinkIfSparse() {
+        guard self.capacity > 64, self.count * 100 < self.capacity * 40 else { return }
+        self.grow(to: max(16, self.count * 100 / 70 + 1))
+    }
+
     private func grow(to newCapacity: Int) {
         let old = self.slots
         let oldCapacity = self.capacity
         self.capacity = newCapacity
-        self.slots = .allocate(capacity: newCapacity)
-        self.slots.initialize(repeating: 0, count: newCapacity)
+        self.slots = Self.allocateSlots(newCapacity)
         self.growAt = newCapacity * Self.maxLoadNumerator / 100
         for i in 0..<oldCapacity where old[i] != 0 {
             let slot = old[i]
@@ -200,7 +225,7 @@ final class CompactMap: @unchecked Sendable {
             }
             self.slots[index] = slot
         }
-        old.deallocate()
+        Self.freeSlots(old, oldCapacity)
     }
 
     /// Visit every entry (in table order).

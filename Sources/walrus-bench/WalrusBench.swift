@@ -28,6 +28,9 @@ struct WalrusBench: AsyncParsableCommand {
         @Option(help: "Run only these sections (comma-separated: batches, group, codec, recovery).")
         var only: String = "batches,group,codec,recovery"
 
+        @Flag(help: "Keep the benchmark data directory afterwards (to profile recovery with recovery-probe).")
+        var keep = false
+
         @Flag(help: "Small sizes and short runs, to check the harness works (figures are not meaningful).")
         var quick = false
 
@@ -37,7 +40,7 @@ struct WalrusBench: AsyncParsableCommand {
             #endif
             let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: directory) }
+            defer { if !self.keep { try? FileManager.default.removeItem(atPath: directory) } }
             let benchmarks = WALBenchmarks(
                 directory: directory, quick: self.quick, repetitions: self.quick ? 1 : max(1, self.repetitions),
                 recoveryRecords: self.quick ? min(self.recoveryRecords, 100_000) : self.recoveryRecords,
