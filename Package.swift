@@ -14,12 +14,15 @@ let package = Package(
     products: [
         .library(name: "WALCore", targets: ["WALCore"]),
         .library(name: "WalrusStore", targets: ["WalrusStore"]),
+        .executable(name: "walrusd", targets: ["walrusd"]),
         .executable(name: "walrus", targets: ["walrus"]),
         .executable(name: "walrus-bench", targets: ["walrus-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         .systemLibrary(
@@ -50,6 +53,38 @@ let package = Package(
             dependencies: [
                 "WALCore",
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "WalrusProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "WalrusServer",
+            dependencies: [
+                "WalrusStore",
+                "WalrusProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "WalrusClient",
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "walrusd",
+            dependencies: [
+                "WalrusServer",
+                "WalrusStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -86,6 +121,25 @@ let package = Package(
         .testTarget(
             name: "WalrusStoreTests",
             dependencies: ["WalrusStore", "WALCore", "WalrusTestKit"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "WalrusProtocolTests",
+            dependencies: [
+                "WalrusProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "WalrusServerTests",
+            dependencies: [
+                "WalrusServer", "WalrusStore", "WalrusTestKit", "WalrusClient", "walrusd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

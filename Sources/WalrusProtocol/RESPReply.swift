@@ -1,0 +1,66 @@
+public import NIOCore
+
+/// Writes RESP2 replies into a buffer.
+extension ByteBuffer {
+    /// `+text\r\n`
+    public mutating func writeSimpleString(_ text: String) {
+        self.writeInteger(UInt8(ascii: "+"))
+        self.writeString(text)
+        self.writeStaticString("\r\n")
+    }
+
+    /// `-text\r\n` (text starts with an error code such as `ERR`, `READONLY`, `WRONGTYPE`).
+    public mutating func writeErrorReply(_ text: String) {
+        self.writeInteger(UInt8(ascii: "-"))
+        // An error reply is one line: newlines in a message would break the protocol.
+        self.writeString(text.replacingNewlines())
+        self.writeStaticString("\r\n")
+    }
+
+    /// `:n\r\n`
+    public mutating func writeIntegerReply(_ value: Int) {
+        self.writeInteger(UInt8(ascii: ":"))
+        self.writeString(String(value))
+        self.writeStaticString("\r\n")
+    }
+
+    /// `$n\r\n<bytes>\r\n`
+    public mutating func writeBulkReply(_ bytes: UnsafeRawBufferPointer) {
+        self.writeInteger(UInt8(ascii: "$"))
+        self.writeString(String(bytes.count))
+        self.writeStaticString("\r\n")
+        self.writeBytes(bytes)
+        self.writeStaticString("\r\n")
+    }
+
+    /// `$n\r\n<bytes>\r\n` from a buffer.
+    public mutating func writeBulkReply(_ bytes: ByteBuffer) {
+        self.writeInteger(UInt8(ascii: "$"))
+        self.writeString(String(bytes.readableBytes))
+        self.writeStaticString("\r\n")
+        self.writeImmutableBuffer(bytes)
+        self.writeStaticString("\r\n")
+    }
+
+    /// `$n\r\n<text>\r\n`
+    public mutating func writeBulkReply(_ text: String) {
+        var text = text
+        text.withUTF8 { self.writeBulkReply(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// `$-1\r\n`
+    public mutating func writeNullReply() { self.writeStaticString("$-1\r\n") }
+
+    /// `*n\r\n`, to be followed by n replies.
+    public mutating func writeArrayHeader(_ count: Int) {
+        self.writeInteger(UInt8(ascii: "*"))
+        self.writeString(String(count))
+        self.writeStaticString("\r\n")
+    }
+}
+
+extension String {
+    fileprivate func replacingNewlines() -> String {
+        String(self.map { $0 == "\r" || $0 == "\n" ? " " : $0 })
+    }
+}

@@ -1,0 +1,307 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import WALCore
+import WalrusProtocol
+import WalrusStore
+
+/// Runs RESP commands against the store. Reads answer at once; writes answer once they are as
+/// durable as the fsync mode promises (through `completion`, from the log's flusher thread).
+final class CommandExecutor: Sendable {
+    enum Outcome {
+        /// The reply is ready.
+        case reply(ByteBuffer)
+        /// The reply is ready and the connection closes after it (QUIT).
+        case replyAndClose(ByteBuffer)
+        /// `completion` will be called with the reply.
+        case pending
+    }
+
+    let store: KeyValueStore
+    let statistics: ServerStatistics
+    let server: ServerConfiguration
+    let logger: Logger
+    private let alwaysMode: Bool
+
+    init(store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger) {
+        self.store = store
+        self.statistics = statistics
+        self.server = server
+        self.logger = logger
+        self.alwaysMode = store.configuration.wal.fsyncMode == .always
+    }
+
+    /// Words the original shell used, accepted where they do not clash with Redis commands.
+    private static let aliases = ["HAS": "EXISTS", "LEN": "DBSIZE", "DELETE": "DEL"]
+
+    func execute(
+        _ command: RESPCommand, allocator: ByteBufferAllocator, completion: @escaping @Sendable (ByteBuffer) -> Void
+    ) -> Outcome {
+        var name = command.name
+        name = Self.aliases[name] ?? name
+        let arguments = Array(command.arguments.dropFirst())
+        var out = allocator.buffer(capacity: 64)
+        func reply(_ body: (inout ByteBuffer) -> Void) -> Outcome {
+            body(&out)
+            return .reply(out)
+        }
+        func arity(_ valid: Bool) -> Outcome? {
+            valid ? nil : reply { $0.writeErrorReply("ERR wrong number of arguments for '\(name.lowercased())' command") }
+        }
+
+        switch name {
+        case "PING":
+            if let error = arity(arguments.count <= 1) { return error }
+            return reply { if let message = arguments.first { $0.writeBulkReply(message) } else { $0.writeSimpleString("PONG") } }
+        case "ECHO":
+            if let error = arity(arguments.count == 1) { return error }
+            return reply { $0.writeBulkReply(arguments[0]) }
+        case "GET":
+            if let error = arity(arguments.count == 1) { return error }
+            arguments[0].withUnsafeReadableBytes { key in
+                self.store.withValue(key: key) { value -> Bool in
+                    if let value { out.writeBulkReply(value) } else { out.writeNullReply() }
+                    return true
+                }
+            }
+            return .reply(out)
+        case "MGET":
+            if let error = arity(arguments.count >= 1) { return error }
+            out.writeArrayHeader(arguments.count)
+            for key in arguments {
+                key.withUnsafeReadableBytes { key in
+                    self.store.withValue(key: key) { value -> Bool in
+                        if let value { out.writeBulkReply(value) } else { out.writeNullReply() }
+                        return true
+                    }
+                }
+            }
+            return .reply(out)
+        case "EXISTS":
+            if let error = arity(arguments.count >= 1) { return error }
+            let count = arguments.reduce(0) { $0 + (self.store.has(key: Array($1.readableBytesView)) ? 1 : 0) }
+            return reply { $0.writeIntegerReply(count) }
+        case "DBSIZE":
+            if let error = arity(arguments.isEmpty) { return error }
+            return reply { $0.writeIntegerReply(self.store.count) }
+        case "KEYS":
+            if let error = arity(arguments.count == 1) { return error }
+            let pattern = Array(arguments[0].readableBytesView)
+            let keys = self.store.keys().filter { key in key.bytes.withUnsafeBytes { GlobPattern.matches(pattern, $0) } }
+            return reply { buffer in
+                buffer.writeArrayHeader(keys.count)
+                for key in keys { key.bytes.withUnsafeBytes { buffer.writeBulkReply($0) } }
+            }
+        case "SET":
+            if let error = arity(arguments.count >= 2) { return error }
+            guard arguments.count == 2 else {
+                return reply { $0.writeErrorReply("ERR syntax error (walrus's SET takes a key and a value, no options)") }
+            }
+            return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
+                try self.store.set(
+                    key: Array(arguments[0].readableBytesView), value: Array(arguments[1].readableBytesView),
+                    onDurable: callback)
+            }
+        case "MSET":
+            if let error = arity(arguments.count >= 2 && arguments.count % 2 == 0) { return error }
+            var commands: [StoreCommand] = []
+            commands.reserveCapacity(arguments.count / 2)
+            for pair in stride(from: 0, to: arguments.count, by: 2) {
+                commands.append(
+                    .set(key: Array(arguments[pair].readableBytesView), value: Array(arguments[pair + 1].readableBytesView)))
+            }
+            return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
+                try self.store.apply(batch: commands, onDurable: callback)
+            }
+        case "DEL":
+            if let error = arity(arguments.count >= 1) { return error }
+            let deleted = Counter()
+            return self.write(allocator: allocator, completion: completion, ok: { $0.writeIntegerReply(deleted.value) }) { callback in
+                for key in arguments where try self.store.delete(key: Array(key.readableBytesView)) { deleted.value += 1 }
+                // Every delete is in the log; the callback fires once all of them are durable.
+                if deleted.value > 0 && self.alwaysMode { self.store.commit(onDurable: callback) } else { callback(nil) }
+            }
+        case "COMMIT":
+            return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
+                self.store.commit(onDurable: callback)
+            }
+        case "INFO":
+            let text = ServerInfo.render(
+                sections: arguments.map { String(decoding: $0.readableBytesView, as: UTF8.self) }, executor: self)
+            return reply { $0.writeBulkReply(text) }
+        case "ROLE":
+            return reply { buffer in
+                buffer.writeArrayHeader(3)
+                buffer.writeBulkReply("master")
+                buffer.writeIntegerReply(Int(self.store.wal.sealedIndex))
+                buffer.writeArrayHeader(0)
+            }
+        case "WAIT":
+            // No followers yet (replication is its own part): no replica can acknowledge anything.
+            if let error = arity(arguments.count == 2) { return error }
+            return reply { $0.writeIntegerReply(0) }
+        case "COMMAND":
+            let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() }
+            if sub == "COUNT" { return reply { $0.writeIntegerReply(Self.commandNames.count) } }
+            // redis-cli asks for COMMAND DOCS at start for its hints; an empty answer is allowed.
+            return reply { $0.writeArrayHeader(0) }
+        case "CONFIG":
+            let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() } ?? ""
+            guard sub == "GET", arguments.count >= 2 else {
+                return reply { $0.writeErrorReply("ERR CONFIG \(sub) is not supported by walrus; only CONFIG GET is") }
+            }
+            let pairs = self.configPairs()
+            var matched: [(String, String)] = []
+            for pattern in arguments.dropFirst() {
+                let glob = Array(String(decoding: pattern.readableBytesView, as: UTF8.self).lowercased().utf8)
+                for pair in pairs where !matched.contains(where: { $0.0 == pair.0 }) {
+                    var name = pair.0
+                    if name.withUTF8({ GlobPattern.matches(glob, UnsafeRawBufferPointer($0)) }) { matched.append(pair) }
+                }
+            }
+            return reply { buffer in
+                buffer.writeArrayHeader(matched.count * 2)
+                for (key, value) in matched {
+                    buffer.writeBulkReply(key)
+                    buffer.writeBulkReply(value)
+                }
+            }
+        case "HELLO":
+            if let version = arguments.first.map({ String(decoding: $0.readableBytesView, as: UTF8.self) }), version != "2" {
+                return reply { $0.writeErrorReply("NOPROTO unsupported protocol version (walrus speaks RESP2)") }
+            }
+            return reply { buffer in
+                let fields: [(String, String)] = [
+                    ("server", "redis"), ("version", ServerInfo.redisVersion), ("walrus", ServerInfo.walrusVersion),
+                    ("mode", "standalone"), ("role", "master"),
+                ]
+                buffer.writeArrayHeader(fields.count * 2 + 4)
+                for (key, value) in fields {
+                    buffer.writeBulkReply(key)
+                    buffer.writeBulkReply(value)
+                }
+                buffer.writeBulkReply("proto")
+                buffer.writeIntegerReply(2)
+                buffer.writeBulkReply("modules")
+                buffer.writeArrayHeader(0)
+            }
+        case "CLIENT":
+            let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() } ?? ""
+            switch sub {
+            case "SETNAME", "SETINFO", "NO-EVICT", "NO-TOUCH", "REPLY": return reply { $0.writeSimpleString("OK") }
+            case "GETNAME": return reply { $0.writeNullReply() }
+            case "ID": return reply { $0.writeIntegerReply(self.statistics.totalConnections.load(ordering: .relaxed)) }
+            default: return reply { $0.writeErrorReply("ERR CLIENT \(sub) is not supported by walrus") }
+            }
+        case "SELECT":
+            if let error = arity(arguments.count == 1) { return error }
+            let index = String(decoding: arguments[0].readableBytesView, as: UTF8.self)
+            return reply { index == "0" ? $0.writeSimpleString("OK") : $0.writeErrorReply("ERR DB index is out of range (walrus has one database, 0)") }
+        case "QUIT":
+            out.writeSimpleString("OK")
+            return .replyAndClose(out)
+        default:
+            let words = arguments.prefix(3).map { "'" + String(decoding: $0.readableBytesView.prefix(64), as: UTF8.self) + "'" }
+            let original = String(decoding: command.arguments[0].readableBytesView.prefix(64), as: UTF8.self)
+            return reply {
+                $0.writeErrorReply("ERR unknown command '\(original)', with args beginning with: \(words.joined(separator: " "))")
+            }
+        }
+    }
+
+    static let commandNames = [
+        "PING", "ECHO", "GET", "MGET", "EXISTS", "DBSIZE", "KEYS", "SET", "MSET", "DEL", "COMMIT", "INFO", "ROLE", "WAIT",
+        "COMMAND", "CONFIG", "HELLO", "CLIENT", "SELECT", "QUIT",
+    ]
+
+    /// A write: start it with a seal callback; reply when durable (or at once in interval mode,
+    /// where the store calls back inside the call). Errors become `-ERR` replies.
+    private func write(
+        allocator: ByteBufferAllocator,
+        completion: @escaping @Sendable (ByteBuffer) -> Void,
+        ok: @escaping @Sendable (inout ByteBuffer) -> Void,
+        start: (@escaping WriteAheadLog.SealCallback) throws -> Void
+    ) -> Outcome {
+        let box = InlineCompletion(completion: completion)
+        let render: @Sendable (WALError?) -> ByteBuffer = { error in
+            var buffer = allocator.buffer(capacity: 16)
+            if let error { buffer.writeErrorReply(Self.clientMessage(StoreError(error))) } else { ok(&buffer) }
+            return buffer
+        }
+        do {
+            try start { error in box.complete(render(error)) }
+        } catch {
+            _ = box.finishInline()
+            var buffer = allocator.buffer(capacity: 64)
+            buffer.writeErrorReply(Self.clientMessage(error))
+            return .reply(buffer)
+        }
+        if let ready = box.finishInline() { return .reply(ready) }
+        return .pending
+    }
+
+    /// One line an operator can act on, with a Redis-style error code.
+    static func clientMessage(_ error: any Error) -> String {
+        if let store = error as? StoreError {
+            if let wal = store.walError {
+                switch wal.code {
+                case .diskFull: return "MISCONF " + wal.message
+                case .failed: return "MISCONF " + wal.message
+                case .closed: return "ERR the server is shutting down; retry against the new process"
+                default: return "ERR " + wal.message
+                }
+            }
+            return "ERR " + store.message
+        }
+        return "ERR \(error)"
+    }
+
+    private func configPairs() -> [(String, String)] {
+        let fsync: String
+        switch self.store.configuration.wal.fsyncMode {
+        case .always: fsync = "always"
+        case .interval: fsync = "everysec"
+        }
+        return [
+            ("save", ""), ("appendonly", "yes"), ("appendfsync", fsync), ("databases", "1"),
+            ("port", String(self.server.port)), ("bind", self.server.bindAddress),
+            ("maxclients", String(self.server.maxClients)), ("timeout", String(self.server.idleTimeoutSeconds)),
+            ("proto-max-bulk-len", String(self.server.maxBulkBytes)), ("dir", self.store.configuration.directory),
+        ]
+    }
+}
+
+/// Lets a seal callback that runs inside the store call (interval mode, or an error) return the
+/// reply directly instead of hopping through the event loop.
+final class InlineCompletion: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var inline = true
+    private var result: ByteBuffer?
+    private let completion: @Sendable (ByteBuffer) -> Void
+
+    init(completion: @escaping @Sendable (ByteBuffer) -> Void) { self.completion = completion }
+
+    func complete(_ buffer: ByteBuffer) {
+        let deliverNow = self.lock.withLock { () -> Bool in
+            if self.inline {
+                self.result = buffer
+                return false
+            }
+            return true
+        }
+        if deliverNow { self.completion(buffer) }
+    }
+
+    /// The reply if it already arrived; afterwards, replies go to `completion`.
+    func finishInline() -> ByteBuffer? {
+        self.lock.withLock {
+            self.inline = false
+            return self.result
+        }
+    }
+}
+
+/// A count written before the reply is rendered and read after (same request, ordered by the seal).
+private final class Counter: @unchecked Sendable {
+    var value = 0
+}

@@ -1,0 +1,33 @@
+/// How the client port behaves. Every field has walrusd's default.
+public struct ServerConfiguration: Sendable {
+    /// The address to listen on (default 127.0.0.1).
+    public var bindAddress = "127.0.0.1"
+    /// The client port (default 7379; 0 picks a free one).
+    public var port = 7379
+    /// Connections beyond this are told `-ERR max number of clients reached` and closed (default 10000).
+    public var maxClients = 10_000
+    /// Close a connection idle this many seconds (default 0: never, as Redis's `timeout 0`).
+    public var idleTimeoutSeconds = 0
+    /// Bulk and argument limits of the protocol decoder.
+    public var maxBulkBytes = 32 * 1024 * 1024
+    /// The most arguments in one request.
+    public var maxArguments = 1024 * 1024
+    /// Event loop threads (default: one per core).
+    public var eventLoopThreads = System.coreCountForDefaults
+
+    public init() {}
+}
+
+enum System {
+    static var coreCountForDefaults: Int {
+        #if canImport(Glibc)
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        #else
+        return 2
+        #endif
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

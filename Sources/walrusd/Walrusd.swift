@@ -1,0 +1,99 @@
+public import ArgumentParser
+public import Logging
+import ServiceLifecycle
+import WALCore
+import WalrusServer
+import WalrusStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `walrusd`: the walrus daemon. Recovers the data directory, then serves RESP clients.
+@main
+struct Walrusd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "walrusd",
+        abstract: "The walrus daemon: a write-ahead-logged key-value store that speaks the Redis protocol.")
+
+    @Option(help: "The data directory (default ./walrus-data, or $STATE_DIRECTORY under systemd).")
+    var data: String?
+
+    @Option(help: "The address to listen on for clients.")
+    var bind: String = "127.0.0.1"
+
+    @Option(help: "The client port (0 picks a free one and logs it).")
+    var port: Int = 7379
+
+    @Option(help: "When writes are acknowledged: always (after fdatasync, the default) or interval.")
+    var fsync: FsyncChoice = .always
+
+    @Option(name: .customLong("fsync-interval"), help: "Milliseconds between fdatasyncs with --fsync interval.")
+    var fsyncInterval: Int = 100
+
+    @Option(name: .customLong("max-clients"), help: "Connections beyond this are refused with an error.")
+    var maxClients: Int = 10_000
+
+    @Option(name: .customLong("idle-timeout"), help: "Close a client idle this many seconds (0: never).")
+    var idleTimeout: Int = 0
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    enum FsyncChoice: String, ExpressibleByArgument, CaseIterable {
+        case always, interval
+    }
+
+    func validate() throws {
+        guard (0...65535).contains(self.port) else { throw ValidationError("--port must be 0…65535, not \(self.port)") }
+        guard self.fsyncInterval > 0 else { throw ValidationError("--fsync-interval must be a positive number of milliseconds") }
+        guard self.maxClients > 0 else { throw ValidationError("--max-clients must be positive") }
+        guard self.idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be 0 or more seconds") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "walrusd") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = self.logLevel
+        let directory = self.data ?? getenv("STATE_DIRECTORY").map { String(cString: $0) } ?? "./walrus-data"
+
+        var storeConfiguration = StoreConfiguration(directory: directory)
+        storeConfiguration.wal.fsyncMode = self.fsync == .always ? .always : .interval(milliseconds: self.fsyncInterval)
+        let store: KeyValueStore
+        do {
+            store = try KeyValueStore.open(storeConfiguration, logger: logger) { progress in
+                logger.info("Recovering", metadata: ["recovery.percent": "\(progress.percent)"])
+            }
+        } catch {
+            logger.critical("Cannot open the data directory", metadata: ["walrusd.error": "\(error)"])
+            throw ExitCode(73)  // EX_CANTCREAT
+        }
+        logger.info(
+            "Recovered",
+            metadata: [
+                "store.keys": "\(store.count)", "wal.lastIndex": "\(store.wal.lastIndex)",
+                "store.snapshot": "\(store.recovery.snapshotIndex.map(String.init) ?? "none")",
+            ])
+
+        var serverConfiguration = ServerConfiguration()
+        serverConfiguration.bindAddress = self.bind
+        serverConfiguration.port = self.port
+        serverConfiguration.maxClients = self.maxClients
+        serverConfiguration.idleTimeoutSeconds = self.idleTimeout
+        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("walrusd stopped", metadata: ["walrusd.error": "\(error)"])
+            store.close()
+            throw ExitCode(70)  // EX_SOFTWARE
+        }
+        store.close()
+        logger.info("Stopped cleanly")
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,0 +1,161 @@
+import Testing
+import WALCore
+import WalrusClient
+import WalrusServer
+import WalrusStore
+import WalrusTestKit
+
+/// The client port end to end: real TCP on loopback, a real store on disk.
+struct RESPServerTests {
+    /// The commands DESIGN.md lists, with Redis's replies, and the original's aliases.
+    @Test func commandsAnswerLikeRedis() async throws {
+        try await withServer { port, _ in
+            let client = try connect(port)
+            #expect(try client.command("PING") == .simple("PONG"))
+            #expect(try client.command("PING", "hi") == .bulk(bytes("hi")))
+            #expect(try client.command("ECHO", "x y") == .bulk(bytes("x y")))
+            #expect(try client.command("SET", "name", "jerk") == .simple("OK"))
+            #expect(try client.command("GET", "name") == .bulk(bytes("jerk")))
+            #expect(try client.command("GET", "nope") == .bulk(nil))
+            #expect(try client.command("MSET", "a", "1", "b", "2") == .simple("OK"))
+            #expect(try client.command("MGET", "a", "nope", "b") == .array([.bulk(bytes("1")), .bulk(nil), .bulk(bytes("2"))]))
+            #expect(try client.command("EXISTS", "a", "b", "nope", "a") == .integer(3))
+            #expect(try client.command("HAS", "a") == .integer(1))
+            #expect(try client.command("DBSIZE") == .integer(3))
+            #expect(try client.command("LEN") == .integer(3))
+            guard case .array(let keys?) = try client.command("KEYS", "[ab]") else {
+                Issue.record("KEYS did not return an array")
+                return
+            }
+            #expect(Set(keys.compactMap(\.text)) == ["a", "b"])
+            #expect(try client.command("DEL", "a", "nope") == .integer(1))
+            #expect(try client.command("DELETE", "b") == .integer(1))
+            #expect(try client.command("COMMIT") == .simple("OK"))
+            #expect(try client.command("SELECT", "0") == .simple("OK"))
+            #expect(try client.command("CLIENT", "SETNAME", "me") == .simple("OK"))
+            #expect(try client.command("CONFIG", "GET", "appendfsync") == .array([.bulk(bytes("appendfsync")), .bulk(bytes("always"))]))
+            #expect(try client.command("ROLE") == .array([.bulk(bytes("master")), .integer(4), .array([])]))
+            #expect(try client.command("HELLO", "3") == .error("NOPROTO unsupported protocol version (walrus speaks RESP2)"))
+            guard case .bulk(let info?) = try client.command("INFO") else {
+                Issue.record("INFO did not return text")
+                return
+            }
+            let text = String(decoding: info, as: UTF8.self)
+            for field in ["# Server", "redis_version:", "# Clients", "connected_clients:1", "# Persistence", "# Stats", "# Replication", "role:master"] {
+                #expect(text.contains(field), "INFO lacks \(field)")
+            }
+            #expect(try client.command("SET", "k") == .error("ERR wrong number of arguments for 'set' command"))
+            #expect(try client.command("SET", "k", "v", "EX", "10").description.contains("syntax error"))
+            #expect(try client.command("NOSUCH", "x").description.contains("unknown command 'NOSUCH'"))
+            #expect(try client.command("QUIT") == .simple("OK"))
+            #expect(client.isClosedByPeer())
+        }
+    }
+
+    /// Pipelined requests get their replies in order, and a GET sees the SET before it, also
+    /// when the SET waits for its fdatasync.
+    @Test(arguments: [FsyncMode.always, .interval(milliseconds: 50)])
+    func pipelinedRepliesKeepRequestOrder(fsync: FsyncMode) async throws {
+        try await withServer(fsync: fsync) { port, _ in
+            let client = try connect(port)
+            for i in 0..<200 {
+                try client.send([bytes("SET"), bytes("k\(i % 5)"), bytes("v\(i)")])
+                try client.send([bytes("GET"), bytes("k\(i % 5)")])
+            }
+            for i in 0..<200 {
+                #expect(try client.readReply() == .simple("OK"))
+                #expect(try client.readReply() == .bulk(bytes("v\(i)")))
+            }
+        }
+    }
+
+    /// Binary values (NUL, CRLF, every byte) and empty values survive the round trip and a restart.
+    @Test func binaryAndEmptyValuesSurviveARestart() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let value: [UInt8] = (0...255).map { UInt8($0) } + [13, 10, 0]
+        try await withServer(directory: directory) { port, _ in
+            let client = try connect(port)
+            #expect(try client.command([bytes("SET"), [0, 1, 13, 10], value]) == .simple("OK"))
+            #expect(try client.command([bytes("SET"), bytes("empty"), []]) == .simple("OK"))
+        }
+        try await withServer(directory: directory) { port, _ in
+            let client = try connect(port)
+            #expect(try client.command([bytes("GET"), [0, 1, 13, 10]]) == .bulk(value))
+            #expect(try client.command("GET", "empty") == .bulk([]))
+        }
+    }
+
+    /// A malformed request gets a RESP error and its connection is closed; another client on the
+    /// same server never notices.
+    @Test(arguments: [
+        "*1\r\n$4294967296\r\n", "*-x\r\n", "*1\r\n$3\r\nabcdef", "*3000000\r\n", "*1\r\n:12\r\n",
+    ])
+    func malformedRequestsCloseOnlyTheirConnection(input: String) async throws {
+        try await withServer { port, _ in
+            let bystander = try connect(port)
+            #expect(try bystander.command("SET", "safe", "1") == .simple("OK"))
+            let attacker = try connect(port)
+            try attacker.sendRaw(bytes(input))
+            guard case .error(let message) = try attacker.readReply() else {
+                Issue.record("no error reply for \(input.debugDescription)")
+                return
+            }
+            #expect(message.hasPrefix("ERR Protocol error"))
+            #expect(attacker.isClosedByPeer())
+            #expect(try bystander.command("GET", "safe") == .bulk(bytes("1")))
+        }
+    }
+
+    /// 10 MB of random bytes on one connection: answered or cut off, the server keeps serving.
+    @Test func randomBytesDoNotHurtTheServer() async throws {
+        try await withServer { port, _ in
+            var generator = SystemRandomNumberGenerator()
+            var noise = [UInt8](repeating: 0, count: 10 << 20)
+            noise.withUnsafeMutableBytes { raw in
+                let words = raw.bindMemory(to: UInt64.self)
+                for i in words.indices { words[i] = generator.next() }
+            }
+            let attacker = try connect(port)
+            try? attacker.sendRaw(noise)
+            _ = attacker.isClosedByPeer()
+            let client = try connect(port)
+            #expect(try client.command("PING") == .simple("PONG"))
+        }
+    }
+
+    /// Past max clients a connection is told so and closed; the others keep working.
+    @Test func maxClientsIsEnforced() async throws {
+        try await withServer(configure: { $0.maxClients = 2 }) { port, _ in
+            let first = try connect(port)
+            let second = try connect(port)
+            #expect(try first.command("PING") == .simple("PONG"))
+            #expect(try second.command("PING") == .simple("PONG"))
+            let third = try connect(port)
+            #expect(try third.readReply() == .error("ERR max number of clients reached"))
+            #expect(third.isClosedByPeer())
+            #expect(try first.command("PING") == .simple("PONG"))
+        }
+    }
+
+    /// Keys and values over the store's limits are refused with the limit named; nothing is written.
+    @Test func oversizedValuesAreRefused() async throws {
+        try await withServer { port, store in
+            let client = try connect(port)
+            let reply = try client.command([bytes("SET"), bytes("big"), [UInt8](repeating: 1, count: 17 << 20)])
+            #expect(reply.description.contains("max-value-bytes"))
+            #expect(store.wal.lastIndex == 0)
+        }
+    }
+
+    /// In fsync=always mode an OK means the record is sealed: it is in the log on disk by then.
+    @Test func okMeansSealed() async throws {
+        try await withServer { port, store in
+            let client = try connect(port)
+            for i in 0..<50 {
+                #expect(try client.command("SET", "key\(i)", "value\(i)") == .simple("OK"))
+                #expect(store.wal.sealedIndex >= UInt64(i + 1))
+            }
+        }
+    }
+}

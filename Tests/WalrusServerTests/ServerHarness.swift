@@ -1,0 +1,53 @@
+import Logging
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import WALCore
+import WalrusClient
+import WalrusServer
+import WalrusStore
+import WalrusTestKit
+
+let quietLogger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+
+/// Run a real RESPServer on 127.0.0.1 with a port chosen at run time, over a store in a fresh
+/// directory; `body` gets the port; the server is shut down gracefully afterwards.
+func withServer<T: Sendable>(
+    fsync: FsyncMode = .always,
+    directory: TemporaryDirectory? = nil,
+    configure: (inout ServerConfiguration) -> Void = { _ in },
+    _ body: @Sendable (Int, KeyValueStore) async throws -> T
+) async throws -> T {
+    let owned = directory == nil
+    let directory = directory ?? TemporaryDirectory()
+    defer { if owned { directory.remove() } }
+    var storeConfiguration = StoreConfiguration(directory: directory.path)
+    storeConfiguration.wal.fsyncMode = fsync
+    let store = try KeyValueStore.open(storeConfiguration, logger: quietLogger)
+    defer { store.close() }
+    var configuration = ServerConfiguration()
+    configuration.port = 0
+    configuration.eventLoopThreads = 2
+    configure(&configuration)
+    let (ports, portContinuation) = AsyncStream<Int>.makeStream()
+    let server = RESPServer(store: store, configuration: configuration, logger: quietLogger) { port in
+        portContinuation.yield(port)
+    }
+    return try await testGracefulShutdown { trigger in
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await server.run()
+                return nil
+            }
+            var iterator = ports.makeAsyncIterator()
+            guard let port = await iterator.next() else { throw RESPConnection.ConnectionError(description: "server did not bind") }
+            let result = try await body(port, store)
+            trigger.triggerGracefulShutdown()
+            try await group.waitForAll()
+            return result
+        }
+    }
+}
+
+func connect(_ port: Int) throws -> RESPConnection { try RESPConnection(host: "127.0.0.1", port: port) }
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
