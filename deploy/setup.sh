@@ -9,6 +9,9 @@ packages=(
   zlib1g-dev      # CRC-32 cross-check in the tests
   libedit-dev     # line editing in the walrus shell
   util-linux      # setsid, for the shell's terminal tests
+  redis-tools     # redis-cli and redis-benchmark: the real clients the tests drive walrusd with
+  redis-server    # the peer walrus-bench measures against
+  python3-pip     # for redis-py below
 )
 
 missing=()
@@ -22,4 +25,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing: ${missing[*]}"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# redis-py, the Python client the compatibility tests use.
+if ! python3 -c "import redis" 2>/dev/null; then
+  echo "Installing redis-py"
+  python3 -m pip install --quiet redis 2>/dev/null || python3 -m pip install --quiet --break-system-packages redis
 fi

@@ -48,8 +48,17 @@ extension ByteBuffer {
         text.withUTF8 { self.writeBulkReply(UnsafeRawBufferPointer($0)) }
     }
 
-    /// `$-1\r\n`
-    public mutating func writeNullReply() { self.writeStaticString("$-1\r\n") }
+    /// The null reply: `$-1\r\n` in RESP2, `_\r\n` in RESP3.
+    public mutating func writeNullReply(resp3: Bool = false) {
+        if resp3 { self.writeStaticString("_\r\n") } else { self.writeStaticString("$-1\r\n") }
+    }
+
+    /// A map header: `%n\r\n` in RESP3 (n key/value pairs follow), `*2n\r\n` in RESP2.
+    public mutating func writeMapHeader(_ pairs: Int, resp3: Bool) {
+        self.writeInteger(UInt8(ascii: resp3 ? "%" : "*"))
+        self.writeString(String(resp3 ? pairs : pairs * 2))
+        self.writeStaticString("\r\n")
+    }
 
     /// `*n\r\n`, to be followed by n replies.
     public mutating func writeArrayHeader(_ count: Int) {

@@ -34,9 +34,20 @@ final class CommandExecutor: Sendable {
     /// Words the original shell used, accepted where they do not clash with Redis commands.
     private static let aliases = ["HAS": "EXISTS", "LEN": "DBSIZE", "DELETE": "DEL"]
 
+    /// Per-connection state a command can read or change.
+    struct Session {
+        /// 2 (RESP2) until a client asks for 3 with HELLO 3 (redis-py 8 does, by default).
+        var protocolVersion = 2
+        /// CLIENT SETNAME.
+        var name: String?
+        var resp3: Bool { self.protocolVersion == 3 }
+    }
+
     func execute(
-        _ command: RESPCommand, allocator: ByteBufferAllocator, completion: @escaping @Sendable (ByteBuffer) -> Void
+        _ command: RESPCommand, session: inout Session, allocator: ByteBufferAllocator,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
+        let resp3 = session.resp3
         var name = command.name
         name = Self.aliases[name] ?? name
         let arguments = Array(command.arguments.dropFirst())
@@ -60,7 +71,7 @@ final class CommandExecutor: Sendable {
             if let error = arity(arguments.count == 1) { return error }
             arguments[0].withUnsafeReadableBytes { key in
                 self.store.withValue(key: key) { value -> Bool in
-                    if let value { out.writeBulkReply(value) } else { out.writeNullReply() }
+                    if let value { out.writeBulkReply(value) } else { out.writeNullReply(resp3: resp3) }
                     return true
                 }
             }
@@ -71,7 +82,7 @@ final class CommandExecutor: Sendable {
             for key in arguments {
                 key.withUnsafeReadableBytes { key in
                     self.store.withValue(key: key) { value -> Bool in
-                        if let value { out.writeBulkReply(value) } else { out.writeNullReply() }
+                        if let value { out.writeBulkReply(value) } else { out.writeNullReply(resp3: resp3) }
                         return true
                     }
                 }
@@ -160,36 +171,50 @@ final class CommandExecutor: Sendable {
                 }
             }
             return reply { buffer in
-                buffer.writeArrayHeader(matched.count * 2)
+                buffer.writeMapHeader(matched.count, resp3: resp3)
                 for (key, value) in matched {
                     buffer.writeBulkReply(key)
                     buffer.writeBulkReply(value)
                 }
             }
         case "HELLO":
-            if let version = arguments.first.map({ String(decoding: $0.readableBytesView, as: UTF8.self) }), version != "2" {
-                return reply { $0.writeErrorReply("NOPROTO unsupported protocol version (walrus speaks RESP2)") }
+            // RESP2, or RESP3 for clients that ask (redis-py 8 sends HELLO 3 and insists); walrus's
+            // replies are the same in both but for nulls and maps.
+            if let version = arguments.first.map({ String(decoding: $0.readableBytesView, as: UTF8.self) }) {
+                guard version == "2" || version == "3" else {
+                    return reply { $0.writeErrorReply("NOPROTO unsupported protocol version (walrus speaks RESP2 and RESP3)") }
+                }
+                guard arguments.count == 1 else {
+                    return reply { $0.writeErrorReply("ERR HELLO options (AUTH, SETNAME) are not supported by walrus") }
+                }
+                session.protocolVersion = Int(version)!
             }
+            let map = session.resp3
             return reply { buffer in
                 let fields: [(String, String)] = [
                     ("server", "redis"), ("version", ServerInfo.redisVersion), ("walrus", ServerInfo.walrusVersion),
                     ("mode", "standalone"), ("role", "master"),
                 ]
-                buffer.writeArrayHeader(fields.count * 2 + 4)
+                buffer.writeMapHeader(fields.count + 2, resp3: map)
                 for (key, value) in fields {
                     buffer.writeBulkReply(key)
                     buffer.writeBulkReply(value)
                 }
                 buffer.writeBulkReply("proto")
-                buffer.writeIntegerReply(2)
+                buffer.writeIntegerReply(session.protocolVersion)
                 buffer.writeBulkReply("modules")
                 buffer.writeArrayHeader(0)
             }
         case "CLIENT":
             let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() } ?? ""
             switch sub {
-            case "SETNAME", "SETINFO", "NO-EVICT", "NO-TOUCH", "REPLY": return reply { $0.writeSimpleString("OK") }
-            case "GETNAME": return reply { $0.writeNullReply() }
+            case "SETNAME":
+                session.name = arguments.count > 1 ? String(decoding: arguments[1].readableBytesView, as: UTF8.self) : nil
+                return reply { $0.writeSimpleString("OK") }
+            case "SETINFO", "NO-EVICT", "NO-TOUCH", "REPLY": return reply { $0.writeSimpleString("OK") }
+            case "GETNAME":
+                let name = session.name
+                return reply { if let name { $0.writeBulkReply(name) } else { $0.writeNullReply(resp3: resp3) } }
             case "ID": return reply { $0.writeIntegerReply(self.statistics.totalConnections.load(ordering: .relaxed)) }
             default: return reply { $0.writeErrorReply("ERR CLIENT \(sub) is not supported by walrus") }
             }

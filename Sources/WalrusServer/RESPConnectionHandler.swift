@@ -23,6 +23,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var replies = CircularBuffer<Reply>(initialCapacity: 16)
     private var context: ChannelHandlerContext?
     private var closing = false
+    private var session = CommandExecutor.Session()
 
     init(executor: CommandExecutor, statistics: ServerStatistics, logger: Logger) {
         self.executor = executor
@@ -42,7 +43,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
         let allocator = context.channel.allocator
-        let outcome = self.executor.execute(command, allocator: allocator) { result in
+        let outcome = self.executor.execute(command, session: &self.session, allocator: allocator) { result in
             // Called from the log's flusher thread once the write is durable: hop back.
             eventLoop.execute {
                 let (handler, reply) = bound.value

@@ -35,7 +35,7 @@ struct RESPServerTests {
             #expect(try client.command("CLIENT", "SETNAME", "me") == .simple("OK"))
             #expect(try client.command("CONFIG", "GET", "appendfsync") == .array([.bulk(bytes("appendfsync")), .bulk(bytes("always"))]))
             #expect(try client.command("ROLE") == .array([.bulk(bytes("master")), .integer(4), .array([])]))
-            #expect(try client.command("HELLO", "3") == .error("NOPROTO unsupported protocol version (walrus speaks RESP2)"))
+            #expect(try client.command("HELLO", "4") == .error("NOPROTO unsupported protocol version (walrus speaks RESP2 and RESP3)"))
             guard case .bulk(let info?) = try client.command("INFO") else {
                 Issue.record("INFO did not return text")
                 return

@@ -1,0 +1,109 @@
+import Foundation
+import WalrusClient
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A `walrusd` process started from the built binary, on a port it picks (`--port 0`) and
+/// reports in its log.
+final class DaemonProcess: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+    private let errors = Pipe()
+    private let logLock = NSLock()
+    private var logText = ""
+
+    static var binaryDirectory: String {
+        if let override = ProcessInfo.processInfo.environment["WALRUS_BIN_DIR"] { return override }
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("walrusd").path), directory.path != "/" {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.path
+    }
+
+    /// Start walrusd on `data` with extra arguments; returns once it listens.
+    init(data: String, arguments: [String] = []) throws {
+        self.process.executableURL = URL(fileURLWithPath: Self.binaryDirectory + "/walrusd")
+        self.process.arguments = ["--data", data, "--port", "0"] + arguments
+        self.process.standardError = self.errors
+        self.process.standardOutput = FileHandle.nullDevice
+        try self.process.run()
+        // Read the log until the "Listening" line gives the port (bounded).
+        let deadline = Date().addingTimeInterval(30)
+        var text = ""
+        let handle = self.errors.fileHandleForReading
+        var port: Int? = nil
+        while port == nil {
+            guard Date() < deadline, self.process.isRunning else {
+                throw RESPConnection.ConnectionError(description: "walrusd did not start: \(text)")
+            }
+            let chunk = handle.availableData
+            if chunk.isEmpty { continue }
+            text += String(decoding: chunk, as: UTF8.self)
+            if let range = text.range(of: #"server\.port=(\d+)"#, options: .regularExpression) {
+                port = Int(text[range].split(separator: "=")[1])
+            }
+        }
+        self.port = port!
+        self.logText = text
+        // Keep draining the log so the daemon never blocks on a full pipe.
+        handle.readabilityHandler = { [weak self] handle in
+            let data = handle.availableData
+            guard let self, !data.isEmpty else { return }
+            self.logLock.lock()
+            self.logText += String(decoding: data, as: UTF8.self)
+            self.logLock.unlock()
+        }
+    }
+
+    var log: String {
+        self.logLock.lock()
+        defer { self.logLock.unlock() }
+        return self.logText
+    }
+
+    func connect() throws -> RESPConnection { try RESPConnection(host: "127.0.0.1", port: self.port) }
+
+    /// Send a signal and wait (bounded) for the process to end; returns its exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, seconds: Double = 20) -> Int32 {
+        kill(self.process.processIdentifier, signal)
+        let deadline = Date().addingTimeInterval(seconds)
+        while self.process.isRunning && Date() < deadline { usleep(10_000) }
+        if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+        self.process.waitUntilExit()
+        self.errors.fileHandleForReading.readabilityHandler = nil
+        return self.process.terminationStatus
+    }
+
+    deinit { if self.process.isRunning { self.stop(signal: SIGKILL) } }
+}
+
+/// Run a command-line program to completion (bounded) and return its output and status.
+func run(_ executable: String, _ arguments: [String], input: String? = nil, seconds: Double = 120) throws -> (output: String, status: Int32) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    let stdin = Pipe()
+    process.standardInput = stdin
+    try process.run()
+    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    try stdin.fileHandleForWriting.close()
+    var collected = Data()
+    let deadline = Date().addingTimeInterval(seconds)
+    while true {
+        let chunk = output.fileHandleForReading.availableData
+        if chunk.isEmpty { break }
+        collected += chunk
+        if Date() > deadline {
+            process.terminate()
+            break
+        }
+    }
+    process.waitUntilExit()
+    return (String(decoding: collected, as: UTF8.self), process.terminationStatus)
+}
