@@ -36,6 +36,11 @@ let package = Package(
             providers: [.apt(["libisal-dev"])]
         ),
         .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        .systemLibrary(
             name: "CEditLine",
             pkgConfig: "libedit",
             providers: [.apt(["libedit-dev"])]
@@ -74,6 +79,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "WalrusSystemd",
+            dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "WalrusClient",
             swiftSettings: strictSettings
         ),
@@ -81,10 +91,12 @@ let package = Package(
             name: "walrusd",
             dependencies: [
                 "WalrusServer",
+                "WalrusSystemd",
                 "WalrusStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),

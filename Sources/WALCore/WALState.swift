@@ -35,6 +35,10 @@ struct WALState {
     var diskFull: WALError?
     /// close() was called.
     var closing = false
+    /// When the running write/fdatasync started (0: none running), for the watchdog.
+    var ioStartedNanoseconds: UInt64 = 0
+    /// When the oldest record still waiting in `pending` was appended (0: nothing pending).
+    var pendingSinceNanoseconds: UInt64 = 0
     /// The flusher sleeps with no deadline (interval-mode appenders must then wake it).
     var flusherSleepsIndefinitely = false
     /// Callbacks told the new sealed index after each fdatasync.

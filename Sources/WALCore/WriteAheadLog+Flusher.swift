@@ -60,6 +60,7 @@ extension WriteAheadLog {
                     return .io(self.takePending(&state), sync: sync)
                 case .sync:
                     state.syncRequested = false
+                    state.ioStartedNanoseconds = monotonicNanoseconds()
                     return .io(nil, sync: true)
                 case .wait(let deadline):
                     self.ioMutex.unlock()
@@ -181,6 +182,7 @@ extension WriteAheadLog {
                 }
                 let wasFull = state.diskFull != nil
                 state.diskFull = nil
+                state.ioStartedNanoseconds = 0
                 guard sync else { return ([], [], state.sealedIndex, wasFull) }
                 for (number, value) in published {
                     if let position = state.segmentPosition(number) {
@@ -207,6 +209,7 @@ extension WriteAheadLog {
             // is. Its callers are told now that their writes are not acknowledged.
             writer.held = batch
             writer.retryAt = monotonicNanoseconds() + 1_000_000_000
+            self.lock.withLock { $0.ioStartedNanoseconds = 0 }
             let (waiters, refusal) = self.lock.withLock { state -> ([WALState.Waiter], WALError) in
                 if state.diskFull == nil {
                     state.diskFull = WALError(
@@ -252,6 +255,8 @@ extension WriteAheadLog {
     private func takePending(_ state: inout WALState) -> LogWriter.Batch? {
         guard state.pending.count > 0 else { return nil }
         let buffer = state.pending
+        state.pendingSinceNanoseconds = 0
+        state.ioStartedNanoseconds = monotonicNanoseconds()
         state.pending = state.spare ?? RecordBuffer()
         state.spare = nil
         let cuts = state.cuts

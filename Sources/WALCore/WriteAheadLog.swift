@@ -277,6 +277,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                 throw full
             }
             let wasIdle = state.pending.count == 0
+            if wasIdle { state.pendingSinceNanoseconds = monotonicNanoseconds() }
             let index = state.nextIndex
             var last = state.segments.count - 1
             if state.segments[last].size > 0 && state.segments[last].size + Int64(frameSize) > segmentLimit {
@@ -366,6 +367,23 @@ public final class WriteAheadLog: @unchecked Sendable {
     public var failure: WALError? { self.lock.withLock { $0.failure } }
     /// Set while the disk is full.
     public var diskFull: WALError? { self.lock.withLock { $0.diskFull } }
+
+    /// How long the log has been stuck, in nanoseconds: the age of a write or fdatasync still
+    /// running, or of records waiting to be written (beyond what the interval mode allows).
+    /// 0 when healthy. The daemon's watchdog stops pinging systemd when this grows.
+    public var stallNanoseconds: UInt64 {
+        let now = monotonicNanoseconds()
+        let grace: UInt64
+        switch self.configuration.fsyncMode {
+        case .always: grace = 0
+        case .interval(let ms): grace = UInt64(max(ms, 0)) * 1_000_000
+        }
+        return self.lock.withLock { state in
+            let io = state.ioStartedNanoseconds == 0 ? 0 : now &- state.ioStartedNanoseconds
+            let waiting = state.pendingSinceNanoseconds == 0 ? 0 : (now &- state.pendingSinceNanoseconds) &- min(grace, now &- state.pendingSinceNanoseconds)
+            return max(io, waiting)
+        }
+    }
 
     /// Segment numbers, sizes and index ranges, oldest first.
     public var segmentSummaries: [SegmentSummary] {

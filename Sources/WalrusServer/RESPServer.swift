@@ -34,6 +34,33 @@ public final class RESPServer: Service, Sendable {
         self.onBound = onBound
     }
 
+    /// Whether every event loop runs a task within `milliseconds` (for the watchdog: a stuck
+    /// loop means stuck clients).
+    public func eventLoopsRespond(withinMilliseconds milliseconds: Int64) async -> Bool {
+        for loop in self.group.makeIterator() {
+            // A stuck loop would not run a timer scheduled on itself, and a task group would wait
+            // for it forever: whichever of the loop and a sleeping Task answers first wins.
+            let answered = loop.submit { true }
+            let ok = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let decided = Mutex(false)
+                let finish: @Sendable (Bool) -> Void = { value in
+                    let first = decided.withLock { done -> Bool in
+                        defer { done = true }
+                        return !done
+                    }
+                    if first { continuation.resume(returning: value) }
+                }
+                answered.whenComplete { _ in finish(true) }
+                Task {
+                    try? await Task.sleep(for: .milliseconds(milliseconds))
+                    finish(false)
+                }
+            }
+            if !ok { return false }
+        }
+        return true
+    }
+
     /// The port actually bound (after `run` started), for `port = 0`.
     public var port: Int? { self.boundPort.withLock { $0 } }
 

@@ -4,6 +4,8 @@ import ServiceLifecycle
 import WALCore
 import WalrusServer
 import WalrusStore
+import WalrusSystemd
+import UnixSignals
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,19 +53,32 @@ struct Walrusd: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var logger = Logger(label: "walrusd") { StreamLogHandler.standardError(label: $0) }
+        // Under systemd, stderr is the journal: log natively (fields, priorities); else text.
+        let toJournal = JournalLogHandler.stderrIsJournal
+        var logger = Logger(label: "walrusd") { label -> any LogHandler in
+            toJournal ? JournalLogHandler(identifier: "walrusd") : StreamLogHandler.standardError(label: label)
+        }
         logger.logLevel = self.logLevel
+        let notifier = SystemdNotifier()
         let directory = self.data ?? getenv("STATE_DIRECTORY").map { String(cString: $0) } ?? "./walrus-data"
 
         var storeConfiguration = StoreConfiguration(directory: directory)
         storeConfiguration.wal.fsyncMode = self.fsync == .always ? .always : .interval(milliseconds: self.fsyncInterval)
         let store: KeyValueStore
         do {
+            notifier.status("Recovering \(directory)")
             store = try KeyValueStore.open(storeConfiguration, logger: logger) { progress in
-                logger.info("Recovering", metadata: ["recovery.percent": "\(progress.percent)"])
+                logger.info(
+                    "Recovering",
+                    metadata: ["recovery.percent": "\(progress.percent)", "recovery.bytes": "\(progress.bytesRead)"])
+                // Still making progress: ask the manager for 10 s more (progress comes every 250 ms).
+                notifier.extendTimeout(
+                    microseconds: 10_000_000,
+                    status: "Recovering \(directory): \(progress.percent)% (\(progress.bytesRead / 1_048_576) of \(progress.bytesTotal / 1_048_576) MiB)")
             }
         } catch {
             logger.critical("Cannot open the data directory", metadata: ["walrusd.error": "\(error)"])
+            notifier.status("Failed: \(error)")
             throw ExitCode(73)  // EX_CANTCREAT
         }
         logger.info(
@@ -78,14 +93,28 @@ struct Walrusd: AsyncParsableCommand {
         serverConfiguration.port = self.port
         serverConfiguration.maxClients = self.maxClients
         serverConfiguration.idleTimeoutSeconds = self.idleTimeout
-        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger)
+        let bindAddress = self.bind
+        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger) { port in
+            // READY=1 only now: recovery is done and the client port is bound.
+            notifier.ready(status: "primary · listening on \(bindAddress):\(port) · \(store.count) keys")
+        }
+        let status = SystemdStatusService(notifier: notifier, store: store, server: server, logger: logger)
+        let reload = ReloadService(notifier: notifier, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup)],
+                services: [
+                    .init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: status, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: reload),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {
-            try await group.run()
+            try await withGracefulShutdownHandler {
+                try await group.run()
+            } onGracefulShutdown: {
+                notifier.stopping(status: "Stopping: draining clients and sealing the log")
+            }
         } catch {
             logger.critical("walrusd stopped", metadata: ["walrusd.error": "\(error)"])
             store.close()

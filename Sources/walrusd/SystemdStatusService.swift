@@ -1,0 +1,58 @@
+import Logging
+import ServiceLifecycle
+import WALCore
+import WalrusServer
+import WalrusStore
+import WalrusSystemd
+
+/// Keeps the service manager informed: STATUS= every few seconds, and WATCHDOG=1 at half the
+/// watchdog period — but only while the event loops answer and the log is not stuck in a write
+/// or fdatasync, so a hung disk or loop gets the process restarted.
+struct SystemdStatusService: Service {
+    let notifier: SystemdNotifier
+    let store: KeyValueStore
+    let server: RESPServer
+    let logger: Logger
+
+    /// The log may be stuck this long before the watchdog stops pinging (default: 10 s).
+    var maxStallNanoseconds: UInt64 = 10_000_000_000
+
+    func run() async throws {
+        let watchdog = self.notifier.watchdogMicroseconds
+        // Ping at half the watchdog period; refresh the status at least every 5 s.
+        let periodMicroseconds = min(watchdog.map { $0 / 2 } ?? 5_000_000, 5_000_000)
+        var wasHealthy = true
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: .microseconds(Int64(periodMicroseconds)))
+            } catch {
+                return
+            }
+            if Task.isShuttingDownGracefully { return }
+            let stall = self.store.wal.stallNanoseconds
+            let loopsAnswer = await self.server.eventLoopsRespond(withinMilliseconds: Int64(periodMicroseconds / 2000))
+            let healthy = stall < self.maxStallNanoseconds && loopsAnswer && self.store.wal.failure == nil
+            if healthy {
+                if watchdog != nil { self.notifier.watchdog() }
+                self.notifier.status(Self.statusLine(store: self.store, server: self.server))
+            } else if wasHealthy {
+                self.logger.critical(
+                    "Unhealthy: withholding the watchdog ping",
+                    metadata: [
+                        "wal.stallMs": "\(stall / 1_000_000)", "server.loopsAnswer": "\(loopsAnswer)",
+                        "wal.failure": "\(self.store.wal.failure?.message ?? "none")",
+                    ])
+                self.notifier.status(
+                    "UNHEALTHY: " + (self.store.wal.failure?.message ?? "log stalled \(stall / 1_000_000) ms or event loops not answering"))
+            }
+            wasHealthy = healthy
+        }
+    }
+
+    /// `primary · index 1200 (sealed 1200) · 3 clients · 1042 keys`
+    static func statusLine(store: KeyValueStore, server: RESPServer) -> String {
+        let clients = server.statistics.connectedClients.load(ordering: .relaxed)
+        return "primary · index \(store.wal.lastIndex) (sealed \(store.wal.sealedIndex)) · \(clients) client"
+            + (clients == 1 ? "" : "s") + " · \(store.count) keys"
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+import WalrusTestKit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// walrusd's own unit under a real systemd user manager and a real journald, started by the
+/// harness script inside a private mount namespace (it needs root, as CI and these machines have).
+@Suite(.serialized)
+struct SystemdIntegrationTests {
+    static var repositoryRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// A TCP port that is free right now on 127.0.0.1.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// start waits for READY=1 (also through a recovery longer than TimeoutStartSec), StatusText
+    /// shows the role, the journal has native WALRUS_* and CODE_FILE fields, a SIGSTOPped daemon is
+    /// restarted by the watchdog with its data, reload works, stop ends with Result=success.
+    @Test(.enabled(if: getuid() == 0, "needs root for a private mount namespace"), .timeLimit(.minutes(5)))
+    func unitUnderARealServiceManager() throws {
+        let work = TemporaryDirectory(prefix: "walrus-systemd")
+        defer { work.remove() }
+        let script = Self.repositoryRoot.appendingPathComponent("Tests/SystemdHarness/harness.sh").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        process.arguments = [
+            "-m", "--propagation", "private", "bash", script, DaemonProcess.binaryDirectory,
+            Self.repositoryRoot.appendingPathComponent("systemd").path, work.path,
+        ]
+        var environment = ProcessInfo.processInfo.environment
+        environment["WALRUS_TEST_PORT"] = String(Self.freePort())
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let checks = text.split(separator: "\n").filter { $0.hasPrefix("check ") }
+        for check in checks { #expect(check.split(separator: " ")[2] == "ok", "\(check)") }
+        let names = Set(checks.map { String($0.split(separator: " ")[1]) })
+        for required in [
+            "security-exposure", "unit-verifies", "start-waits-for-ready", "status-shows-role", "journal-has-walrus-fields",
+            "journal-has-code-file", "journal-native-transport", "watchdog-restarts", "data-after-watchdog", "reload",
+            "stop-result-success", "data-after-restart", "slow-recovery-extends-timeout",
+        ] {
+            #expect(names.contains(required), "check \(required) did not run:\n\(text.suffix(3000))")
+        }
+        #expect(process.terminationStatus == 0, "\(text.suffix(3000))")
+    }
+}
