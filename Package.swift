@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .library(name: "WALCore", targets: ["WALCore"]),
         .library(name: "WalrusStore", targets: ["WalrusStore"]),
+        .executable(name: "walrusctl", targets: ["walrusctl"]),
         .executable(name: "walrusd", targets: ["walrusd"]),
         .executable(name: "walrus", targets: ["walrus"]),
         .executable(name: "walrus-bench", targets: ["walrus-bench"]),
@@ -101,6 +102,15 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .executableTarget(
+            name: "walrusctl",
+            dependencies: [
+                "WalrusClient",
+                "WALCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
             name: "walrus",
             dependencies: [
                 "WalrusStore",
@@ -147,7 +157,7 @@ let package = Package(
         .testTarget(
             name: "WalrusServerTests",
             dependencies: [
-                "WalrusServer", "WalrusStore", "WalrusTestKit", "WalrusClient", "walrusd",
+                "WalrusServer", "WalrusStore", "WalrusTestKit", "WalrusClient", "walrusd", "walrusctl",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),

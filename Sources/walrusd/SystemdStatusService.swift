@@ -24,7 +24,10 @@ struct SystemdStatusService: Service {
         var wasHealthy = true
         while !Task.isCancelled {
             do {
-                try await Task.sleep(for: .microseconds(Int64(periodMicroseconds)))
+                // A shutdown cancels the wait at once instead of after up to one period.
+                try await cancelWhenGracefulShutdown {
+                    try await Task.sleep(for: .microseconds(Int64(periodMicroseconds)))
+                }
             } catch {
                 return
             }

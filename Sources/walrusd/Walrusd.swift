@@ -38,6 +38,11 @@ struct Walrusd: AsyncParsableCommand {
     @Option(name: .customLong("idle-timeout"), help: "Close a client idle this many seconds (0: never).")
     var idleTimeout: Int = 0
 
+    @Option(
+        name: .customLong("control-socket"),
+        help: "The control socket (default $RUNTIME_DIRECTORY/control.sock under systemd, else DATA/control.sock).")
+    var controlSocket: String?
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -55,10 +60,10 @@ struct Walrusd: AsyncParsableCommand {
     func run() async throws {
         // Under systemd, stderr is the journal: log natively (fields, priorities); else text.
         let toJournal = JournalLogHandler.stderrIsJournal
-        var logger = Logger(label: "walrusd") { label -> any LogHandler in
-            toJournal ? JournalLogHandler(identifier: "walrusd") : StreamLogHandler.standardError(label: label)
+        let level = DynamicLogLevel(self.logLevel)
+        let logger = Logger(label: "walrusd") { label -> any LogHandler in
+            level.handler(toJournal ? JournalLogHandler(identifier: "walrusd") : StreamLogHandler.standardError(label: label))
         }
-        logger.logLevel = self.logLevel
         let notifier = SystemdNotifier()
         let directory = self.data ?? getenv("STATE_DIRECTORY").map { String(cString: $0) } ?? "./walrus-data"
 
@@ -99,11 +104,26 @@ struct Walrusd: AsyncParsableCommand {
             notifier.ready(status: "primary · listening on \(bindAddress):\(port) · \(store.count) keys")
         }
         let status = SystemdStatusService(notifier: notifier, store: store, server: server, logger: logger)
-        let reload = ReloadService(notifier: notifier, logger: logger)
+        let reloadAction: @Sendable () -> String = {
+            notifier.reloading(status: "Reloading")
+            let result = "nothing changes live without a config file yet; the log level is set with 'walrusctl log-level'"
+            logger.notice("Reload requested", metadata: ["reload.result": "\(result)"])
+            notifier.notify(["READY=1", "STATUS=" + SystemdStatusService.statusLine(store: store, server: server)])
+            return result
+        }
+        let reload = ReloadService(reload: reloadAction)
+        let controlPath =
+            self.controlSocket ?? getenv("RUNTIME_DIRECTORY").map { String(cString: $0) + "/control.sock" }
+            ?? directory + "/control.sock"
+        let control = ControlSocketService(
+            path: controlPath,
+            commands: ControlCommands(store: store, server: server, logLevel: level, logger: logger, reload: reloadAction),
+            logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: control, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: status, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: reload),
                 ],

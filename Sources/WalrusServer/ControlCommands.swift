@@ -1,0 +1,116 @@
+import Foundation
+public import Logging
+public import WALCore
+public import WalrusStore
+
+/// What the control socket can do. Each verb takes a JSON object and returns one; a thrown
+/// `ControlError` becomes `{"ok": false, "error": "…"}`.
+public final class ControlCommands: Sendable {
+    let store: KeyValueStore
+    let server: RESPServer
+    let logLevel: DynamicLogLevel
+    let logger: Logger
+    let reload: @Sendable () -> String
+    let startedNanoseconds = monotonicNanoseconds()
+
+    /// A request the daemon refuses, with what to do instead.
+    public struct ControlError: Error {
+        public var message: String
+        public init(_ message: String) { self.message = message }
+    }
+
+    /// - Parameter reload: applies what can change live and says what happened (also used by SIGHUP).
+    public init(
+        store: KeyValueStore, server: RESPServer, logLevel: DynamicLogLevel, logger: Logger,
+        reload: @escaping @Sendable () -> String
+    ) {
+        self.store = store
+        self.server = server
+        self.logLevel = logLevel
+        self.logger = logger
+        self.reload = reload
+    }
+
+    static let verbs = ["status", "flush", "checkpoint", "log-level", "reload", "replicas", "promote", "follow", "switchover"]
+
+    /// Run one request (on a thread that may block: checkpoints write a whole snapshot).
+    func run(_ request: [String: Any]) throws -> [String: Any] {
+        guard let verb = request["verb"] as? String else {
+            throw ControlError("The request has no \"verb\"; send one JSON object per line, e.g. {\"verb\":\"status\"}.")
+        }
+        switch verb {
+        case "status":
+            return self.status()
+        case "flush":
+            try self.store.commitBlocking()
+            return ["sealedIndex": self.store.wal.sealedIndex]
+        case "checkpoint":
+            let report = try self.store.checkpointBlocking()
+            return [
+                "index": report.index, "path": report.path, "bytes": report.bytes, "keys": report.keys,
+                "removedSegments": report.removedSegments, "removedSnapshots": report.removedSnapshots,
+                "milliseconds": report.nanoseconds / 1_000_000,
+            ]
+        case "log-level":
+            guard let name = request["level"] as? String else {
+                return ["level": self.logLevel.current.rawValue]
+            }
+            guard let level = Logger.Level(rawValue: name.lowercased()) else {
+                throw ControlError(
+                    "Unknown log level '\(name)'; use one of trace, debug, info, notice, warning, error, critical.")
+            }
+            let previous = self.logLevel.current
+            self.logLevel.current = level
+            self.logger.notice(
+                "Log level changed", metadata: ["log.previous": "\(previous)", "log.level": "\(level)"])
+            return ["level": level.rawValue, "previous": previous.rawValue]
+        case "reload":
+            return ["result": self.reload()]
+        case "replicas", "promote", "follow", "switchover":
+            throw ControlError(
+                "'\(verb)' needs replication, which this walrusd does not have yet; it runs as a single primary.")
+        default:
+            throw ControlError("Unknown verb '\(verb)'; the verbs are: \(Self.verbs.joined(separator: ", ")).")
+        }
+    }
+
+    func status() -> [String: Any] {
+        let wal = self.store.wal
+        let statistics = wal.statistics
+        let segments = wal.segmentSummaries
+        let fsync: String
+        switch self.store.configuration.wal.fsyncMode {
+        case .always: fsync = "always"
+        case .interval(let ms): fsync = "interval \(ms) ms"
+        }
+        return [
+            "role": "primary",
+            "epoch": wal.meta.currentEpoch,
+            "lastIndex": wal.lastIndex,
+            "sealedIndex": wal.sealedIndex,
+            "firstIndex": wal.firstIndex,
+            "keys": self.store.count,
+            "walBytes": segments.reduce(Int64(0)) { $0 + $1.bytes },
+            "walSegments": segments.count,
+            "fsync": fsync,
+            "fsyncs": statistics.fsyncCount,
+            "lastFsyncMicroseconds": statistics.lastFsyncNanoseconds / 1000,
+            "maxFsyncMicroseconds": statistics.maxFsyncNanoseconds / 1000,
+            "uptimeSeconds": (monotonicNanoseconds() - self.startedNanoseconds) / 1_000_000_000,
+            "connectedClients": self.server.statistics.connectedClients.load(ordering: .relaxed),
+            "clientPort": self.server.port ?? 0,
+            "dataDirectory": self.store.configuration.directory,
+            "pid": Int(getpid()),
+            "logLevel": self.logLevel.current.rawValue,
+            "health": wal.failure?.message ?? wal.diskFull?.message ?? "ok",
+        ]
+    }
+}
+
+extension StoreError: StoreErrorDescribable {
+    var operatorMessage: String { self.message }
+}
+
+extension WALError: StoreErrorDescribable {
+    var operatorMessage: String { self.message }
+}

@@ -1,0 +1,238 @@
+import ArgumentParser
+import Foundation
+import WALCore
+import WalrusClient
+
+/// `walrusctl`: drives a running walrusd over its control socket; `wal verify` and `wal dump` read a
+/// data directory directly.
+@main
+struct Walrusctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "walrusctl",
+        abstract: "Operate walrusd: status, flush, checkpoint, log level, reload; inspect a log offline.",
+        subcommands: [Status.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self])
+}
+
+/// Options every online verb takes.
+struct ControlOptions: ParsableArguments {
+    @Option(
+        help: "The control socket (default: /run/walrus/control.sock if it exists, else ./walrus-data/control.sock).")
+    var socket: String?
+
+    @Flag(help: "Print the reply as JSON (for scripts).")
+    var json = false
+
+    var socketPath: String {
+        if let socket { return socket }
+        if let runtime = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"] { return runtime + "/control.sock" }
+        if FileManager.default.fileExists(atPath: "/run/walrus/control.sock") { return "/run/walrus/control.sock" }
+        return "./walrus-data/control.sock"
+    }
+
+    /// Send `request`; print and exit non-zero on a refusal.
+    func call(_ request: [String: Any]) throws -> [String: Any] {
+        let reply: [String: Any]
+        do {
+            reply = try ControlConnection(path: self.socketPath).request(request)
+        } catch {
+            Self.fail("walrusctl: \(error)")
+        }
+        guard reply["ok"] as? Bool == true else {
+            if self.json { Self.printJSON(reply) }
+            Self.fail("walrusctl: \(reply["error"] as? String ?? "walrusd refused the request")")
+        }
+        return reply["result"] as? [String: Any] ?? [:]
+    }
+
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data((message + "\n").utf8))
+        Foundation.exit(1)
+    }
+
+    static func printJSON(_ object: Any) {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+        print(String(decoding: data, as: UTF8.self))
+    }
+
+    /// Two aligned columns.
+    static func printTable(_ rows: [(String, String)]) {
+        let width = rows.map(\.0.count).max() ?? 0
+        for (key, value) in rows { print(key.padding(toLength: width + 2, withPad: " ", startingAt: 0) + value) }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Role, indexes, keys, log size, fsync, clients, uptime.")
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let status = try self.options.call(["verb": "status"])
+        if self.options.json { return ControlOptions.printJSON(status) }
+        func value(_ key: String) -> String { status[key].map { "\($0)" } ?? "–" }
+        let bytes = (status["walBytes"] as? NSNumber)?.int64Value ?? 0
+        ControlOptions.printTable([
+            ("role", value("role")), ("epoch", value("epoch")), ("last index", value("lastIndex")),
+            ("sealed index", value("sealedIndex")), ("first index", value("firstIndex")), ("keys", value("keys")),
+            ("wal", "\(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) in \(value("walSegments")) segment(s)"),
+            ("fsync", value("fsync")), ("last fsync", "\(value("lastFsyncMicroseconds")) µs (max \(value("maxFsyncMicroseconds")) µs, \(value("fsyncs")) in all)"),
+            ("clients", value("connectedClients")), ("client port", value("clientPort")), ("uptime", "\(value("uptimeSeconds")) s"),
+            ("data", value("dataDirectory")), ("pid", value("pid")), ("log level", value("logLevel")), ("health", value("health")),
+        ])
+    }
+}
+
+struct Flush: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Seal every write now (fdatasync).")
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let result = try self.options.call(["verb": "flush"])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        print("sealed through index \(result["sealedIndex"] ?? "?")")
+    }
+}
+
+struct Checkpoint: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write a snapshot now and drop the log it covers.")
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let result = try self.options.call(["verb": "checkpoint"])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        let removed = (result["removedSegments"] as? [String]) ?? []
+        ControlOptions.printTable([
+            ("snapshot", "\(result["path"] ?? "?")"), ("index", "\(result["index"] ?? "?")"), ("keys", "\(result["keys"] ?? "?")"),
+            ("bytes", "\(result["bytes"] ?? "?")"), ("took", "\(result["milliseconds"] ?? "?") ms"),
+            ("segments removed", removed.isEmpty ? "none (within the retention budget)" : removed.joined(separator: " ")),
+        ])
+    }
+}
+
+struct LogLevel: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "log-level", abstract: "Show or set the log level.")
+    @OptionGroup var options: ControlOptions
+    @Argument(help: "trace, debug, info, notice, warning, error or critical; none to show the current one.")
+    var level: String?
+
+    func run() throws {
+        var request: [String: Any] = ["verb": "log-level"]
+        if let level { request["level"] = level }
+        let result = try self.options.call(request)
+        if self.options.json { return ControlOptions.printJSON(result) }
+        if let previous = result["previous"] { print("log level \(previous) → \(result["level"] ?? "?")") } else {
+            print("log level \(result["level"] ?? "?")")
+        }
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply what can change without a restart (as SIGHUP).")
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let result = try self.options.call(["verb": "reload"])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        print("reloaded: \(result["result"] ?? "")")
+    }
+}
+
+struct WAL: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wal", abstract: "Read a data directory's log directly (never changes it).",
+        subcommands: [Verify.self, Dump.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check every record; exit 1 on damage.")
+        @Option(name: [.customLong("data"), .customLong("data-dir")], help: "The data directory.")
+        var data: String = "./walrus-data"
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func run() throws {
+            let report = WALInspector.verify(directory: self.data)
+            if self.json {
+                ControlOptions.printJSON([
+                    "directory": report.directory, "records": report.records, "bytes": report.bytes,
+                    "segments": report.segments.map { ["name": $0.name, "firstIndex": $0.firstIndex, "records": $0.records, "bytes": $0.bytes] },
+                    "tornTail": report.tornTail as Any, "damage": report.damage as Any, "healthy": report.isHealthy,
+                ])
+            } else {
+                print("segment          first index       records         bytes")
+                for segment in report.segments {
+                    print(
+                        segment.name.padding(toLength: 17, withPad: " ", startingAt: 0)
+                            + String(segment.firstIndex).leftPadded(11) + String(segment.records).leftPadded(14)
+                            + String(segment.bytes).leftPadded(14))
+                }
+                print("\(report.records) records, \(report.bytes) bytes in \(report.segments.count) segment(s) of \(report.directory)")
+                if let torn = report.tornTail { print("note: \(torn)") }
+                print(report.damage.map { "DAMAGED: \($0)" } ?? "ok: every record checks out")
+            }
+            if !report.isHealthy { throw ExitCode(1) }
+        }
+    }
+
+    struct Dump: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print records as text or JSON lines.")
+        @Option(name: [.customLong("data"), .customLong("data-dir")], help: "The data directory.")
+        var data: String = "./walrus-data"
+        @Option(help: "The first index to print.") var from: UInt64 = 1
+        @Option(help: "The last index to print.") var to: UInt64 = UInt64.max
+        @Flag(help: "One JSON object per record.") var json = false
+
+        func run() throws {
+            guard self.from <= self.to else { throw ValidationError("--from must not be after --to") }
+            let json = self.json
+            let report = try WALInspector.dump(directory: self.data, range: self.from...self.to) { index, record in
+                var values: [String] = []
+                record.forEachBatchEntry { op, key, value in
+                    values.append(json ? "" : "\(op) \(Self.show(key))" + (op == .set ? " = \(Self.show(value))" : ""))
+                }
+                if json {
+                    var object: [String: Any] = ["index": index, "op": "\(record.op)"]
+                    if record.op == .epoch { object["epoch"] = record.epoch ?? 0 } else if record.op == .batch {
+                        var entries: [[String: Any]] = []
+                        record.forEachBatchEntry { op, key, value in
+                            entries.append(["op": "\(op)", "key": Self.show(key), "value": Self.show(value)])
+                        }
+                        object["entries"] = entries
+                    } else {
+                        object["key"] = Self.show(record.key)
+                        if record.op == .set { object["value"] = Self.show(record.value) }
+                    }
+                    ControlOptions.printJSONLine(object)
+                } else if record.op == .epoch {
+                    print("\(index)  epoch \(record.epoch ?? 0)")
+                } else {
+                    print("\(index)  " + values.joined(separator: "; "))
+                }
+            }
+            if let damage = report.damage { ControlOptions.fail("walrusctl: \(damage)") }
+        }
+
+        /// Bytes as text; unprintable bytes as \xHH.
+        static func show(_ bytes: UnsafeRawBufferPointer) -> String {
+            var text = ""
+            for byte in bytes {
+                if byte >= 0x20 && byte < 0x7F && byte != UInt8(ascii: "\\") {
+                    text.unicodeScalars.append(Unicode.Scalar(byte))
+                } else {
+                    text += "\\x" + String(byte, radix: 16).leftPadded(2, "0")
+                }
+            }
+            return text
+        }
+    }
+}
+
+extension ControlOptions {
+    static func printJSONLine(_ object: Any) {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int, _ pad: Character = " ") -> String {
+        String(repeating: pad, count: max(0, width - self.count)) + self
+    }
+}
