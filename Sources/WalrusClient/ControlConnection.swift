@@ -44,16 +44,19 @@ public final class ControlConnection {
     public func request(_ object: [String: Any]) throws -> [String: Any] {
         var data = try JSONSerialization.data(withJSONObject: object)
         data.append(10)
-        try data.withUnsafeBytes { raw in
+        // A refused peer gets its error line and a closed connection at once, possibly before we
+        // finish sending: then the reply is still there to read, so a failed send is not the end.
+        let sendError: String? = data.withUnsafeBytes { raw in
             var done = 0
             while done < raw.count {
                 let n = send(self.fd, raw.baseAddress! + done, raw.count - done, Int32(MSG_NOSIGNAL))
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw RESPConnection.ConnectionError(description: "send to \(self.path) failed: \(String(cString: strerror(errno)))")
+                    return "send to \(self.path) failed: \(String(cString: strerror(errno)))"
                 }
                 done += n
             }
+            return nil
         }
         var line = Data()
         var byte: UInt8 = 0
@@ -61,7 +64,8 @@ public final class ControlConnection {
             let n = recv(self.fd, &byte, 1, 0)
             if n < 0 && errno == EINTR { continue }
             guard n == 1 else {
-                throw RESPConnection.ConnectionError(description: "walrusd closed the control connection without a reply")
+                throw RESPConnection.ConnectionError(
+                    description: sendError ?? "walrusd closed the control connection without a reply")
             }
             if byte == 10 { break }
             line.append(byte)
