@@ -13,12 +13,15 @@ public final class ControlSocketService: Service, Sendable {
     let commands: ControlCommands
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
+    let onBound: @Sendable () -> Void
 
-    public init(path: String, commands: ControlCommands, logger: Logger) {
+    /// - Parameter onBound: called once the socket is listening (readiness waits for it).
+    public init(path: String, commands: ControlCommands, logger: Logger, onBound: @escaping @Sendable () -> Void = {}) {
         self.path = path
         self.commands = commands
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.onBound = onBound
     }
 
     public func run() async throws {
@@ -38,6 +41,7 @@ public final class ControlSocketService: Service, Sendable {
             .get()
         chmod(self.path, 0o660)
         self.logger.info("Control socket listening", metadata: ["control.path": "\(self.path)"])
+        self.onBound()
         try? await gracefulShutdown()
         try? await channel.close()
         unlink(self.path)

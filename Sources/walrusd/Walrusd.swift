@@ -99,9 +99,13 @@ struct Walrusd: AsyncParsableCommand {
         serverConfiguration.maxClients = self.maxClients
         serverConfiguration.idleTimeoutSeconds = self.idleTimeout
         let bindAddress = self.bind
-        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger) { port in
-            // READY=1 only now: recovery is done and the client port is bound.
+        // READY=1 only once recovery is done and every listener is bound.
+        let readiness = ReadinessGate(listeners: 2) { port in
             notifier.ready(status: "primary · listening on \(bindAddress):\(port) · \(store.count) keys")
+            logger.info("Ready", metadata: ["server.port": "\(port)"])
+        }
+        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger) { port in
+            readiness.bound(port: port)
         }
         let status = SystemdStatusService(notifier: notifier, store: store, server: server, logger: logger)
         let reloadAction: @Sendable () -> String = {
@@ -118,7 +122,7 @@ struct Walrusd: AsyncParsableCommand {
         let control = ControlSocketService(
             path: controlPath,
             commands: ControlCommands(store: store, server: server, logLevel: level, logger: logger, reload: reloadAction),
-            logger: logger)
+            logger: logger, onBound: { readiness.bound(port: nil) })
         let group = ServiceGroup(
             configuration: .init(
                 services: [

@@ -34,14 +34,15 @@ final class DaemonProcess: @unchecked Sendable {
         var text = ""
         let handle = self.errors.fileHandleForReading
         var port: Int? = nil
-        while port == nil {
+        // "Ready" is logged once every listener is bound (when READY=1 goes to systemd).
+        while port == nil || !text.contains("] Ready") {
             guard Date() < deadline, self.process.isRunning else {
                 throw RESPConnection.ConnectionError(description: "walrusd did not start: \(text)")
             }
             let chunk = handle.availableData
             if chunk.isEmpty { continue }
             text += String(decoding: chunk, as: UTF8.self)
-            if let range = text.range(of: #"server\.port=(\d+)"#, options: .regularExpression) {
+            if port == nil, let range = text.range(of: #"server\.port=(\d+)"#, options: .regularExpression) {
                 port = Int(text[range].split(separator: "=")[1])
             }
         }
