@@ -114,6 +114,7 @@ let package = Package(
             name: "walrus",
             dependencies: [
                 "WalrusStore",
+                "WalrusClient",
                 "CEditLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

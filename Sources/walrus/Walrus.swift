@@ -19,8 +19,11 @@ struct Walrus: ParsableCommand {
             status is 1 if any command failed.
             """)
 
-    @Option(name: .long, help: "The data directory (opened in this process, as the original does).")
-    var data: String = "./walrus-data"
+    @Option(name: .long, help: "The data directory (opened in this process, as the original does; default ./walrus-data).")
+    var data: String?
+
+    @Option(name: .long, help: "Talk to a running walrusd at HOST:PORT instead of opening a directory.")
+    var connect: String?
 
     @Option(name: .long, help: "When writes are acknowledged: always (after fdatasync) or interval.")
     var fsync: FsyncChoice = .always
@@ -39,6 +42,10 @@ struct Walrus: ParsableCommand {
     }
 
     func validate() throws {
+        if self.connect != nil && self.data != nil { throw ValidationError("use --data or --connect, not both") }
+        if let connect = self.connect, Self.split(connect) == nil {
+            throw ValidationError("--connect takes HOST:PORT, e.g. 127.0.0.1:7379")
+        }
         guard self.fsyncInterval > 0 else { throw ValidationError("--fsync-interval must be a positive number of milliseconds") }
         guard self.segmentSize >= 4096 else { throw ValidationError("--segment-size must be at least 4096 bytes") }
     }
@@ -49,19 +56,32 @@ struct Walrus: ParsableCommand {
         let interactive = isatty(0) == 1
         let output = ShellOutput(colors: interactive && isatty(1) == 1 && !self.noColor && getenv("NO_COLOR") == nil)
 
-        var configuration = StoreConfiguration(directory: self.data)
-        configuration.wal.fsyncMode = self.fsync == .always ? .always : .interval(milliseconds: self.fsyncInterval)
-        configuration.wal.segmentSizeBytes = self.segmentSize
-        var logger = Logger(label: "walrus") { StreamLogHandler.standardError(label: $0) }
-        logger.logLevel = .warning
-        let store: KeyValueStore
-        do {
-            store = try KeyValueStore.open(configuration, logger: logger)
-        } catch {
-            output.error("Cannot open \(self.data): \(error)")
-            throw ExitCode(2)
+        let backend: any ShellBackend
+        var recovered = 0
+        if let connect = self.connect, let (host, port) = Self.split(connect) {
+            do {
+                backend = try RemoteBackend(host: host, port: port)
+            } catch {
+                output.error("Cannot connect to \(connect): \(error)")
+                throw ExitCode(2)
+            }
+        } else {
+            let data = self.data ?? "./walrus-data"
+            var configuration = StoreConfiguration(directory: data)
+            configuration.wal.fsyncMode = self.fsync == .always ? .always : .interval(milliseconds: self.fsyncInterval)
+            configuration.wal.segmentSizeBytes = self.segmentSize
+            var logger = Logger(label: "walrus") { StreamLogHandler.standardError(label: $0) }
+            logger.logLevel = .warning
+            do {
+                let store = try KeyValueStore.open(configuration, logger: logger)
+                recovered = store.count
+                backend = EmbeddedBackend(store: store)
+            } catch {
+                output.error("Cannot open \(data): \(error)")
+                throw ExitCode(2)
+            }
         }
-        let session = ShellSession(backend: EmbeddedBackend(store: store), output: output)
+        let session = ShellSession(backend: backend, output: output)
         let historyPath = (getenv("HOME").map { String(cString: $0) } ?? ".") + "/.walrus_history"
         var savedTerminal = termios()
         let haveTerminal = interactive && tcgetattr(0, &savedTerminal) == 0
@@ -69,14 +89,14 @@ struct Walrus: ParsableCommand {
         let finish: @Sendable (String?) -> Never = { farewell in
             var code: Int32 = session.failures > 0 ? 1 : 0
             do {
-                try store.commitBlocking()
+                try backend.commit()
             } catch {
                 output.error("Error: could not commit before exit: \(error)")
                 code = 1
             }
             if interactive { LineEditor.save(historyPath: historyPath) }
             if let farewell { output.info(farewell) }
-            store.close()
+            backend.close()
             Glibc.exit(code)
         }
         ShellSignals.handle { _ in
@@ -90,7 +110,6 @@ struct Walrus: ParsableCommand {
 
         if interactive {
             output.banner()
-            let recovered = store.count
             if recovered > 0 {
                 output.info("Recovered \(recovered) key(s) from disk")
                 print("")
@@ -113,3 +132,15 @@ struct Walrus: ParsableCommand {
 }
 
 extension ShellSession: @unchecked Sendable {}
+
+extension Walrus {
+    /// "host:port" (the host may be a bracketed IPv6 literal) → (host, port).
+    static func split(_ address: String) -> (String, Int)? {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
+            (1...65535).contains(port)
+        else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+}

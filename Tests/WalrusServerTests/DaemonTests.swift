@@ -82,6 +82,38 @@ struct DaemonTests {
         #expect(result.output.contains("ok"))
     }
 
+    /// `walrus --connect` talks to the daemon with the shell's words and replies.
+    @Test func shellConnectsToTheDaemon() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let daemon = try DaemonProcess(data: directory.file("data"))
+        defer { daemon.stop() }
+        let walrus = DaemonProcess.binaryDirectory + "/walrus"
+        let result = try run(
+            walrus, ["--connect", "127.0.0.1:\(daemon.port)"],
+            input: "SET name jerk\nSET k a b c\nGET k\nKEYS\nLEN\nHAS name\nDELETE name\nGET name\nCOMMIT\n")
+        #expect(result.status == 0, "\(result.output)")
+        #expect(
+            result.output == """
+                OK (set 'name' = 'jerk')
+                OK (set 'k' = 'a b c')
+                a b c
+                Keys (2 total):
+                  1. k
+                  2. name
+                Total keys: 2
+                Key 'name' exists
+                OK (deleted 'name')
+                Key 'name' not found
+                OK (all writes flushed to disk)
+
+                """)
+        let client = try daemon.connect()
+        #expect(try client.command("GET", "k") == .bulk(Array("a b c".utf8)))
+        let refused = try run(walrus, ["--connect", "127.0.0.1:1"], input: "")
+        #expect(refused.status == 2 && refused.output.contains("Cannot connect to 127.0.0.1:1"))
+    }
+
     /// redis-benchmark -t set,get completes with no errors (figures are walrus-bench's job).
     @Test func redisBenchmarkCompletes() throws {
         let directory = TemporaryDirectory()
