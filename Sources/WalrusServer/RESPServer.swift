@@ -2,7 +2,7 @@ public import Logging
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
-import Synchronization
+public import Synchronization
 import WALCore
 import WalrusProtocol
 public import WalrusStore
@@ -19,6 +19,8 @@ public final class RESPServer: Service, Sendable {
     /// Counters for INFO.
     public let statistics: ServerStatistics
     private let boundPort = Mutex<Int?>(nil)
+    /// Connections beyond this are refused; changes take effect for the next connection (reload).
+    public let maxClients: Atomic<Int>
     private let onBound: @Sendable (Int) -> Void
 
     /// - Parameter onBound: called with the bound port once listening (READY=1 goes here).
@@ -31,6 +33,7 @@ public final class RESPServer: Service, Sendable {
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         self.statistics = ServerStatistics(startedNanoseconds: monotonicNanoseconds())
+        self.maxClients = Atomic(configuration.maxClients)
         self.onBound = onBound
     }
 
@@ -76,7 +79,7 @@ public final class RESPServer: Service, Sendable {
             limits.maxArguments = serverConfiguration.maxArguments
             return limits
         }()
-        let maxClients = serverConfiguration.maxClients
+        let server = self
         let idle = serverConfiguration.idleTimeoutSeconds
         let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
@@ -87,6 +90,7 @@ public final class RESPServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let maxClients = server.maxClients.load(ordering: .relaxed)
                     if statistics.connectedClients.load(ordering: .relaxed) >= maxClients {
                         statistics.rejectedConnections.add(1, ordering: .relaxed)
                         logger.warning(

@@ -8,7 +8,7 @@ struct WalrusBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrus-bench",
         abstract: "Measure walrus beside the baselines a user would compare it with, in one run.",
-        subcommands: [WAL.self, RecoveryProbe.self],
+        subcommands: [WAL.self, RESP.self, RecoveryProbe.self],
         defaultSubcommand: WAL.self)
 
     struct WAL: AsyncParsableCommand {
@@ -47,6 +47,27 @@ struct WalrusBench: AsyncParsableCommand {
                 sections: Set(self.only.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }))
             try await benchmarks.run()
         }
+    }
+}
+
+/// walrusd beside redis-server through redis-benchmark.
+struct RESP: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "resp", abstract: "walrusd vs redis-server (same durability), driven by redis-benchmark in one run.")
+
+    @Option(help: "Where the servers keep their data (a real disk); removed afterwards.")
+    var dir: String = "./walrus-bench-data"
+    @Option(help: "Requests per redis-benchmark run.") var requests: Int = 100_000
+    @Option(help: "Runs per figure (the median is printed).") var repetitions: Int = 3
+    @Flag(help: "Few requests, one run: checks the harness works.") var quick = false
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try RESPBenchmarks(
+            directory: directory, requests: self.quick ? 2000 : self.requests, repetitions: self.quick ? 1 : self.repetitions
+        ).run()
     }
 }
 

@@ -1,74 +1,95 @@
 public import ArgumentParser
 public import Logging
 import ServiceLifecycle
+import Synchronization
 import WALCore
 import WalrusServer
 import WalrusStore
 import WalrusSystemd
-import UnixSignals
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// `walrusd`: the walrus daemon. Recovers the data directory, then serves RESP clients.
+/// `walrusd`: the walrus daemon. Recovers the data directory, then serves RESP clients and the
+/// control socket, under systemd or by hand.
 @main
 struct Walrusd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrusd",
-        abstract: "The walrus daemon: a write-ahead-logged key-value store that speaks the Redis protocol.")
+        abstract: "The walrus daemon: a write-ahead-logged key-value store that speaks the Redis protocol.",
+        discussion: "Every option is also a key of the --config file (flags win over the file).")
 
+    @Option(help: "A config file (key = value lines, TOML); flags override it. SIGHUP re-reads it.")
+    var config: String?
     @Option(help: "The data directory (default ./walrus-data, or $STATE_DIRECTORY under systemd).")
     var data: String?
-
-    @Option(help: "The address to listen on for clients.")
-    var bind: String = "127.0.0.1"
-
-    @Option(help: "The client port (0 picks a free one and logs it).")
-    var port: Int = 7379
-
-    @Option(help: "When writes are acknowledged: always (after fdatasync, the default) or interval.")
-    var fsync: FsyncChoice = .always
-
-    @Option(name: .customLong("fsync-interval"), help: "Milliseconds between fdatasyncs with --fsync interval.")
-    var fsyncInterval: Int = 100
-
-    @Option(name: .customLong("max-clients"), help: "Connections beyond this are refused with an error.")
-    var maxClients: Int = 10_000
-
-    @Option(name: .customLong("idle-timeout"), help: "Close a client idle this many seconds (0: never).")
-    var idleTimeout: Int = 0
-
+    @Option(help: "The address to listen on for clients (default 127.0.0.1).")
+    var bind: String?
+    @Option(help: "The client port (default 7379; 0 picks a free one and logs it).")
+    var port: Int?
     @Option(
         name: .customLong("control-socket"),
         help: "The control socket (default $RUNTIME_DIRECTORY/control.sock under systemd, else DATA/control.sock).")
     var controlSocket: String?
+    @Option(help: "When writes are acknowledged: always (after fdatasync, the default) or interval.")
+    var fsync: String?
+    @Option(name: .customLong("fsync-interval"), help: "Milliseconds between fdatasyncs with --fsync interval (default 100).")
+    var fsyncInterval: String?
+    @Option(name: .customLong("max-clients"), help: "Connections beyond this are refused with an error (default 10000).")
+    var maxClients: String?
+    @Option(name: .customLong("idle-timeout"), help: "Close a client idle this many seconds (default 0: never).")
+    var idleTimeout: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error or critical.")
+    var logLevel: String?
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: Logger.Level = .info
+    /// The flags given, as config keys.
+    var flagValues: [(String, String)] {
+        [
+            ("data", self.data), ("bind", self.bind), ("port", self.port.map(String.init)),
+            ("control-socket", self.controlSocket), ("fsync", self.fsync), ("fsync-interval", self.fsyncInterval),
+            ("max-clients", self.maxClients), ("idle-timeout", self.idleTimeout), ("log-level", self.logLevel),
+        ].compactMap { key, value in value.map { (key, $0) } }
+    }
 
-    enum FsyncChoice: String, ExpressibleByArgument, CaseIterable {
-        case always, interval
+    /// The file (if any), then the flags.
+    func resolve() throws -> DaemonConfiguration {
+        var configuration = DaemonConfiguration()
+        if let file = self.config { try configuration.apply(file: file) }
+        for (key, value) in self.flagValues {
+            do {
+                try configuration.set(key, value)
+            } catch let error as DaemonConfiguration.FileError {
+                throw ValidationError("--\(key): \(error.description)")
+            }
+        }
+        return configuration
     }
 
     func validate() throws {
-        guard (0...65535).contains(self.port) else { throw ValidationError("--port must be 0…65535, not \(self.port)") }
-        guard self.fsyncInterval > 0 else { throw ValidationError("--fsync-interval must be a positive number of milliseconds") }
-        guard self.maxClients > 0 else { throw ValidationError("--max-clients must be positive") }
-        guard self.idleTimeout >= 0 else { throw ValidationError("--idle-timeout must be 0 or more seconds") }
+        do {
+            _ = try self.resolve()
+        } catch let error as DaemonConfiguration.FileError {
+            throw ValidationError(error.description)
+        }
     }
 
     func run() async throws {
+        let settings = try self.resolve()
         // Under systemd, stderr is the journal: log natively (fields, priorities); else text.
         let toJournal = JournalLogHandler.stderrIsJournal
-        let level = DynamicLogLevel(self.logLevel)
+        let level = DynamicLogLevel(settings.logLevel)
         let logger = Logger(label: "walrusd") { label -> any LogHandler in
             level.handler(toJournal ? JournalLogHandler(identifier: "walrusd") : StreamLogHandler.standardError(label: label))
         }
         let notifier = SystemdNotifier()
-        let directory = self.data ?? getenv("STATE_DIRECTORY").map { String(cString: $0) } ?? "./walrus-data"
+        let directory = settings.data
 
         var storeConfiguration = StoreConfiguration(directory: directory)
-        storeConfiguration.wal.fsyncMode = self.fsync == .always ? .always : .interval(milliseconds: self.fsyncInterval)
+        storeConfiguration.wal.fsyncMode = settings.fsync == "always" ? .always : .interval(milliseconds: settings.fsyncInterval)
+        storeConfiguration.wal.segmentSizeBytes = settings.segmentSize
+        storeConfiguration.maxKeyBytes = settings.maxKeyBytes
+        storeConfiguration.maxValueBytes = settings.maxValueBytes
+        storeConfiguration.retention = .init(keepBytes: Int64(settings.retentionBytes), keepSeconds: Int64(settings.retentionSeconds))
         let store: KeyValueStore
         do {
             notifier.status("Recovering \(directory)")
@@ -94,11 +115,12 @@ struct Walrusd: AsyncParsableCommand {
             ])
 
         var serverConfiguration = ServerConfiguration()
-        serverConfiguration.bindAddress = self.bind
-        serverConfiguration.port = self.port
-        serverConfiguration.maxClients = self.maxClients
-        serverConfiguration.idleTimeoutSeconds = self.idleTimeout
-        let bindAddress = self.bind
+        serverConfiguration.bindAddress = settings.bind
+        serverConfiguration.port = settings.port
+        serverConfiguration.maxClients = settings.maxClients
+        serverConfiguration.idleTimeoutSeconds = settings.idleTimeout
+        serverConfiguration.maxBulkBytes = max(settings.maxValueBytes, settings.maxKeyBytes) + 1024
+        let bindAddress = settings.bind
         // READY=1 only once recovery is done and every listener is bound.
         let readiness = ReadinessGate(listeners: 2) { port in
             notifier.ready(status: "primary · listening on \(bindAddress):\(port) · \(store.count) keys")
@@ -108,16 +130,17 @@ struct Walrusd: AsyncParsableCommand {
             readiness.bound(port: port)
         }
         let status = SystemdStatusService(notifier: notifier, store: store, server: server, logger: logger)
+        let current = ConfigurationBox(settings)
+        let command = self
         let reloadAction: @Sendable () -> String = {
             notifier.reloading(status: "Reloading")
-            let result = "nothing changes live without a config file yet; the log level is set with 'walrusctl log-level'"
-            logger.notice("Reload requested", metadata: ["reload.result": "\(result)"])
+            let result = command.reload(current: current, level: level, server: server, logger: logger)
             notifier.notify(["READY=1", "STATUS=" + SystemdStatusService.statusLine(store: store, server: server)])
             return result
         }
         let reload = ReloadService(reload: reloadAction)
         let controlPath =
-            self.controlSocket ?? getenv("RUNTIME_DIRECTORY").map { String(cString: $0) + "/control.sock" }
+            settings.controlSocket ?? getenv("RUNTIME_DIRECTORY").map { String(cString: $0) + "/control.sock" }
             ?? directory + "/control.sock"
         let control = ControlSocketService(
             path: controlPath,
@@ -147,6 +170,39 @@ struct Walrusd: AsyncParsableCommand {
         store.close()
         logger.info("Stopped cleanly")
     }
+
+    /// Re-read the config file and apply what can change live; say what needs a restart.
+    func reload(current: ConfigurationBox, level: DynamicLogLevel, server: RESPServer, logger: Logger) -> String {
+        let fresh: DaemonConfiguration
+        do {
+            fresh = try self.resolve()
+        } catch {
+            logger.error("Reload failed: the configuration does not parse; nothing changed", metadata: ["reload.error": "\(error)"])
+            return "nothing changed: \(error)"
+        }
+        let before = current.state.withLock { $0 }
+        let changed = fresh.changedKeys(from: before)
+        let live = changed.filter { DaemonConfiguration.liveKeys.contains($0) }
+        let needRestart = changed.filter { !DaemonConfiguration.liveKeys.contains($0) }
+        level.current = fresh.logLevel
+        server.maxClients.store(fresh.maxClients, ordering: .relaxed)
+        current.state.withLock { state in
+            state.logLevel = fresh.logLevel
+            state.maxClients = fresh.maxClients
+        }
+        var parts: [String] = []
+        parts.append(live.isEmpty ? "nothing changed live" : "applied " + live.joined(separator: ", "))
+        if !needRestart.isEmpty { parts.append("needs a restart: " + needRestart.joined(separator: ", ")) }
+        let summary = parts.joined(separator: "; ")
+        logger.notice(
+            "Reloaded",
+            metadata: ["reload.applied": "\(live.joined(separator: ","))", "reload.needRestart": "\(needRestart.joined(separator: ","))"])
+        return summary
+    }
 }
 
-extension Logger.Level: @retroactive ExpressibleByArgument {}
+/// The configuration in force, shared with the reload action.
+final class ConfigurationBox: Sendable {
+    let state: Mutex<DaemonConfiguration>
+    init(_ configuration: DaemonConfiguration) { self.state = Mutex(configuration) }
+}

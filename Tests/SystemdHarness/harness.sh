@@ -40,7 +40,11 @@ wait_for 20 test -S $XDG_RUNTIME_DIR/systemd/private || { echo "check manager FA
 # this mount namespace sees, so the host is not touched.
 mount -t tmpfs tmpfs /usr/local/bin
 install -m 0755 "$bin_dir/walrusd" /usr/local/bin/walrusd
-sed "s#--port 7379#--port ${WALRUS_TEST_PORT:-17379}#" "$unit_dir/walrusd.service" > $HOME/.config/systemd/user/walrusd.service
+cp "$unit_dir/walrusd.service" $HOME/.config/systemd/user/walrusd.service
+# ConfigurationDirectory= of a user unit is ~/.config/walrus.
+mkdir -p $HOME/.config/walrus
+sed -e "s/^port = .*/port = ${WALRUS_TEST_PORT:-17379}/" -e 's/^log-level = .*/log-level = "info"/' \
+  "$unit_dir/../deploy/walrusd.toml" > $HOME/.config/walrus/walrusd.toml
 mkdir -p $HOME/.config/systemd/user/walrusd.service.d
 cat > $HOME/.config/systemd/user/walrusd.service.d/test-sandbox.conf <<DROPIN
 [Service]
@@ -100,9 +104,11 @@ after=$(systemctl --user show -p NRestarts --value walrusd.service)
 check watchdog-restarts $([ "$after" -gt "$before" ]; echo $?) "NRestarts $before -> $after"
 check data-after-watchdog $([ "$(redis-cli -p $port GET key200)" = value200 ]; echo $?) "key200=$(redis-cli -p $port GET key200)"
 
-# 4. reload goes through RELOADING=1/READY=1 and the unit stays active.
+# 4. reload (RELOADING=1 … READY=1) re-reads the config file: the log level changes live.
+sed -i 's/^log-level = .*/log-level = "debug"/' $HOME/.config/walrus/walrusd.toml
 systemctl --user reload walrusd.service; rc=$?
-check reload $([ $rc -eq 0 ] && [ "$(systemctl --user show -p ActiveState --value walrusd.service)" = active ]; echo $?) "rc=$rc"
+level=$("$bin_dir/walrusctl" log-level --socket $XDG_RUNTIME_DIR/walrus/control.sock 2>&1)
+check reload $([ $rc -eq 0 ] && [ "$(systemctl --user show -p ActiveState --value walrusd.service)" = active ] && [[ "$level" == *debug* ]]; echo $?) "rc=$rc walrusctl: $level"
 
 # 5. stop drains and ends with Result=success; a later start recovers everything.
 systemctl --user stop walrusd.service

@@ -1,0 +1,160 @@
+import Foundation
+
+/// walrusd beside redis-server, both started here and driven by redis-benchmark in the same run,
+/// with matching durability: fsync=always ↔ appendfsync always, fsync=interval ↔ everysec.
+struct RESPBenchmarks {
+    let directory: String
+    let requests: Int
+    let repetitions: Int
+
+    struct Server {
+        let process: Process
+        let port: Int
+    }
+
+    func run() throws {
+        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let walrusd = binDirectory + "/walrusd"
+        guard FileManager.default.fileExists(atPath: walrusd) else {
+            throw BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
+        }
+        for tool in ["/usr/bin/redis-server", "/usr/bin/redis-benchmark"] where !FileManager.default.fileExists(atPath: tool) {
+            throw BenchError("\(tool) is missing; deploy/setup.sh installs it")
+        }
+        print("## walrus-bench resp — \(Bench.machine())")
+        print("")
+        print("redis-benchmark drives both servers (-n \(self.requests), 100-byte values, random keys over 100k), runs interleaved, medians of \(self.repetitions). \(Self.redisVersion())")
+        let modes: [(title: String, walrus: [String], redis: [String], workloads: [(String, [String])])] = [
+            (
+                "durable: walrusd fsync=always vs redis-server appendfsync always",
+                ["--fsync", "always"], ["--appendfsync", "always"],
+                [("SET -c 1", ["-t", "set", "-c", "1"]), ("SET -c 50", ["-t", "set", "-c", "50"])]
+            ),
+            (
+                "periodic: walrusd fsync=interval (1000 ms) vs redis-server appendfsync everysec",
+                ["--fsync", "interval", "--fsync-interval", "1000"], ["--appendfsync", "everysec"],
+                [
+                    ("SET -c 1", ["-t", "set", "-c", "1"]), ("GET -c 1", ["-t", "get", "-c", "1"]),
+                    ("SET -c 50", ["-t", "set", "-c", "50"]), ("GET -c 50", ["-t", "get", "-c", "50"]),
+                    ("SET -c 50 -P 16", ["-t", "set", "-c", "50", "-P", "16"]),
+                    ("GET -c 50 -P 16", ["-t", "get", "-c", "50", "-P", "16"]),
+                ]
+            ),
+        ]
+        for mode in modes {
+            let walrus = try self.startWalrusd(walrusd, mode.walrus)
+            let redis = try self.startRedis(mode.redis)
+            defer {
+                // Children spawned from a Dispatch thread inherit its blocked signals, so SIGTERM
+                // may never reach them: stop them with SIGKILL (their data is scratch).
+                kill(walrus.process.processIdentifier, SIGKILL)
+                kill(redis.process.processIdentifier, SIGKILL)
+                walrus.process.waitUntilExit()
+                redis.process.waitUntilExit()
+            }
+            var rows: [[String]] = []
+            for (name, arguments) in mode.workloads {
+                var ours: [Double] = []
+                var theirs: [Double] = []
+                for _ in 0..<self.repetitions {
+                    ours.append(try self.benchmark(port: walrus.port, arguments))
+                    theirs.append(try self.benchmark(port: redis.port, arguments))
+                }
+                let (w, r) = (Bench.median(ours), Bench.median(theirs))
+                rows.append([name, Bench.format(w), Bench.format(r), Bench.ratio(w, r)])
+            }
+            Bench.table(mode.title, ["workload", "walrusd ops/s", "redis-server ops/s", "walrus ÷ redis"], rows)
+        }
+    }
+
+    struct BenchError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    static func redisVersion() -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--version"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try? process.run()
+        process.waitUntilExit()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        return text.split(separator: " ").first { $0.hasPrefix("v=") }.map { "redis-server \($0.dropFirst(2))." } ?? ""
+    }
+
+    private func startWalrusd(_ binary: String, _ arguments: [String]) throws -> Server {
+        let port = Self.freePort()
+        let data = Bench.scratch(self.directory, "walrusd-\(port)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--data", data, "--port", String(port), "--log-level", "warning", "--control-socket", data + "/c.sock"] + arguments
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        try Self.waitForPing(port)
+        return Server(process: process, port: port)
+    }
+
+    private func startRedis(_ arguments: [String]) throws -> Server {
+        let port = Self.freePort()
+        let data = Bench.scratch(self.directory, "redis-\(port)")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = [
+            "--port", String(port), "--bind", "127.0.0.1", "--dir", data, "--save", "", "--appendonly", "yes",
+            "--daemonize", "no", "--logfile", "",
+        ] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        try Self.waitForPing(port)
+        return Server(process: process, port: port)
+    }
+
+    /// ops/s from `redis-benchmark -q`.
+    private func benchmark(port: Int, _ arguments: [String]) throws -> Double {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
+        process.arguments = ["-p", String(port), "-n", String(self.requests), "-d", "100", "-r", "100000", "-q"] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // "SET: 64557.78 requests per second, p50=0.655 msec" (after \r progress lines).
+        for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) where line.contains("requests per second") {
+            if let value = line.split(separator: " ").dropFirst().first, let number = Double(value) { return number }
+        }
+        throw BenchError("redis-benchmark printed no figure: \(text.suffix(200))")
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func waitForPing(_ port: Int) throws {
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+            process.arguments = ["-p", String(port), "PING"]
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            if String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("PONG") { return }
+            usleep(50_000)
+        }
+        throw BenchError("the server on port \(port) did not answer PING within 30 s")
+    }
+}

@@ -1,0 +1,62 @@
+import Logging
+import Testing
+@testable import walrusd
+
+/// The config file: every key, flags over the file, and clear errors with file and line.
+struct DaemonConfigurationTests {
+    /// The shipped example file parses and holds the defaults.
+    @Test func exampleConfigParses() throws {
+        var configuration = DaemonConfiguration()
+        let example = SystemdIntegrationTests.repositoryRoot.appendingPathComponent("deploy/walrusd.toml").path
+        try configuration.apply(file: example)
+        #expect(configuration.port == 7379 && configuration.fsync == "always" && configuration.logLevel == .info)
+        #expect(configuration.segmentSize == 10 * 1024 * 1024 && configuration.maxClients == 10_000)
+    }
+
+    /// Strings, integers with underscores, comments (not inside strings).
+    @Test func parsesTheFlatTOMLSubset() throws {
+        var configuration = DaemonConfiguration()
+        try configuration.apply(
+            text: """
+                # comment
+                bind = "0.0.0.0"   # trailing comment
+                port = 7_380
+                data = "/srv/wal#rus"
+                fsync = "interval"
+                fsync-interval = 50
+                log-level = "warning"
+                """, source: "test.toml")
+        #expect(configuration.bind == "0.0.0.0" && configuration.port == 7380 && configuration.data == "/srv/wal#rus")
+        #expect(configuration.fsync == "interval" && configuration.fsyncInterval == 50 && configuration.logLevel == .warning)
+    }
+
+    /// Mistakes name the file, the line and the problem; nothing is silently ignored.
+    @Test(arguments: [
+        ("port = 70000", "line 1: port must be an integer in 0…65535"),
+        ("fsync = \"sometimes\"", "fsync must be \"always\" or \"interval\""),
+        ("colour = \"blue\"", "unknown key 'colour'"),
+        ("[server]", "tables are not used"),
+        ("port 7379", "expected key = value"),
+        ("bind = \"open", "unterminated string"),
+        ("follow = \"10.0.0.1:7380\"", "replication or metrics"),
+    ])
+    func reportsMistakes(line: String, expected: String) {
+        var configuration = DaemonConfiguration()
+        do {
+            try configuration.apply(text: line, source: "walrusd.toml")
+            Issue.record("accepted \(line)")
+        } catch {
+            #expect("\(error)".contains("walrusd.toml"), "\(error)")
+            #expect("\(error)".contains(expected), "\(error)")
+        }
+    }
+
+    /// A reload can tell which keys changed.
+    @Test func changedKeys() throws {
+        let before = DaemonConfiguration()
+        var after = before
+        try after.set("log-level", "debug")
+        try after.set("port", "1234")
+        #expect(after.changedKeys(from: before) == ["port", "log-level"])
+    }
+}
