@@ -1,5 +1,6 @@
 import Foundation
 import WalrusClient
+import WalrusTestKit
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,14 +14,7 @@ final class DaemonProcess: @unchecked Sendable {
     private let logLock = NSLock()
     private var logText = ""
 
-    static var binaryDirectory: String {
-        if let override = ProcessInfo.processInfo.environment["WALRUS_BIN_DIR"] { return override }
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("walrusd").path), directory.path != "/" {
-            directory = directory.deletingLastPathComponent()
-        }
-        return directory.path
-    }
+    static var binaryDirectory: String { TestEnvironment.binaryDirectory }
 
     /// Start walrusd on `data` with extra arguments; returns once it listens.
     init(data: String, arguments: [String] = []) throws {

@@ -13,20 +13,6 @@ struct SystemdIntegrationTests {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
 
-    /// A TCP port that is free right now on 127.0.0.1.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
     /// start waits for READY=1 (also through a recovery longer than TimeoutStartSec), StatusText
     /// shows the role, the journal has native WALRUS_* and CODE_FILE fields, a SIGSTOPped daemon is
     /// restarted by the watchdog with its data, reload works, stop ends with Result=success.
@@ -42,7 +28,7 @@ struct SystemdIntegrationTests {
             Self.repositoryRoot.appendingPathComponent("systemd").path, work.path,
         ]
         var environment = ProcessInfo.processInfo.environment
-        environment["WALRUS_TEST_PORT"] = String(Self.freePort())
+        environment["WALRUS_TEST_PORT"] = String(TestEnvironment.freePort())
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output

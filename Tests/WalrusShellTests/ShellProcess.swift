@@ -1,23 +1,12 @@
 import Foundation
+import WalrusTestKit
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Runs the built `walrus` binary the way a person or a script would.
 enum ShellProcess {
-    /// The directory holding the built executables (next to the test bundle).
-    static var binaryDirectory: String {
-        if let override = ProcessInfo.processInfo.environment["WALRUS_BIN_DIR"] { return override }
-        let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        var directory = bundle.deletingLastPathComponent()
-        // swift-testing may run from inside the .xctest bundle on some layouts.
-        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent("walrus").path),
-            directory.path != "/"
-        {
-            directory = directory.deletingLastPathComponent()
-        }
-        return directory.path
-    }
+    static var binaryDirectory: String { TestEnvironment.binaryDirectory }
 
     static var walrus: String { binaryDirectory + "/walrus" }
 
