@@ -22,7 +22,6 @@ extension WriteAheadLog {
     }
 
     private func runFlusher() {
-        let mode = self.configuration.fsyncMode
         // After a batch, poll for new work this long before sleeping: the next writer usually
         // arrives within a few µs of its previous record being sealed.
         let spinNanoseconds: UInt64 = 50_000
@@ -49,7 +48,7 @@ extension WriteAheadLog {
                 }
                 let action = GroupCommit.decide(
                     GroupCommit.Inputs(
-                        mode: mode, hasPending: state.pending.count > 0, pendingBytes: state.pending.count,
+                        mode: self.fsyncMode, hasPending: state.pending.count > 0, pendingBytes: state.pending.count,
                         writeThresholdBytes: self.intervalWriteThresholdBytes,
                         hasUnsyncedWrites: writer.writtenIndex > state.sealedIndex,
                         syncRequested: state.syncRequested, closing: state.closing, nowNanoseconds: now,

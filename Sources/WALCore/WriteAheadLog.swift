@@ -64,6 +64,24 @@ public final class WriteAheadLog: @unchecked Sendable {
     let ioMutex = PlainMutex()
     /// The segment being written and the unsynced bookkeeping; see `LogWriter`.
     let writer: LogWriter
+    /// The interval of `.interval` mode, changeable while running (reload); 0 in `.always` mode.
+    private let intervalMilliseconds: Atomic<Int>
+
+    /// The fsync mode in force (the interval can change while running; the mode cannot).
+    public var fsyncMode: FsyncMode {
+        self.alwaysMode ? .always : .interval(milliseconds: self.intervalMilliseconds.load(ordering: .relaxed))
+    }
+
+    /// Change the interval of `.interval` mode; takes effect at the flusher's next decision.
+    /// Returns false (and changes nothing) in `.always` mode.
+    @discardableResult
+    public func setFsyncInterval(milliseconds: Int) -> Bool {
+        guard !self.alwaysMode, milliseconds > 0 else { return false }
+        self.intervalMilliseconds.store(milliseconds, ordering: .relaxed)
+        self.lock.withLock { _ in self.lock.signal() }
+        return true
+    }
+
     /// In interval mode, pending bytes past this are written (not yet synced) early (1 MiB).
     let intervalWriteThresholdBytes = 1 << 20
     /// Bumped whenever an appender or committer hands the flusher new work, so the flusher can
@@ -77,6 +95,11 @@ public final class WriteAheadLog: @unchecked Sendable {
     ) {
         self.configuration = configuration
         self.alwaysMode = configuration.fsyncMode == .always
+        if case .interval(let ms) = configuration.fsyncMode {
+            self.intervalMilliseconds = Atomic(ms)
+        } else {
+            self.intervalMilliseconds = Atomic(0)
+        }
         self.logger = logger
         self.directoryLock = directoryLock
         self.lock = ConditionLock(state)
@@ -374,7 +397,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     public var stallNanoseconds: UInt64 {
         let now = monotonicNanoseconds()
         let grace: UInt64
-        switch self.configuration.fsyncMode {
+        switch self.fsyncMode {
         case .always: grace = 0
         case .interval(let ms): grace = UInt64(max(ms, 0)) * 1_000_000
         }

@@ -283,7 +283,7 @@ final class CommandExecutor: Sendable {
 
     private func configPairs() -> [(String, String)] {
         let fsync: String
-        switch self.store.configuration.wal.fsyncMode {
+        switch self.store.wal.fsyncMode {
         case .always: fsync = "always"
         case .interval: fsync = "everysec"
         }

@@ -79,7 +79,7 @@ public final class ControlCommands: Sendable {
         let statistics = wal.statistics
         let segments = wal.segmentSummaries
         let fsync: String
-        switch self.store.configuration.wal.fsyncMode {
+        switch self.store.wal.fsyncMode {
         case .always: fsync = "always"
         case .interval(let ms): fsync = "interval \(ms) ms"
         }

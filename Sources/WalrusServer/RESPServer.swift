@@ -21,6 +21,8 @@ public final class RESPServer: Service, Sendable {
     private let boundPort = Mutex<Int?>(nil)
     /// Connections beyond this are refused; changes take effect for the next connection (reload).
     public let maxClients: Atomic<Int>
+    /// The decoder's bulk limit for new connections (reload raises it with max-value-bytes).
+    public let maxBulkBytes: Atomic<Int>
     private let onBound: @Sendable (Int) -> Void
 
     /// - Parameter onBound: called with the bound port once listening (READY=1 goes here).
@@ -34,6 +36,7 @@ public final class RESPServer: Service, Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
         self.statistics = ServerStatistics(startedNanoseconds: monotonicNanoseconds())
         self.maxClients = Atomic(configuration.maxClients)
+        self.maxBulkBytes = Atomic(configuration.maxBulkBytes)
         self.onBound = onBound
     }
 
@@ -105,7 +108,9 @@ public final class RESPServer: Service, Sendable {
                     if idle > 0 {
                         try sync.addHandler(IdleStateHandler(readTimeout: .seconds(Int64(idle))))
                     }
-                    try sync.addHandler(ByteToMessageHandler(RESPCommandDecoder(limits: limits)))
+                    var connectionLimits = limits
+                    connectionLimits.maxBulkBytes = server.maxBulkBytes.load(ordering: .relaxed)
+                    try sync.addHandler(ByteToMessageHandler(RESPCommandDecoder(limits: connectionLimits)))
                     try sync.addHandler(RESPConnectionHandler(executor: executor, statistics: statistics, logger: logger))
                 }
             }

@@ -43,7 +43,7 @@ enum ServerInfo {
                 ("maxclients", String(executor.server.maxClients)), ("blocked_clients", "0"),
             ])
         let fsyncMode: String
-        switch store.configuration.wal.fsyncMode {
+        switch store.wal.fsyncMode {
         case .always: fsyncMode = "always"
         case .interval(let ms): fsyncMode = "interval \(ms)ms"
         }

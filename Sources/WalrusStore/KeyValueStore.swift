@@ -20,6 +20,8 @@ public final class KeyValueStore: Sendable {
     public let recovery: StoreRecoveryReport
     private let state: Mutex<StoreState>
     private let checkpointing = Mutex<Bool>(false)
+    /// Key and value limits in force (a reload can change them).
+    private let limits: Mutex<(key: Int, value: Int)>
     private let logger: Logger
 
     private init(
@@ -29,6 +31,7 @@ public final class KeyValueStore: Sendable {
         self.configuration = configuration
         self.wal = wal
         self.state = Mutex(state)
+        self.limits = Mutex((configuration.maxKeyBytes, configuration.maxValueBytes))
         self.recovery = recovery
         self.logger = logger
     }
@@ -197,6 +200,7 @@ public final class KeyValueStore: Sendable {
     /// (the original's behaviour) and the write is sealed within one period.
     private func sealWaiter(_ onDurable: WriteAheadLog.SealCallback?) -> WriteAheadLog.SealCallback? {
         guard let onDurable, self.configuration.wal.fsyncMode == .always else { return nil }
+        // (The mode itself never changes while running; only the interval does.)
         return onDurable
     }
 
@@ -210,16 +214,18 @@ public final class KeyValueStore: Sendable {
         }
     }
 
+    /// Change the key and value limits (reload); writes after this are checked against them.
+    public func setLimits(maxKeyBytes: Int, maxValueBytes: Int) {
+        self.limits.withLock { $0 = (maxKeyBytes, maxValueBytes) }
+    }
+
     private func validate(key: [UInt8], value: [UInt8]) throws {
-        if key.count > self.configuration.maxKeyBytes {
-            throw StoreError(
-                .tooLarge,
-                "The key is \(key.count) bytes; the limit is \(self.configuration.maxKeyBytes) (max-key-bytes).")
+        let (maxKey, maxValue) = self.limits.withLock { $0 }
+        if key.count > maxKey {
+            throw StoreError(.tooLarge, "The key is \(key.count) bytes; the limit is \(maxKey) (max-key-bytes).")
         }
-        if value.count > self.configuration.maxValueBytes {
-            throw StoreError(
-                .tooLarge,
-                "The value is \(value.count) bytes; the limit is \(self.configuration.maxValueBytes) (max-value-bytes).")
+        if value.count > maxValue {
+            throw StoreError(.tooLarge, "The value is \(value.count) bytes; the limit is \(maxValue) (max-value-bytes).")
         }
     }
 

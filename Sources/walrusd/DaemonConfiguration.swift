@@ -20,6 +20,7 @@ struct DaemonConfiguration: Equatable, Sendable {
     /// `fsync-interval` (integer milliseconds, default 100): the period of `fsync = "interval"`.
     var fsyncInterval = 100
     /// `max-clients` (integer, default 10000): connections beyond this are refused. Live on reload.
+    /// (`fsync-interval`, `max-key-bytes` and `max-value-bytes` are live on reload too.)
     var maxClients = 10_000
     /// `idle-timeout` (integer seconds, default 0 = never): close idle client connections.
     var idleTimeout = 0
@@ -36,7 +37,7 @@ struct DaemonConfiguration: Equatable, Sendable {
     var retentionSeconds = 3600
 
     /// Keys that take effect on reload (SIGHUP or `walrusctl reload`); the rest need a restart.
-    static let liveKeys: Set<String> = ["log-level", "max-clients"]
+    static let liveKeys: Set<String> = ["log-level", "max-clients", "fsync-interval", "max-key-bytes", "max-value-bytes"]
 
     /// A config file problem, with the file, the line and what to do.
     struct FileError: Error, CustomStringConvertible {

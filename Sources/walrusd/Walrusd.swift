@@ -134,7 +134,7 @@ struct Walrusd: AsyncParsableCommand {
         let command = self
         let reloadAction: @Sendable () -> String = {
             notifier.reloading(status: "Reloading")
-            let result = command.reload(current: current, level: level, server: server, logger: logger)
+            let result = command.reload(current: current, level: level, server: server, store: store, logger: logger)
             notifier.notify(["READY=1", "STATUS=" + SystemdStatusService.statusLine(store: store, server: server)])
             return result
         }
@@ -172,7 +172,9 @@ struct Walrusd: AsyncParsableCommand {
     }
 
     /// Re-read the config file and apply what can change live; say what needs a restart.
-    func reload(current: ConfigurationBox, level: DynamicLogLevel, server: RESPServer, logger: Logger) -> String {
+    func reload(
+        current: ConfigurationBox, level: DynamicLogLevel, server: RESPServer, store: KeyValueStore, logger: Logger
+    ) -> String {
         let fresh: DaemonConfiguration
         do {
             fresh = try self.resolve()
@@ -182,13 +184,23 @@ struct Walrusd: AsyncParsableCommand {
         }
         let before = current.state.withLock { $0 }
         let changed = fresh.changedKeys(from: before)
-        let live = changed.filter { DaemonConfiguration.liveKeys.contains($0) }
-        let needRestart = changed.filter { !DaemonConfiguration.liveKeys.contains($0) }
+        var live = changed.filter { DaemonConfiguration.liveKeys.contains($0) }
+        var needRestart = changed.filter { !DaemonConfiguration.liveKeys.contains($0) }
+        // The interval can change live, the mode cannot (it decides when clients are answered).
+        if live.contains("fsync-interval") && !store.wal.setFsyncInterval(milliseconds: fresh.fsyncInterval) {
+            live.removeAll { $0 == "fsync-interval" }
+            if !needRestart.contains("fsync") { needRestart.append("fsync-interval (with fsync = \"always\" it has no effect)") }
+        }
         level.current = fresh.logLevel
         server.maxClients.store(fresh.maxClients, ordering: .relaxed)
+        store.setLimits(maxKeyBytes: fresh.maxKeyBytes, maxValueBytes: fresh.maxValueBytes)
+        server.maxBulkBytes.store(max(fresh.maxKeyBytes, fresh.maxValueBytes) + 1024, ordering: .relaxed)
         current.state.withLock { state in
             state.logLevel = fresh.logLevel
             state.maxClients = fresh.maxClients
+            state.maxKeyBytes = fresh.maxKeyBytes
+            state.maxValueBytes = fresh.maxValueBytes
+            if live.contains("fsync-interval") { state.fsyncInterval = fresh.fsyncInterval }
         }
         var parts: [String] = []
         parts.append(live.isEmpty ? "nothing changed live" : "applied " + live.joined(separator: ", "))

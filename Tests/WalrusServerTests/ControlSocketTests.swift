@@ -129,3 +129,37 @@ struct ControlSocketTests {
         #expect(TestFiles.read(data + "/wal-0001.log") == bytes)
     }
 }
+
+/// Reload through walrusctl re-reads the config file and applies what can change live.
+@Suite(.serialized)
+struct ReloadTests {
+    @Test func reloadAppliesLiveKeysAndNamesTheRest() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let config = directory.file("walrusd.toml")
+        let data = directory.file("data")
+        TestFiles.write(config, Array("fsync = \"interval\"\nfsync-interval = 1000\nmax-value-bytes = 100\nlog-level = \"info\"\n".utf8))
+        let daemon = try DaemonProcess(data: data, arguments: ["--config", config])
+        defer { daemon.stop() }
+        let client = try daemon.connect()
+        let big = [UInt8](repeating: 7, count: 200)
+        #expect(try client.command([Array("SET".utf8), Array("k".utf8), big]).description.contains("max-value-bytes"))
+
+        TestFiles.write(
+            config,
+            Array("fsync = \"interval\"\nfsync-interval = 50\nmax-value-bytes = 1000\nlog-level = \"debug\"\nidle-timeout = 5\n".utf8))
+        let socket = data + "/control.sock"
+        let reload = try run(ControlSocketTests.walrusctl, ["reload", "--socket", socket])
+        #expect(reload.status == 0, "\(reload.output)")
+        #expect(reload.output.contains("applied fsync-interval, log-level, max-value-bytes"), "\(reload.output)")
+        #expect(reload.output.contains("needs a restart: idle-timeout"), "\(reload.output)")
+        #expect(try client.command([Array("SET".utf8), Array("k".utf8), big]) == .simple("OK"))
+        let status = try run(ControlSocketTests.walrusctl, ["status", "--socket", socket])
+        #expect(status.output.contains("interval 50 ms") && status.output.contains("log level     debug"), "\(status.output)")
+
+        // A config that no longer parses changes nothing and says why.
+        TestFiles.write(config, Array("fsync-interval = soon\n".utf8))
+        let broken = try run(ControlSocketTests.walrusctl, ["reload", "--socket", socket])
+        #expect(broken.output.contains("nothing changed") && broken.output.contains("line 1"), "\(broken.output)")
+    }
+}
