@@ -92,7 +92,8 @@ struct Walrusd: AsyncParsableCommand {
         storeConfiguration.retention = .init(keepBytes: Int64(settings.retentionBytes), keepSeconds: Int64(settings.retentionSeconds))
         let store: KeyValueStore
         do {
-            notifier.status("Recovering \(directory)")
+            // Recovery has begun: ask for time now, not only after the first progress report.
+            notifier.extendTimeout(microseconds: 10_000_000, status: "Recovering \(directory)")
             store = try KeyValueStore.open(storeConfiguration, logger: logger) { progress in
                 logger.info(
                     "Recovering",

@@ -107,6 +107,8 @@ check data-after-watchdog $([ "$(redis-cli -p $port GET key200)" = value200 ]; e
 # 4. reload (RELOADING=1 … READY=1) re-reads the config file: the log level changes live.
 sed -i 's/^log-level = .*/log-level = "debug"/' $HOME/.config/walrus/walrusd.toml
 systemctl --user reload walrusd.service; rc=$?
+# ExecReload only sends SIGHUP (systemd 252 has no Type=notify-reload): wait for walrusd to apply it.
+wait_for 15 bash -c "'$bin_dir/walrusctl' log-level --socket $XDG_RUNTIME_DIR/walrus/control.sock 2>&1 | grep -q debug"
 level=$("$bin_dir/walrusctl" log-level --socket $XDG_RUNTIME_DIR/walrus/control.sock 2>&1)
 check reload $([ $rc -eq 0 ] && [ "$(systemctl --user show -p ActiveState --value walrusd.service)" = active ] && [[ "$level" == *debug* ]]; echo $?) "rc=$rc walrusctl: $level"
 
