@@ -69,7 +69,7 @@ final class CommandExecutor: Sendable {
             return reply { $0.writeBulkReply(arguments[0]) }
         case "GET":
             if let error = arity(arguments.count == 1) { return error }
-            arguments[0].withUnsafeReadableBytes { key in
+            _ = arguments[0].withUnsafeReadableBytes { key in
                 self.store.withValue(key: key) { value -> Bool in
                     if let value { out.writeBulkReply(value) } else { out.writeNullReply(resp3: resp3) }
                     return true
@@ -80,7 +80,7 @@ final class CommandExecutor: Sendable {
             if let error = arity(arguments.count >= 1) { return error }
             out.writeArrayHeader(arguments.count)
             for key in arguments {
-                key.withUnsafeReadableBytes { key in
+                _ = key.withUnsafeReadableBytes { key in
                     self.store.withValue(key: key) { value -> Bool in
                         if let value { out.writeBulkReply(value) } else { out.writeNullReply(resp3: resp3) }
                         return true
@@ -257,6 +257,9 @@ final class CommandExecutor: Sendable {
             try start { error in box.complete(render(error)) }
         } catch {
             _ = box.finishInline()
+            if let storeError = error as? StoreError, storeError.code == .tooLarge {
+                self.logger.notice("Refused a write over a limit", metadata: ["limit.error": "\(storeError.message)"])
+            }
             var buffer = allocator.buffer(capacity: 64)
             buffer.writeErrorReply(Self.clientMessage(error))
             return .reply(buffer)

@@ -117,7 +117,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let reply = Self.encode(["ok": false, "error": "Permission denied: \(why). Run walrusctl as root, as the daemon's user, or as a member of the control socket's group."])
         var buffer = context.channel.allocator.buffer(capacity: reply.count)
         buffer.writeBytes(reply)
-        context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+        context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -137,7 +137,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 reply = ["ok": true, "result": try commands.run(request)]
             } catch let error as ControlCommands.ControlError {
                 reply = ["ok": false, "error": error.message]
-            } catch let error as StoreErrorDescribable {
+            } catch let error as any StoreErrorDescribable {
                 reply = ["ok": false, "error": error.operatorMessage]
             } catch let error as NSError where error.domain == NSCocoaErrorDomain {
                 reply = ["ok": false, "error": "The request is not valid JSON (\(error.localizedDescription)); send one JSON object per line."]
@@ -159,7 +159,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             let reply = Self.encode(["ok": false, "error": "The request line is longer than 64 KiB."])
             var buffer = context.channel.allocator.buffer(capacity: reply.count)
             buffer.writeBytes(reply)
-            context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
             return
         }
         context.close(promise: nil)

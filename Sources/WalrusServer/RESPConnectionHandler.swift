@@ -78,7 +78,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 // QUIT or a protocol error: the reply goes out, then the connection closes.
                 let promise = context.eventLoop.makePromise(of: Void.self)
                 context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
-                promise.futureResult.whenComplete { _ in context.close(promise: nil) }
+                promise.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
                 self.replies.removeAll()
                 return
             }

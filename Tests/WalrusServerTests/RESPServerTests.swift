@@ -138,6 +138,18 @@ struct RESPServerTests {
         }
     }
 
+    /// A client idle past idle-timeout is disconnected; an active one is not.
+    @Test func idleClientsAreClosed() async throws {
+        try await withServer(configure: { $0.idleTimeoutSeconds = 1 }) { port, _ in
+            let idle = try connect(port)
+            #expect(try idle.command("PING") == .simple("PONG"))
+            // The server closes it about a second later; the read below waits (bounded) for that.
+            #expect(idle.isClosedByPeer())
+            let fresh = try connect(port)
+            #expect(try fresh.command("PING") == .simple("PONG"))
+        }
+    }
+
     /// Keys and values over the store's limits are refused with the limit named; nothing is written.
     @Test func oversizedValuesAreRefused() async throws {
         try await withServer { port, store in
