@@ -87,8 +87,8 @@ redis-cli -p $port PING >/dev/null
 for i in $(seq 1 200); do echo "SET key$i value$i"; done | redis-cli -p $port >/dev/null
 check writes-acknowledged $([ "$(redis-cli -p $port DBSIZE)" = 200 ]; echo $?) "dbsize=$(redis-cli -p $port DBSIZE)"
 
-# 2. journal entries come over the native protocol with fields.
-sleep 0.5
+# 2. journal entries come over the native protocol with fields (wait until journald has them).
+wait_for 10 bash -c "journalctl --no-pager -D /run/log/journal -o json -u walrusd.service 2>/dev/null | grep -q WALRUS_SERVER_PORT"
 json=$(journalctl --no-pager -D /run/log/journal -o json -u walrusd.service 2>/dev/null)
 check journal-has-walrus-fields $(echo "$json" | grep -q '"WALRUS_SERVER_PORT"'; echo $?) ""
 check journal-has-code-file $(echo "$json" | grep -q '"CODE_FILE"'; echo $?) ""
