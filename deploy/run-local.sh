@@ -9,5 +9,5 @@ deploy/setup.sh
 swift build -c release
 bin=$(swift build -c release --show-bin-path)
 echo "walrusd on 127.0.0.1:7379 (data ./walrus-data). In another terminal:"
-echo "  redis-cli -p 7379 SET hello world      $bin/walrus --connect 127.0.0.1:7379      $bin/walrusctl status"
+echo "  redis-cli -p 7379 SET hello world      $bin/walrus --connect 127.0.0.1:7379      $bin/walrusctl status --socket ./walrus-data/control.sock"
 exec "$bin/walrusd" --data ./walrus-data --port 7379 "$@"
