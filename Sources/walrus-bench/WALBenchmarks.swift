@@ -217,7 +217,7 @@ struct WALBenchmarks {
         var keys: [[UInt8]] = []
         keys.reserveCapacity(count)
         for i in 0..<count { keys.append(Array(String(format: "key:%08d", i).utf8)) }
-        var store = try KeyValueStore.open(configuration, logger: self.logger)
+        let store = try KeyValueStore.open(configuration, logger: self.logger)
         let writeStarted = Bench.now()
         for key in keys { try store.set(key: key, value: value) }
         try store.commitBlocking()

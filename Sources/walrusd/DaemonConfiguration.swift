@@ -47,16 +47,13 @@ struct DaemonConfiguration: Equatable, Sendable {
     /// Apply `key = value` lines of a config file (a flat subset of TOML: strings in double
     /// quotes, integers, comments with #). Unknown keys are errors, not silently ignored.
     mutating func apply(file path: String) throws {
-        guard let handle = fopen(path, "r") else {
-            throw FileError(description: "Cannot read the config file \(path): \(String(cString: strerror(errno))).")
+        let bytes: [UInt8]
+        do {
+            bytes = try FileIO.readFile(path)
+        } catch let error as WALError {
+            throw FileError(description: "Cannot read the config file \(path): \(FileIO.describe(error.errno ?? 0)).")
         }
-        defer { fclose(handle) }
-        var text = ""
-        var buffer = [CChar](repeating: 0, count: 4096)
-        while fgets(&buffer, Int32(buffer.count), handle) != nil {
-            text += String(cString: buffer)
-        }
-        try self.apply(text: text, source: path)
+        try self.apply(text: String(decoding: bytes, as: UTF8.self), source: path)
     }
 
     mutating func apply(text: String, source: String) throws {
