@@ -150,6 +150,7 @@ let package = Package(
             name: "WalrusProtocolTests",
             dependencies: [
                 "WalrusProtocol",
+                "WALCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

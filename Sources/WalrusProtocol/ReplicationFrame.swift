@@ -1,0 +1,142 @@
+public import NIOCore
+
+/// One frame of the replication protocol (primary ↔ follower, on its own TCP port).
+///
+/// Big-endian, 20-byte header, then the payload:
+/// ```
+/// [Magic "WR": 2B][Version: 1B][Type: 1B][Sender's epoch: 8B][Length: 4B][CRC-32 IEEE of payload: 4B]
+/// [Payload: Length bytes]
+/// ```
+/// Every frame carries the sender's epoch, so a node can refuse a stream from a lower epoch at
+/// the first byte of it (fencing). The length is checked against a limit before anything is
+/// allocated, and a payload is handed on only after its CRC checks out.
+public struct ReplicationFrame: Sendable, Equatable {
+    /// What a frame carries.
+    public struct Kind: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        public var rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+        /// Follower → primary: who I am and what I have (`ReplicationHello`).
+        public static let hello = Kind(rawValue: 1)
+        /// Primary → follower: sealed WAL frames, byte for byte as on disk (`ReplicationStream`).
+        public static let stream = Kind(rawValue: 2)
+        /// Follower → primary: received, durable and applied indexes (`ReplicationAck`).
+        public static let ack = Kind(rawValue: 3)
+        /// Either way: still here (empty payload).
+        public static let heartbeat = Kind(rawValue: 4)
+        /// Primary → follower: the handshake is refused (`ReplicationReject`).
+        public static let reject = Kind(rawValue: 5)
+
+        /// Whether this version knows the kind.
+        public var isKnown: Bool { (1...5).contains(self.rawValue) }
+
+        public var description: String {
+            switch self {
+            case .hello: "HELLO"
+            case .stream: "STREAM"
+            case .ack: "ACK"
+            case .heartbeat: "HEARTBEAT"
+            case .reject: "REJECT"
+            default: "kind \(self.rawValue)"
+            }
+        }
+    }
+
+    /// The protocol version this build speaks.
+    public static let version: UInt8 = 1
+    /// Bytes before the payload.
+    public static let headerSize = 20
+    static let magic: (UInt8, UInt8) = (0x57, 0x52)  // "WR"
+
+    /// What the frame carries.
+    public var kind: Kind
+    /// The sender's epoch.
+    public var epoch: UInt64
+    /// The payload.
+    public var payload: ByteBuffer
+
+    public init(kind: Kind, epoch: UInt64, payload: ByteBuffer) {
+        self.kind = kind
+        self.epoch = epoch
+        self.payload = payload
+    }
+
+    /// Append the encoded frame to `buffer`; `checksum` computes CRC-32 IEEE over bytes (the
+    /// protocol module does not link the CRC library; callers pass WALCore's).
+    public func encode(into buffer: inout ByteBuffer, checksum: (UnsafeRawBufferPointer) -> UInt32) {
+        buffer.writeInteger(Self.magic.0)
+        buffer.writeInteger(Self.magic.1)
+        buffer.writeInteger(Self.version)
+        buffer.writeInteger(self.kind.rawValue)
+        buffer.writeInteger(self.epoch)
+        buffer.writeInteger(UInt32(self.payload.readableBytes))
+        buffer.writeInteger(self.payload.withUnsafeReadableBytes(checksum))
+        buffer.writeImmutableBuffer(self.payload)
+    }
+}
+
+/// A replication frame that fails its checks; the connection is dropped with this as the
+/// logged reason, never the process.
+public struct ReplicationFrameError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { self.message }
+}
+
+/// Decodes replication frames, checking magic, version, kind and length from the header alone
+/// (so a 4 GiB claim costs nothing) and the CRC before a payload is passed on.
+public struct ReplicationFrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = ReplicationFrame
+
+    private let maxPayloadBytes: Int
+    private let checksum: @Sendable (UnsafeRawBufferPointer) -> UInt32
+
+    /// - Parameters:
+    ///   - maxPayloadBytes: the largest payload accepted (a STREAM batch or a snapshot chunk).
+    ///   - checksum: CRC-32 IEEE (WALCore's `CRC32.checksum`).
+    public init(maxPayloadBytes: Int, checksum: @escaping @Sendable (UnsafeRawBufferPointer) -> UInt32) {
+        self.maxPayloadBytes = maxPayloadBytes
+        self.checksum = checksum
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> ReplicationFrame? {
+        guard buffer.readableBytes >= ReplicationFrame.headerSize else {
+            // Even a partial header can already be wrong: check the magic as soon as it is here.
+            if let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self), first != ReplicationFrame.magic.0 {
+                throw ReplicationFrameError("not a walrus replication frame (bad magic); is this a client on the replication port?")
+            }
+            return nil
+        }
+        let start = buffer.readerIndex
+        guard buffer.getInteger(at: start, as: UInt8.self) == ReplicationFrame.magic.0,
+            buffer.getInteger(at: start + 1, as: UInt8.self) == ReplicationFrame.magic.1
+        else {
+            throw ReplicationFrameError("not a walrus replication frame (bad magic); is this a client on the replication port?")
+        }
+        let version = buffer.getInteger(at: start + 2, as: UInt8.self)!
+        guard version == ReplicationFrame.version else {
+            throw ReplicationFrameError(
+                "replication protocol version \(version) is not supported (this walrusd speaks \(ReplicationFrame.version)); run the same walrus version on both nodes")
+        }
+        let kind = ReplicationFrame.Kind(rawValue: buffer.getInteger(at: start + 3, as: UInt8.self)!)
+        guard kind.isKnown else { throw ReplicationFrameError("unknown replication frame kind \(kind.rawValue)") }
+        let epoch = buffer.getInteger(at: start + 4, as: UInt64.self)!
+        let length = Int(buffer.getInteger(at: start + 12, as: UInt32.self)!)
+        guard length <= self.maxPayloadBytes else {
+            throw ReplicationFrameError("a \(kind) frame claims \(length) bytes, over the \(self.maxPayloadBytes)-byte limit")
+        }
+        guard buffer.readableBytes >= ReplicationFrame.headerSize + length else { return nil }
+        let expected = buffer.getInteger(at: start + 16, as: UInt32.self)!
+        let payload = buffer.getSlice(at: start + ReplicationFrame.headerSize, length: length)!
+        let actual = payload.withUnsafeReadableBytes(self.checksum)
+        guard actual == expected else {
+            throw ReplicationFrameError("a \(kind) frame of \(length) bytes fails its CRC (damaged on the wire)")
+        }
+        buffer.moveReaderIndex(forwardBy: ReplicationFrame.headerSize + length)
+        return ReplicationFrame(kind: kind, epoch: epoch, payload: payload)
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> ReplicationFrame? {
+        try self.decode(buffer: &buffer)
+    }
+}
