@@ -93,8 +93,9 @@ public final class WALCursor {
                 guard case .record(let view, let length) = result else {
                     throw WALError(
                         .corruptRecord,
-                        "Record \(index) no longer checks out on disk (\(result)); run 'walrus' recovery on a copy of "
-                            + "the directory to find the damaged segment.")
+                        "Record \(index) no longer checks out on disk (\(result)): the segment was damaged after it was "
+                            + "written. Run 'walrusctl wal verify --data \(self.wal.configuration.directory)' to find the file "
+                            + "and offset, and check the disk (dmesg).")
                 }
                 try body(index, view)
                 position += length

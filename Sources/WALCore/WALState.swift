@@ -39,8 +39,6 @@ struct WALState {
     var ioStartedNanoseconds: UInt64 = 0
     /// When the oldest record still waiting in `pending` was appended (0: nothing pending).
     var pendingSinceNanoseconds: UInt64 = 0
-    /// The flusher sleeps with no deadline (interval-mode appenders must then wake it).
-    var flusherSleepsIndefinitely = false
     /// Callbacks told the new sealed index after each fdatasync.
     var sealObservers: [@Sendable (UInt64) -> Void] = []
     /// Counters for status and benchmarks.

@@ -64,10 +64,7 @@ extension WriteAheadLog {
                 case .wait(let deadline):
                     self.ioMutex.unlock()
                     if deadline == nil && now < lastBatchEnded + spinNanoseconds { return .spin }
-                    // Appenders in interval mode wake us only when we sleep with no deadline.
-                    state.flusherSleepsIndefinitely = deadline == nil
                     self.lock.wait(untilMonotonicNanoseconds: deadline)
-                    state.flusherSleepsIndefinitely = false
                     return .again
                 case .exit:
                     self.ioMutex.unlock()

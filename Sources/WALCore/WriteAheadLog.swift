@@ -328,8 +328,9 @@ public final class WriteAheadLog: @unchecked Sendable {
             state.statistics.recordsAppended += 1
             if let onSealed { state.waiters.append(WALState.Waiter(index: index, callback: onSealed)) }
             // Wake the flusher when it has something to do: in always mode every new batch; in
-            // interval mode only if it sleeps with no deadline, or once a megabyte is pending.
-            if wasIdle && (self.alwaysMode || state.flusherSleepsIndefinitely) {
+            // interval mode only once a megabyte is pending (otherwise its periodic wake-up,
+            // which it always sleeps with in that mode, comes soon enough).
+            if wasIdle && self.alwaysMode {
                 self.workSignals.add(1, ordering: .releasing)
                 self.lock.signal()
             } else if state.pending.count >= self.intervalWriteThresholdBytes
