@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
-// Layers point one way: WALCore ← WalrusStore ← (replication ← server ← walrusd, later).
+// Layers point one way: WALCore ← WalrusStore ← WalrusReplication ← WalrusServer ← walrusd.
 // WALCore has no networking; the C libraries come in through pkg-config system libraries.
 let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
@@ -42,6 +42,11 @@ let package = Package(
             providers: [.apt(["libsystemd-dev"])]
         ),
         .systemLibrary(
+            name: "CCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .systemLibrary(
             name: "CEditLine",
             pkgConfig: "libedit",
             providers: [.apt(["libedit-dev"])]
@@ -68,10 +73,23 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "WalrusReplication",
+            dependencies: [
+                "WalrusStore",
+                "WalrusProtocol",
+                "CCrypto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "WalrusServer",
             dependencies: [
                 "WalrusStore",
                 "WalrusProtocol",
+                "WalrusReplication",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,6 +110,7 @@ let package = Package(
             name: "walrusd",
             dependencies: [
                 "WalrusServer",
+                "WalrusReplication",
                 "WalrusSystemd",
                 "WalrusStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -9,6 +9,7 @@ packages=(
   zlib1g-dev      # CRC-32 cross-check in the tests
   libedit-dev     # line editing in the walrus shell
   libsystemd-dev  # sd_notify and the journal, for walrusd
+  libssl-dev      # HMAC-SHA256 (libcrypto) for replication auth
   util-linux      # setsid, for the shell's terminal tests
   redis-tools     # redis-cli and redis-benchmark: the real clients the tests drive walrusd with
   redis-server    # the peer walrus-bench measures against

@@ -8,12 +8,12 @@ import Darwin
 ///
 /// `Synchronization.Mutex` has no condition variable, and the flusher must sleep until appenders
 /// hand it work, so this wraps pthreads directly (as swift-nio's `ConditionLock` does).
-final class ConditionLock<State>: @unchecked Sendable {
+public final class ConditionLock<State>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private var state: State
 
-    init(_ state: State) {
+    public init(_ state: State) {
         self.state = state
         self.mutex = .allocate(capacity: 1)
         self.condition = .allocate(capacity: 1)
@@ -35,7 +35,7 @@ final class ConditionLock<State>: @unchecked Sendable {
 
     /// Run `body` with the lock held.
     @inline(__always)
-    func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
+    public func withLock<R, E: Error>(_ body: (inout State) throws(E) -> R) throws(E) -> R {
         pthread_mutex_lock(self.mutex)
         defer { pthread_mutex_unlock(self.mutex) }
         return try body(&self.state)
@@ -43,14 +43,14 @@ final class ConditionLock<State>: @unchecked Sendable {
 
     /// Wake the waiter (there is one: the flusher).
     @inline(__always)
-    func signal() { pthread_cond_signal(self.condition) }
+    public func signal() { pthread_cond_signal(self.condition) }
 
     /// Wake every waiter.
-    func broadcast() { pthread_cond_broadcast(self.condition) }
+    public func broadcast() { pthread_cond_broadcast(self.condition) }
 
     /// With the lock held, sleep until woken or until `deadlineNanoseconds` (CLOCK_MONOTONIC) passes.
     /// Must be called from inside `withLock`.
-    func wait(untilMonotonicNanoseconds deadline: UInt64?) {
+    public func wait(untilMonotonicNanoseconds deadline: UInt64?) {
         if let deadline {
             var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
             pthread_cond_timedwait(self.condition, self.mutex, &time)
@@ -69,7 +69,7 @@ public func monotonicNanoseconds() -> UInt64 {
 }
 
 /// A dedicated OS thread (the flusher blocks in fdatasync and must not hold a cooperative-pool thread).
-final class DedicatedThread {
+public final class DedicatedThread {
     private final class Box {
         let body: () -> Void
         init(_ body: @escaping () -> Void) { self.body = body }
@@ -77,7 +77,7 @@ final class DedicatedThread {
 
     private var thread = pthread_t()
 
-    init(name: String, _ body: @escaping () -> Void) {
+    public init(name: String, _ body: @escaping () -> Void) {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         let result = pthread_create(&self.thread, nil, { raw in
             let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
@@ -88,5 +88,5 @@ final class DedicatedThread {
     }
 
     /// Wait for the thread to finish.
-    func join() { pthread_join(self.thread, nil) }
+    public func join() { pthread_join(self.thread, nil) }
 }

@@ -289,7 +289,27 @@ public final class WriteAheadLog: @unchecked Sendable {
                 "A record of \(dataCount) bytes is larger than the configured maximum of "
                     + "\(self.configuration.maxRecordBytes) bytes (max-record-bytes). Split the value or raise the limit.")
         }
-        let frameSize = RecordFormat.headerSize + dataCount
+        return try self.appendFrame(
+            size: RecordFormat.headerSize + dataCount, expectedIndex: nil, onSealed: onSealed
+        ) { pending in
+            RecordEncoder.append(op: op, key: key, value: value, to: pending)
+        }
+    }
+
+    /// Append a frame that is already encoded and checked (a follower appends the primary's frames
+    /// byte for byte, so its log equals the primary's). `index` must be the next index: a
+    /// follower's log never has gaps. Returns the index.
+    @discardableResult
+    public func appendFrame(_ frame: UnsafeRawBufferPointer, index: UInt64, onSealed: SealCallback? = nil) throws -> UInt64 {
+        nonisolated(unsafe) let frame = frame
+        return try self.appendFrame(size: frame.count, expectedIndex: index, onSealed: onSealed) { pending in
+            pending.append(frame)
+        }
+    }
+
+    private func appendFrame(
+        size frameSize: Int, expectedIndex: UInt64?, onSealed: SealCallback?, encode: (RecordBuffer) -> Void
+    ) throws -> UInt64 {
         let segmentLimit = Int64(self.configuration.segmentSizeBytes)
         let stride = Int64(self.configuration.sparseIndexStrideBytes)
         return try self.lock.withLock { (state) throws -> UInt64 in
@@ -299,9 +319,14 @@ public final class WriteAheadLog: @unchecked Sendable {
                 state.statistics.diskFullRefusals += 1
                 throw full
             }
+            let index = state.nextIndex
+            if let expectedIndex, expectedIndex != index {
+                throw WALError(
+                    .invalidArgument,
+                    "Record \(expectedIndex) cannot be appended: the log's next index is \(index) (records must arrive in order, without gaps).")
+            }
             let wasIdle = state.pending.count == 0
             if wasIdle { state.pendingSinceNanoseconds = monotonicNanoseconds() }
-            let index = state.nextIndex
             var last = state.segments.count - 1
             if state.segments[last].size > 0 && state.segments[last].size + Int64(frameSize) > segmentLimit {
                 // Rotate: the record starts the next segment. The flusher creates the file.
@@ -321,7 +346,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             {
                 state.segments[last].sparse.append(SparseEntry(index: index, offset: offset))
             }
-            RecordEncoder.append(op: op, key: key, value: value, to: state.pending)
+            encode(state.pending)
             state.segments[last].size += Int64(frameSize)
             state.segments[last].recordCount += 1
             state.nextIndex = index + 1

@@ -26,9 +26,16 @@ public struct ReplicationFrame: Sendable, Equatable {
         public static let heartbeat = Kind(rawValue: 4)
         /// Primary → follower: the handshake is refused (`ReplicationReject`).
         public static let reject = Kind(rawValue: 5)
+        /// Primary → follower, first on a connection: who I am and a nonce to prove the secret
+        /// over (`ReplicationChallenge`).
+        public static let challenge = Kind(rawValue: 6)
+        /// Primary → follower: a snapshot follows, then the stream (`ReplicationSnapshotBegin`).
+        public static let snapshotBegin = Kind(rawValue: 7)
+        /// Primary → follower: one piece of the snapshot file (`ReplicationSnapshotChunk`).
+        public static let snapshotChunk = Kind(rawValue: 8)
 
         /// Whether this version knows the kind.
-        public var isKnown: Bool { (1...5).contains(self.rawValue) }
+        public var isKnown: Bool { (1...8).contains(self.rawValue) }
 
         public var description: String {
             switch self {
@@ -37,6 +44,9 @@ public struct ReplicationFrame: Sendable, Equatable {
             case .ack: "ACK"
             case .heartbeat: "HEARTBEAT"
             case .reject: "REJECT"
+            case .challenge: "CHALLENGE"
+            case .snapshotBegin: "SNAPSHOT"
+            case .snapshotChunk: "SNAPSHOT-CHUNK"
             default: "kind \(self.rawValue)"
             }
         }
@@ -44,6 +54,8 @@ public struct ReplicationFrame: Sendable, Equatable {
 
     /// The protocol version this build speaks.
     public static let version: UInt8 = 1
+    /// The handshake's protocol version (in HELLO and CHALLENGE).
+    public static let protocolVersion: UInt16 = 1
     /// Bytes before the payload.
     public static let headerSize = 20
     static let magic: (UInt8, UInt8) = (0x57, 0x52)  // "WR"

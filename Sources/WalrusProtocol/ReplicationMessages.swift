@@ -15,10 +15,17 @@ public struct ReplicationHello: Sendable, Equatable {
     public var durableIndex: UInt64
     /// HMAC over the primary's nonce with the shared secret (empty without auth).
     public var authProof: [UInt8]
+    /// A snapshot transfer that broke off: its index and the bytes the follower has of it
+    /// (0, 0 when none), so the primary continues it instead of starting over.
+    public var partialSnapshotIndex: UInt64
+    public var partialSnapshotBytes: UInt64
+    /// The follower's client port, for INFO's slaveN:port (0 when unknown).
+    public var listeningPort: UInt16
 
     public init(
         protocolVersion: UInt16, clusterID: String, nodeID: String, epoch: UInt64, durableEpoch: UInt64,
-        durableIndex: UInt64, authProof: [UInt8]
+        durableIndex: UInt64, authProof: [UInt8], partialSnapshotIndex: UInt64 = 0, partialSnapshotBytes: UInt64 = 0,
+        listeningPort: UInt16 = 0
     ) {
         self.protocolVersion = protocolVersion
         self.clusterID = clusterID
@@ -27,6 +34,9 @@ public struct ReplicationHello: Sendable, Equatable {
         self.durableEpoch = durableEpoch
         self.durableIndex = durableIndex
         self.authProof = authProof
+        self.partialSnapshotIndex = partialSnapshotIndex
+        self.partialSnapshotBytes = partialSnapshotBytes
+        self.listeningPort = listeningPort
     }
 
     public func encode(into buffer: inout ByteBuffer) {
@@ -37,19 +47,34 @@ public struct ReplicationHello: Sendable, Equatable {
         buffer.writeInteger(self.durableEpoch)
         buffer.writeInteger(self.durableIndex)
         buffer.writeLengthPrefixed(self.authProof)
+        buffer.writeInteger(self.partialSnapshotIndex)
+        buffer.writeInteger(self.partialSnapshotBytes)
+        buffer.writeInteger(self.listeningPort)
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationHello {
         var buffer = payload
-        guard let version = buffer.readInteger(as: UInt16.self), let cluster = try buffer.readLengthPrefixed(),
+        guard let version = buffer.readInteger(as: UInt16.self) else {
+            throw ReplicationFrameError("a HELLO payload does not parse")
+        }
+        guard version == ReplicationFrame.protocolVersion else {
+            // Fields may differ between versions: only the version is read, so the reason is exact.
+            return ReplicationHello(
+                protocolVersion: version, clusterID: "", nodeID: "", epoch: 0, durableEpoch: 0, durableIndex: 0,
+                authProof: [])
+        }
+        guard let cluster = try buffer.readLengthPrefixed(),
             let node = try buffer.readLengthPrefixed(), let epoch = buffer.readInteger(as: UInt64.self),
             let durableEpoch = buffer.readInteger(as: UInt64.self), let durableIndex = buffer.readInteger(as: UInt64.self),
-            let proof = try buffer.readLengthPrefixed(), buffer.readableBytes == 0
+            let proof = try buffer.readLengthPrefixed(), let partialIndex = buffer.readInteger(as: UInt64.self),
+            let partialBytes = buffer.readInteger(as: UInt64.self), let port = buffer.readInteger(as: UInt16.self),
+            buffer.readableBytes == 0
         else { throw ReplicationFrameError("a HELLO payload does not parse") }
         return ReplicationHello(
             protocolVersion: version, clusterID: String(decoding: cluster, as: UTF8.self),
             nodeID: String(decoding: node, as: UTF8.self), epoch: epoch, durableEpoch: durableEpoch,
-            durableIndex: durableIndex, authProof: proof)
+            durableIndex: durableIndex, authProof: proof, partialSnapshotIndex: partialIndex,
+            partialSnapshotBytes: partialBytes, listeningPort: port)
     }
 }
 
@@ -87,7 +112,7 @@ public struct ReplicationAck: Sendable, Equatable {
 public struct ReplicationReject: Sendable, Equatable {
     /// Why, as a code a follower can act on.
     public enum Reason: UInt8, Sendable {
-        case otherCluster = 1, staleEpoch = 2, badAuth = 3, unsupportedVersion = 4
+        case otherCluster = 1, staleEpoch = 2, badAuth = 3, unsupportedVersion = 4, diverged = 5, notPrimary = 6
     }
 
     public var reason: Reason
@@ -138,6 +163,98 @@ public struct ReplicationStream: Sendable, Equatable {
             throw ReplicationFrameError("a STREAM payload does not parse")
         }
         return ReplicationStream(firstIndex: first, count: count, frames: buffer)
+    }
+}
+
+/// CHALLENGE: the primary's identity and a fresh nonce the follower proves the secret over.
+public struct ReplicationChallenge: Sendable, Equatable {
+    public var clusterID: String
+    public var nodeID: String
+    public var epoch: UInt64
+    /// 32 random bytes, new for every connection.
+    public var nonce: [UInt8]
+    /// Whether the primary requires a proof (it has a key file).
+    public var authRequired: Bool
+
+    public init(clusterID: String, nodeID: String, epoch: UInt64, nonce: [UInt8], authRequired: Bool) {
+        self.clusterID = clusterID
+        self.nodeID = nodeID
+        self.epoch = epoch
+        self.nonce = nonce
+        self.authRequired = authRequired
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(ReplicationFrame.protocolVersion)
+        buffer.writeLengthPrefixed(Array(self.clusterID.utf8))
+        buffer.writeLengthPrefixed(Array(self.nodeID.utf8))
+        buffer.writeInteger(self.epoch)
+        buffer.writeLengthPrefixed(self.nonce)
+        buffer.writeInteger(UInt8(self.authRequired ? 1 : 0))
+    }
+
+    public static func decode(_ payload: ByteBuffer) throws -> ReplicationChallenge {
+        var buffer = payload
+        guard buffer.readInteger(as: UInt16.self) != nil, let cluster = try buffer.readLengthPrefixed(),
+            let node = try buffer.readLengthPrefixed(), let epoch = buffer.readInteger(as: UInt64.self),
+            let nonce = try buffer.readLengthPrefixed(), let auth = buffer.readInteger(as: UInt8.self),
+            buffer.readableBytes == 0
+        else { throw ReplicationFrameError("a CHALLENGE payload does not parse") }
+        return ReplicationChallenge(
+            clusterID: String(decoding: cluster, as: UTF8.self), nodeID: String(decoding: node, as: UTF8.self),
+            epoch: epoch, nonce: nonce, authRequired: auth != 0)
+    }
+}
+
+/// SNAPSHOT: the primary sends `snapshot-<index>.snap` (`totalBytes` long) from `offset` on,
+/// then streams from `index + 1`. `offset` > 0 continues a transfer that broke off.
+public struct ReplicationSnapshotBegin: Sendable, Equatable {
+    public var index: UInt64
+    public var totalBytes: UInt64
+    public var offset: UInt64
+
+    public init(index: UInt64, totalBytes: UInt64, offset: UInt64) {
+        self.index = index
+        self.totalBytes = totalBytes
+        self.offset = offset
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(self.index)
+        buffer.writeInteger(self.totalBytes)
+        buffer.writeInteger(self.offset)
+    }
+
+    public static func decode(_ payload: ByteBuffer) throws -> ReplicationSnapshotBegin {
+        var buffer = payload
+        guard let index = buffer.readInteger(as: UInt64.self), let total = buffer.readInteger(as: UInt64.self),
+            let offset = buffer.readInteger(as: UInt64.self), buffer.readableBytes == 0, offset <= total
+        else { throw ReplicationFrameError("a SNAPSHOT payload does not parse") }
+        return ReplicationSnapshotBegin(index: index, totalBytes: total, offset: offset)
+    }
+}
+
+/// SNAPSHOT-CHUNK: bytes of the snapshot file at `offset` (the frame's CRC checks each chunk).
+public struct ReplicationSnapshotChunk: Sendable, Equatable {
+    public var offset: UInt64
+    public var bytes: ByteBuffer
+
+    public init(offset: UInt64, bytes: ByteBuffer) {
+        self.offset = offset
+        self.bytes = bytes
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(self.offset)
+        buffer.writeImmutableBuffer(self.bytes)
+    }
+
+    public static func decode(_ payload: ByteBuffer) throws -> ReplicationSnapshotChunk {
+        var buffer = payload
+        guard let offset = buffer.readInteger(as: UInt64.self) else {
+            throw ReplicationFrameError("a SNAPSHOT-CHUNK payload does not parse")
+        }
+        return ReplicationSnapshotChunk(offset: offset, bytes: buffer)
     }
 }
 

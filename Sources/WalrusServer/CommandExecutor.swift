@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import WALCore
 import WalrusProtocol
+import WalrusReplication
 import WalrusStore
 
 /// Runs RESP commands against the store. Reads answer at once; writes answer once they are as
@@ -21,15 +22,25 @@ final class CommandExecutor: Sendable {
     let statistics: ServerStatistics
     let server: ServerConfiguration
     let logger: Logger
+    let replication: ReplicationNode?
     private let alwaysMode: Bool
 
-    init(store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger) {
+    init(
+        store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger,
+        replication: ReplicationNode? = nil
+    ) {
         self.store = store
         self.statistics = statistics
         self.server = server
         self.logger = logger
+        self.replication = replication
         self.alwaysMode = store.configuration.wal.fsyncMode == .always
     }
+
+    /// Redis's reply to a write on a replica, word for word (clients know it).
+    static let readOnlyError = "READONLY You can't write against a read only replica."
+
+    private var isFollower: Bool { self.replication?.isFollower ?? false }
 
     /// Words the original shell used, accepted where they do not clash with Redis commands.
     private static let aliases = ["HAS": "EXISTS", "LEN": "DBSIZE", "DELETE": "DEL"]
@@ -108,6 +119,7 @@ final class CommandExecutor: Sendable {
             guard arguments.count == 2 else {
                 return reply { $0.writeErrorReply("ERR syntax error (walrus's SET takes a key and a value, no options)") }
             }
+            if self.isFollower { return reply { $0.writeErrorReply(Self.readOnlyError) } }
             return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
                 try self.store.set(
                     key: Array(arguments[0].readableBytesView), value: Array(arguments[1].readableBytesView),
@@ -115,6 +127,7 @@ final class CommandExecutor: Sendable {
             }
         case "MSET":
             if let error = arity(arguments.count >= 2 && arguments.count % 2 == 0) { return error }
+            if self.isFollower { return reply { $0.writeErrorReply(Self.readOnlyError) } }
             var commands: [StoreCommand] = []
             commands.reserveCapacity(arguments.count / 2)
             for pair in stride(from: 0, to: arguments.count, by: 2) {
@@ -126,31 +139,44 @@ final class CommandExecutor: Sendable {
             }
         case "DEL":
             if let error = arity(arguments.count >= 1) { return error }
+            if self.isFollower { return reply { $0.writeErrorReply(Self.readOnlyError) } }
             let deleted = Counter()
             return self.write(allocator: allocator, completion: completion, ok: { $0.writeIntegerReply(deleted.value) }) { callback in
                 for key in arguments where try self.store.delete(key: Array(key.readableBytesView)) { deleted.value += 1 }
                 // Every delete is in the log; the callback fires once all of them are durable.
                 if deleted.value > 0 && self.alwaysMode { self.store.commit(onDurable: callback) } else { callback(nil) }
+                return deleted.value > 0 ? self.store.wal.lastIndex : 0
             }
         case "COMMIT":
             return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
                 self.store.commit(onDurable: callback)
+                return 0
             }
         case "INFO":
             let text = ServerInfo.render(
                 sections: arguments.map { String(decoding: $0.readableBytesView, as: UTF8.self) }, executor: self)
             return reply { $0.writeBulkReply(text) }
         case "ROLE":
-            return reply { buffer in
-                buffer.writeArrayHeader(3)
-                buffer.writeBulkReply("master")
-                buffer.writeIntegerReply(Int(self.store.wal.sealedIndex))
-                buffer.writeArrayHeader(0)
-            }
+            return reply { self.writeRole(&$0) }
         case "WAIT":
-            // No followers yet (replication is its own part): no replica can acknowledge anything.
             if let error = arity(arguments.count == 2) { return error }
-            return reply { $0.writeIntegerReply(0) }
+            guard let needed = Int(String(decoding: arguments[0].readableBytesView, as: UTF8.self)),
+                let timeout = Int(String(decoding: arguments[1].readableBytesView, as: UTF8.self)), needed >= 0, timeout >= 0
+            else { return reply { $0.writeErrorReply("ERR value is not an integer or out of range") } }
+            guard let replication = self.replication else { return reply { $0.writeIntegerReply(0) } }
+            if replication.isFollower { return reply { $0.writeErrorReply("ERR WAIT cannot be used with replica instances.") } }
+            // Every write made so far (this client's included) must be durable on the followers.
+            let index = self.store.wal.lastIndex
+            replication.primary.waitForReplicas(index: index, needed: needed, timeoutMilliseconds: timeout) { count, _ in
+                var buffer = allocator.buffer(capacity: 16)
+                buffer.writeIntegerReply(count)
+                completion(buffer)
+            }
+            return .pending
+        case "DIGEST":
+            if let error = arity(arguments.isEmpty) { return error }
+            let digest = self.store.digest()
+            return reply { $0.writeBulkReply(digest.digest) }
         case "COMMAND":
             let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() }
             if sub == "COUNT" { return reply { $0.writeIntegerReply(Self.commandNames.count) } }
@@ -193,7 +219,7 @@ final class CommandExecutor: Sendable {
             return reply { buffer in
                 let fields: [(String, String)] = [
                     ("server", "redis"), ("version", ServerInfo.redisVersion), ("walrus", ServerInfo.walrusVersion),
-                    ("mode", "standalone"), ("role", "master"),
+                    ("mode", "standalone"), ("role", self.isFollower ? "replica" : "master"),
                 ]
                 buffer.writeMapHeader(fields.count + 2, resp3: map)
                 for (key, value) in fields {
@@ -236,7 +262,7 @@ final class CommandExecutor: Sendable {
 
     static let commandNames = [
         "PING", "ECHO", "GET", "MGET", "EXISTS", "DBSIZE", "KEYS", "SET", "MSET", "DEL", "COMMIT", "INFO", "ROLE", "WAIT",
-        "COMMAND", "CONFIG", "HELLO", "CLIENT", "SELECT", "QUIT",
+        "COMMAND", "CONFIG", "HELLO", "CLIENT", "SELECT", "QUIT", "DIGEST",
     ]
 
     /// A write: start it with a seal callback; reply when durable (or at once in interval mode,
@@ -245,7 +271,7 @@ final class CommandExecutor: Sendable {
         allocator: ByteBufferAllocator,
         completion: @escaping @Sendable (ByteBuffer) -> Void,
         ok: @escaping @Sendable (inout ByteBuffer) -> Void,
-        start: (@escaping WriteAheadLog.SealCallback) throws -> Void
+        start: (@escaping WriteAheadLog.SealCallback) throws -> UInt64
     ) -> Outcome {
         let box = InlineCompletion(completion: completion)
         let render: @Sendable (WALError?) -> ByteBuffer = { error in
@@ -253,8 +279,41 @@ final class CommandExecutor: Sendable {
             if let error { buffer.writeErrorReply(Self.clientMessage(StoreError(error))) } else { ok(&buffer) }
             return buffer
         }
+        // With sync-replicas, the local seal is not enough: wait for the followers too.
+        let replicas = self.replication.flatMap { $0.configuration.syncReplicas > 0 && !$0.isFollower ? $0 : nil }
+        let tracker = WriteTracker()
+        let afterSeal: @Sendable (UInt64) -> Void = { target in
+            guard let replication = replicas, target > 0 else {
+                box.complete(render(nil))
+                return
+            }
+            let needed = replication.configuration.syncReplicas
+            let timeout = replication.configuration.syncTimeoutMilliseconds
+            replication.primary.waitForReplicas(index: target, needed: needed, timeoutMilliseconds: timeout) { count, timedOut in
+                guard timedOut && count < needed else {
+                    box.complete(render(nil))
+                    return
+                }
+                var buffer = allocator.buffer(capacity: 256)
+                buffer.writeErrorReply(
+                    "NOREPLICAS Not enough good replicas to write: \(count) of \(needed) follower(s) reported record "
+                        + "\(target) durable within \(timeout) ms (sync-replicas). The write is NOT acknowledged, but it "
+                        + "is in the primary's log and reaches the followers when they catch up; see 'walrusctl replicas'.")
+                box.complete(buffer)
+            }
+        }
         do {
-            try start { error in box.complete(render(error)) }
+            let index = try start { error in
+                if let error {
+                    box.complete(render(error))
+                } else if replicas == nil {
+                    box.complete(render(nil))
+                } else if let target = tracker.sealed() {
+                    afterSeal(target)
+                }
+            }
+            // The seal may come before or after the index is known here; whichever is second goes on.
+            if replicas != nil, tracker.indexKnown(index) { afterSeal(index) }
         } catch {
             _ = box.finishInline()
             if let storeError = error as? StoreError, storeError.code == .tooLarge {
@@ -332,4 +391,28 @@ final class InlineCompletion: @unchecked Sendable {
 /// A count written before the reply is rendered and read after (same request, ordered by the seal).
 private final class Counter: @unchecked Sendable {
     var value = 0
+}
+
+/// Meets a write's index (known when the append returns) and its seal (reported by the log's
+/// flusher, possibly first): whichever arrives second carries on to wait for the followers.
+private final class WriteTracker: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var index: UInt64?
+    private var isSealed = false
+
+    /// The seal arrived; returns the index if it is already known.
+    func sealed() -> UInt64? {
+        self.lock.withLock {
+            self.isSealed = true
+            return self.index
+        }
+    }
+
+    /// The index is known; returns whether the seal already arrived.
+    func indexKnown(_ index: UInt64) -> Bool {
+        self.lock.withLock {
+            self.index = index
+            return self.isSealed
+        }
+    }
 }

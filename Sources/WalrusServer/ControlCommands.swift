@@ -2,6 +2,7 @@ import Foundation
 public import Logging
 public import WALCore
 public import WalrusStore
+public import WalrusReplication
 
 /// What the control socket can do. Each verb takes a JSON object and returns one; a thrown
 /// `ControlError` becomes `{"ok": false, "error": "…"}`.
@@ -11,6 +12,7 @@ public final class ControlCommands: Sendable {
     let logLevel: DynamicLogLevel
     let logger: Logger
     let reload: @Sendable () -> String
+    let replication: ReplicationNode?
     let startedNanoseconds = monotonicNanoseconds()
 
     /// A request the daemon refuses, with what to do instead.
@@ -22,8 +24,9 @@ public final class ControlCommands: Sendable {
     /// - Parameter reload: applies what can change live and says what happened (also used by SIGHUP).
     public init(
         store: KeyValueStore, server: RESPServer, logLevel: DynamicLogLevel, logger: Logger,
-        reload: @escaping @Sendable () -> String
+        replication: ReplicationNode? = nil, reload: @escaping @Sendable () -> String
     ) {
+        self.replication = replication
         self.store = store
         self.server = server
         self.logLevel = logLevel
@@ -31,7 +34,9 @@ public final class ControlCommands: Sendable {
         self.reload = reload
     }
 
-    static let verbs = ["status", "flush", "checkpoint", "log-level", "reload", "replicas", "promote", "follow", "switchover"]
+    static let verbs = [
+        "status", "flush", "checkpoint", "log-level", "reload", "replicas", "digest", "promote", "follow", "switchover",
+    ]
 
     /// Run one request (on a thread that may block: checkpoints write a whole snapshot).
     func run(_ request: [String: Any]) throws -> [String: Any] {
@@ -66,9 +71,17 @@ public final class ControlCommands: Sendable {
             return ["level": level.rawValue, "previous": previous.rawValue]
         case "reload":
             return ["result": self.reload()]
-        case "replicas", "promote", "follow", "switchover":
-            throw ControlError(
-                "'\(verb)' needs replication, which this walrusd does not have yet; it runs as a single primary.")
+        case "replicas":
+            guard let replication = self.replication else { return ["replicas": [Any]()] }
+            if replication.isFollower {
+                throw ControlError("This node is a follower; run 'walrusctl replicas' on its primary (see 'walrusctl status').")
+            }
+            return ["replicas": replication.primary.replicas().map(Self.replicaJSON)]
+        case "digest":
+            let digest = self.store.digest()
+            return ["digest": digest.digest, "index": digest.index, "keys": digest.keys]
+        case "promote", "follow", "switchover":
+            throw ControlError("'\(verb)' is part of failover, which this walrusd does not have yet.")
         default:
             throw ControlError("Unknown verb '\(verb)'; the verbs are: \(Self.verbs.joined(separator: ", ")).")
         }
@@ -103,7 +116,58 @@ public final class ControlCommands: Sendable {
             "pid": Int(getpid()),
             "logLevel": self.logLevel.current.rawValue,
             "health": wal.failure?.message ?? wal.diskFull?.message ?? "ok",
+            "clusterID": wal.meta.clusterID,
+            "nodeID": wal.meta.nodeID,
+        ].merging(self.replicationStatus()) { _, new in new }
+    }
+
+    private func replicationStatus() -> [String: Any] {
+        guard let replication = self.replication else { return [:] }
+        if replication.isFollower, let link = replication.link {
+            var fields: [String: Any] = [
+                "role": "follower",
+                "primary": "\(link.primaryHost):\(link.primaryPort)",
+                "primaryNodeID": link.primaryNodeID,
+                "link": link.linkUp ? "up" : "down",
+                "linkState": link.state.rawValue,
+                "lastIOSecondsAgo": link.lastIOSecondsAgo,
+                "receivedIndex": link.received,
+                "durableIndex": link.durable,
+                "appliedIndex": link.applied,
+                "primarySealedIndex": link.primarySealedIndex,
+                "lagRecords": link.lagRecords,
+                "snapshotsInstalled": link.snapshotsInstalled,
+            ]
+            if link.state == .snapshot {
+                fields["snapshotBytes"] = link.snapshotBytes
+                fields["snapshotTotalBytes"] = link.snapshotTotal
+                fields["snapshotPercent"] = link.snapshotTotal == 0 ? 0 : Int(link.snapshotBytes * 100 / link.snapshotTotal)
+            }
+            if let error = link.lastError { fields["linkError"] = error }
+            return fields
+        }
+        let replicas = replication.primary.replicas()
+        return [
+            "followers": replicas.filter { $0.state != .disconnected }.count,
+            "syncReplicas": replication.configuration.syncReplicas,
+            "replicationPort": replication.primary.port ?? 0,
         ]
+    }
+
+    static func replicaJSON(_ replica: ReplicaStatus) -> [String: Any] {
+        var fields: [String: Any] = [
+            "nodeID": replica.nodeID, "address": "\(replica.host):\(replica.remotePort)", "clientPort": replica.clientPort,
+            "state": replica.state.rawValue, "sent": replica.sent, "received": replica.received, "durable": replica.durable,
+            "applied": replica.applied, "lagRecords": replica.lagRecords, "lagBytes": replica.lagBytes,
+            "dataAgeSeconds": replica.dataAgeSeconds, "lastHeardSecondsAgo": replica.lastHeardSecondsAgo,
+            "snapshotsSent": replica.snapshotsSent,
+        ]
+        if replica.state == .snapshot {
+            fields["snapshotBytes"] = replica.snapshotBytesSent
+            fields["snapshotTotalBytes"] = replica.snapshotBytesTotal
+        }
+        if let warning = replica.warning { fields["warning"] = warning }
+        return fields
     }
 }
 

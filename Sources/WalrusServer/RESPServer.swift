@@ -6,6 +6,7 @@ public import Synchronization
 import WALCore
 import WalrusProtocol
 public import WalrusStore
+public import WalrusReplication
 
 /// The client port: RESP2 over TCP, as a swift-service-lifecycle service.
 ///
@@ -24,12 +25,15 @@ public final class RESPServer: Service, Sendable {
     /// The decoder's bulk limit for new connections (reload raises it with max-value-bytes).
     public let maxBulkBytes: Atomic<Int>
     private let onBound: @Sendable (Int) -> Void
+    /// Replication (nil: a standalone primary, as in the embedded tests).
+    public let replication: ReplicationNode?
 
     /// - Parameter onBound: called with the bound port once listening (READY=1 goes here).
     public init(
-        store: KeyValueStore, configuration: ServerConfiguration, logger: Logger,
+        store: KeyValueStore, configuration: ServerConfiguration, logger: Logger, replication: ReplicationNode? = nil,
         onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
+        self.replication = replication
         self.store = store
         self.configuration = configuration
         self.logger = logger
@@ -73,7 +77,8 @@ public final class RESPServer: Service, Sendable {
     public func run() async throws {
         var serverConfiguration = self.configuration
         let executor = CommandExecutor(
-            store: self.store, statistics: self.statistics, server: serverConfiguration, logger: self.logger)
+            store: self.store, statistics: self.statistics, server: serverConfiguration, logger: self.logger,
+            replication: self.replication)
         let statistics = self.statistics
         let logger = self.logger
         let limits = {

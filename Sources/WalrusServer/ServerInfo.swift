@@ -32,6 +32,8 @@ enum ServerInfo {
             "Server",
             [
                 ("redis_version", redisVersion), ("walrus_version", walrusVersion), ("redis_mode", "standalone"),
+                ("walrus_node_id", wal.meta.nodeID), ("walrus_cluster_id", wal.meta.clusterID),
+                ("walrus_epoch", String(wal.meta.currentEpoch)),
                 ("os", "Linux"), ("arch_bits", "64"), ("process_id", String(getpid())),
                 ("tcp_port", String(executor.server.port)), ("uptime_in_seconds", String(uptime)),
                 ("uptime_in_days", String(uptime / 86400)),
@@ -68,9 +70,7 @@ enum ServerInfo {
                 ("rejected_connections", String(server.rejectedConnections.load(ordering: .relaxed))),
                 ("walrus_protocol_errors", String(server.protocolErrors.load(ordering: .relaxed))),
             ])
-        section(
-            "Replication",
-            [("role", "master"), ("connected_slaves", "0"), ("master_repl_offset", String(wal.sealedIndex))])
+        section("Replication", executor.replicationFields())
         section("Keyspace", store.count > 0 ? [("db0", "keys=\(store.count),expires=0,avg_ttl=0")] : [])
         return text
     }

@@ -20,6 +20,8 @@ public final class KeyValueStore: Sendable {
     public let recovery: StoreRecoveryReport
     private let state: Mutex<StoreState>
     private let checkpointing = Mutex<Bool>(false)
+    /// Tells a checkpoint the first index some reader (a follower) still needs, if any.
+    private let retentionGuard = Mutex<(@Sendable () -> UInt64?)?>(nil)
     /// Key and value limits in force (a reload can change them).
     private let limits: Mutex<(key: Int, value: Int)>
     private let logger: Logger
@@ -311,8 +313,11 @@ public final class KeyValueStore: Sendable {
             try FileIO.remove(FileIO.join(self.configuration.directory, SnapshotName.format(index)))
             report.removedSnapshots.append(SnapshotName.format(index))
         }
+        // Followers may still need records the snapshot covers: keep the log from their floor.
+        var covered = index
+        if let floor = self.retentionGuard.withLock({ $0 })?(), floor > 0 { covered = min(covered, floor - 1) }
         report.removedSegments = try self.wal.removeSegments(
-            coveredBy: index, policy: self.configuration.retention, nowSeconds: Int64(time(nil)))
+            coveredBy: covered, policy: self.configuration.retention, nowSeconds: Int64(time(nil)))
         report.nanoseconds = monotonicNanoseconds() - started
         self.logger.info(
             "Checkpoint written",
@@ -325,6 +330,27 @@ public final class KeyValueStore: Sendable {
 
     private func waitForSeal() throws {
         try self.commitBlocking()
+    }
+
+    /// Keep the log from the index `floor` returns (if any) when a checkpoint removes segments
+    /// (replication passes its slowest follower's position).
+    public func setRetentionGuard(_ floor: @escaping @Sendable () -> UInt64?) {
+        self.retentionGuard.withLock { $0 = floor }
+    }
+
+    /// Run `body` on the state under the store's lock (replication applies records here).
+    func withState<R: Sendable>(_ body: (StoreState) throws -> R) throws -> R {
+        try self.state.withLock { state throws -> R in try body(state) }
+    }
+
+    /// Read the state under the store's lock.
+    func withStateReading<R: Sendable>(_ body: (StoreState) -> R) -> R {
+        self.state.withLock { state -> R in body(state) }
+    }
+
+    /// Swap in a whole new state (a snapshot from the primary).
+    func replaceState(_ fresh: StoreState) {
+        self.state.withLock { $0 = fresh }
     }
 
     /// Seal everything and close the log (and release the directory).

@@ -9,8 +9,10 @@ import WalrusClient
 struct Walrusctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrusctl",
-        abstract: "Operate walrusd: status, flush, checkpoint, log level, reload; inspect a log offline.",
-        subcommands: [Status.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self])
+        abstract: "Operate walrusd: status, replicas, digest, flush, checkpoint, log level, reload; inspect a log offline.",
+        subcommands: [
+            Status.self, Replicas.self, Digest.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self,
+        ])
 }
 
 /// Options every online verb takes.
@@ -77,7 +79,77 @@ struct Status: ParsableCommand {
             ("fsync", value("fsync")), ("last fsync", "\(value("lastFsyncMicroseconds")) µs (max \(value("maxFsyncMicroseconds")) µs, \(value("fsyncs")) in all)"),
             ("clients", value("connectedClients")), ("client port", value("clientPort")), ("uptime", "\(value("uptimeSeconds")) s"),
             ("data", value("dataDirectory")), ("pid", value("pid")), ("log level", value("logLevel")), ("health", value("health")),
+            ("node id", value("nodeID")), ("cluster id", value("clusterID")),
         ])
+        if status["role"] as? String == "follower" {
+            var rows: [(String, String)] = [
+                ("primary", "\(value("primary")) (node \(value("primaryNodeID")))"),
+                ("link", "\(value("link")), \(value("linkState")); last heard \(value("lastIOSecondsAgo")) s ago"),
+                ("received / durable / applied", "\(value("receivedIndex")) / \(value("durableIndex")) / \(value("appliedIndex"))"),
+                ("primary sealed", value("primarySealedIndex")), ("lag", "\(value("lagRecords")) records"),
+                ("snapshots installed", value("snapshotsInstalled")),
+            ]
+            if status["snapshotTotalBytes"] != nil {
+                rows.append(("snapshot", "\(value("snapshotPercent"))% (\(value("snapshotBytes")) of \(value("snapshotTotalBytes")) bytes)"))
+            }
+            if status["linkError"] != nil { rows.append(("last link error", value("linkError"))) }
+            print("")
+            ControlOptions.printTable(rows)
+        } else if status["followers"] != nil {
+            print("")
+            ControlOptions.printTable([
+                ("followers", value("followers")), ("sync-replicas", value("syncReplicas")),
+                ("replication port", value("replicationPort")),
+            ])
+        }
+    }
+}
+
+struct Replicas: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One row per follower: state, received/durable/applied index, lag in records, bytes and data age.")
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let result = try self.options.call(["verb": "replicas"])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        let replicas = result["replicas"] as? [[String: Any]] ?? []
+        guard !replicas.isEmpty else { return print("no followers") }
+        func text(_ row: [String: Any], _ key: String) -> String { row[key].map { "\($0)" } ?? "–" }
+        func seconds(_ row: [String: Any], _ key: String) -> String {
+            String(format: "%.3f", (row[key] as? NSNumber)?.doubleValue ?? 0)
+        }
+        var rows: [[String]] = [["NODE", "ADDRESS", "STATE", "RECEIVED", "DURABLE", "APPLIED", "LAG", "LAG BYTES", "DATA AGE s", "HEARD s ago"]]
+        var notes: [String] = []
+        for row in replicas {
+            var state = text(row, "state")
+            if let total = (row["snapshotTotalBytes"] as? NSNumber)?.int64Value, total > 0 {
+                let sent = (row["snapshotBytes"] as? NSNumber)?.int64Value ?? 0
+                state += " \(sent * 100 / total)%"
+            }
+            rows.append([
+                text(row, "nodeID"), text(row, "address"), state, text(row, "received"), text(row, "durable"), text(row, "applied"),
+                text(row, "lagRecords"), text(row, "lagBytes"), seconds(row, "dataAgeSeconds"), seconds(row, "lastHeardSecondsAgo"),
+            ])
+            if let warning = row["warning"] as? String { notes.append("\(text(row, "nodeID")): \(warning)") }
+        }
+        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            print(zip(row, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined().trimmingCharacters(in: .whitespaces))
+        }
+        for note in notes { print("warning: " + note) }
+    }
+}
+
+struct Digest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "A checksum of the whole key-value state, equal on nodes that hold the same data.")
+    @OptionGroup var options: ControlOptions
+
+    func run() throws {
+        let result = try self.options.call(["verb": "digest"])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        print("\(result["digest"] ?? "?")  index \(result["index"] ?? "?")  keys \(result["keys"] ?? "?")")
     }
 }
 

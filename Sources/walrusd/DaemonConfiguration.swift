@@ -35,6 +35,39 @@ struct DaemonConfiguration: Equatable, Sendable {
     /// how much log a checkpoint keeps behind its snapshot.
     var retentionBytes = 64 * 1024 * 1024
     var retentionSeconds = 3600
+    /// `repl-bind` (string, default `127.0.0.1`) and `repl-port` (integer, default 7380; 0 picks a
+    /// free one): the replication listener, separate from the client port.
+    var replBind = "127.0.0.1"
+    var replPort = 7380
+    /// `follow` (`"host:port"`, default none): run as a follower of that primary's replication port.
+    var follow: String? = nil
+    /// `sync-replicas` (integer, default 0): writes wait until this many followers have them durable…
+    var syncReplicas = 0
+    /// …for at most `sync-replicas-timeout` milliseconds (default 5000), then fail with NOREPLICAS.
+    var syncReplicasTimeout = 5000
+    /// `repl-auth-file` (string, default none): a shared secret; followers prove they hold it.
+    var replAuthFile: String? = nil
+    /// `repl-timeout` (integer milliseconds, default 10000): a silent replication peer is dropped.
+    var replTimeout = 10_000
+    /// `repl-snapshot-rate` (integer bytes per second, default 0 = unpaced): snapshot transfer pace.
+    var replSnapshotRate = 0
+    /// `repl-retention-bytes` (integer, default 1073741824): at most this much log is kept for a
+    /// follower that is behind; past it the follower gets a snapshot instead.
+    var replRetentionBytes = 1 << 30
+
+    /// `follow` split into host and port.
+    var followTarget: (host: String, port: Int)? {
+        guard let follow else { return nil }
+        return Self.parseHostPort(follow)
+    }
+
+    static func parseHostPort(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        return (host, port)
+    }
 
     /// Keys that take effect on reload (SIGHUP or `walrusctl reload`); the rest need a restart.
     static let liveKeys: Set<String> = ["log-level", "max-clients", "fsync-interval", "max-key-bytes", "max-value-bytes"]
@@ -114,8 +147,25 @@ struct DaemonConfiguration: Equatable, Sendable {
         case "max-value-bytes": self.maxValueBytes = try integer(0...(512 << 20))
         case "retention-bytes": self.retentionBytes = try integer(0...Int.max)
         case "retention-seconds": self.retentionSeconds = try integer(0...Int.max)
-        case "repl-bind", "repl-port", "follow", "sync-replicas", "metrics-port":
-            throw FileError(description: "\(key) belongs to replication or metrics, which this walrusd does not have yet")
+        case "repl-bind": self.replBind = value
+        case "repl-port": self.replPort = try integer(0...65535)
+        case "follow":
+            if value.isEmpty {
+                self.follow = nil
+            } else {
+                guard Self.parseHostPort(value) != nil else {
+                    throw FileError(description: "follow must be host:port (the primary's replication port, e.g. 10.0.0.1:7380), not '\(value)'")
+                }
+                self.follow = value
+            }
+        case "sync-replicas": self.syncReplicas = try integer(0...100)
+        case "sync-replicas-timeout": self.syncReplicasTimeout = try integer(1...3_600_000)
+        case "repl-auth-file": self.replAuthFile = value.isEmpty ? nil : value
+        case "repl-timeout": self.replTimeout = try integer(500...3_600_000)
+        case "repl-snapshot-rate": self.replSnapshotRate = try integer(0...Int.max)
+        case "repl-retention-bytes": self.replRetentionBytes = try integer(0...Int.max)
+        case "metrics-port":
+            throw FileError(description: "\(key) belongs to metrics, which this walrusd does not have yet")
         default:
             throw FileError(description: "unknown key '\(key)'")
         }
@@ -138,6 +188,15 @@ struct DaemonConfiguration: Equatable, Sendable {
         if self.maxValueBytes != other.maxValueBytes { keys.append("max-value-bytes") }
         if self.retentionBytes != other.retentionBytes { keys.append("retention-bytes") }
         if self.retentionSeconds != other.retentionSeconds { keys.append("retention-seconds") }
+        if self.replBind != other.replBind { keys.append("repl-bind") }
+        if self.replPort != other.replPort { keys.append("repl-port") }
+        if self.follow != other.follow { keys.append("follow") }
+        if self.syncReplicas != other.syncReplicas { keys.append("sync-replicas") }
+        if self.syncReplicasTimeout != other.syncReplicasTimeout { keys.append("sync-replicas-timeout") }
+        if self.replAuthFile != other.replAuthFile { keys.append("repl-auth-file") }
+        if self.replTimeout != other.replTimeout { keys.append("repl-timeout") }
+        if self.replSnapshotRate != other.replSnapshotRate { keys.append("repl-snapshot-rate") }
+        if self.replRetentionBytes != other.replRetentionBytes { keys.append("repl-retention-bytes") }
         return keys
     }
 

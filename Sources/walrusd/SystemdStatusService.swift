@@ -52,10 +52,29 @@ struct SystemdStatusService: Service {
         }
     }
 
-    /// `primary · index 1200 (sealed 1200) · 3 clients · 1042 keys`
+    /// `primary · index 1200 (sealed 1200) · 2 followers, max lag 0 · 3 clients · 1042 keys`, or
+    /// `follower of 10.0.0.1:7380 · link up, streaming · applied 1200 · lag 0 records · 1042 keys`.
     static func statusLine(store: KeyValueStore, server: RESPServer) -> String {
         let clients = server.statistics.connectedClients.load(ordering: .relaxed)
-        return "primary · index \(store.wal.lastIndex) (sealed \(store.wal.sealedIndex)) · \(clients) client"
-            + (clients == 1 ? "" : "s") + " · \(store.count) keys"
+        let clientText = "\(clients) client" + (clients == 1 ? "" : "s")
+        if let replication = server.replication, replication.isFollower, let link = replication.link {
+            var text = "follower of \(link.primaryHost):\(link.primaryPort) · link \(link.linkUp ? "up" : "down"), \(link.state.rawValue)"
+            if link.state == .snapshot && link.snapshotTotal > 0 {
+                text += " \(link.snapshotBytes * 100 / link.snapshotTotal)% (\(link.snapshotBytes / 1_048_576) of \(link.snapshotTotal / 1_048_576) MiB)"
+            }
+            text += " · applied \(link.applied) · lag \(link.lagRecords) records · \(clientText) · \(store.count) keys"
+            return text
+        }
+        var text = "primary · index \(store.wal.lastIndex) (sealed \(store.wal.sealedIndex))"
+        if let replication = server.replication {
+            let replicas = replication.primary.replicas().filter { $0.state != .disconnected }
+            let maxLag = replicas.map(\.lagRecords).max() ?? 0
+            text += " · \(replicas.count) follower" + (replicas.count == 1 ? "" : "s")
+            if !replicas.isEmpty { text += ", max lag \(maxLag)" }
+            if let sending = replicas.first(where: { $0.state == .snapshot }), sending.snapshotBytesTotal > 0 {
+                text += ", sending snapshot \(sending.snapshotBytesSent * 100 / sending.snapshotBytesTotal)%"
+            }
+        }
+        return text + " · \(clientText) · \(store.count) keys"
     }
 }

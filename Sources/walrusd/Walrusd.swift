@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import WALCore
+import WalrusReplication
 import WalrusServer
 import WalrusStore
 import WalrusSystemd
@@ -41,6 +42,24 @@ struct Walrusd: AsyncParsableCommand {
     var idleTimeout: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info (default), notice, warning, error or critical.")
     var logLevel: String?
+    @Option(name: .customLong("repl-bind"), help: "The address the replication listener binds (default 127.0.0.1).")
+    var replBind: String?
+    @Option(name: .customLong("repl-port"), help: "The replication port followers connect to (default 7380; 0 picks one).")
+    var replPort: String?
+    @Option(help: "Run as a follower of the primary at HOST:PORT (its replication port).")
+    var follow: String?
+    @Option(name: .customLong("sync-replicas"), help: "Acknowledge a write only once this many followers have it durable (default 0).")
+    var syncReplicas: String?
+    @Option(name: .customLong("sync-replicas-timeout"), help: "Milliseconds a write waits for sync-replicas before failing (default 5000).")
+    var syncReplicasTimeout: String?
+    @Option(name: .customLong("repl-auth-file"), help: "A file holding the replication shared secret (the same on every node).")
+    var replAuthFile: String?
+    @Option(name: .customLong("repl-timeout"), help: "Milliseconds of silence before a replication peer is dropped (default 10000).")
+    var replTimeout: String?
+    @Option(name: .customLong("repl-snapshot-rate"), help: "Pace snapshot transfers to this many bytes per second (default 0: unpaced).")
+    var replSnapshotRate: String?
+    @Option(name: .customLong("repl-retention-bytes"), help: "At most this much log is kept for a lagging follower (default 1 GiB).")
+    var replRetentionBytes: String?
 
     /// The flags given, as config keys.
     var flagValues: [(String, String)] {
@@ -48,6 +67,10 @@ struct Walrusd: AsyncParsableCommand {
             ("data", self.data), ("bind", self.bind), ("port", self.port.map(String.init)),
             ("control-socket", self.controlSocket), ("fsync", self.fsync), ("fsync-interval", self.fsyncInterval),
             ("max-clients", self.maxClients), ("idle-timeout", self.idleTimeout), ("log-level", self.logLevel),
+            ("repl-bind", self.replBind), ("repl-port", self.replPort), ("follow", self.follow),
+            ("sync-replicas", self.syncReplicas), ("sync-replicas-timeout", self.syncReplicasTimeout),
+            ("repl-auth-file", self.replAuthFile), ("repl-timeout", self.replTimeout),
+            ("repl-snapshot-rate", self.replSnapshotRate), ("repl-retention-bytes", self.replRetentionBytes),
         ].compactMap { key, value in value.map { (key, $0) } }
     }
 
@@ -115,6 +138,50 @@ struct Walrusd: AsyncParsableCommand {
                 "store.snapshot": "\(store.recovery.snapshotIndex.map(String.init) ?? "none")",
             ])
 
+        // Identity: a node id for every node; a cluster id when a primary initialises its directory
+        // (a follower adopts its primary's on the first sync).
+        do {
+            let meta = store.wal.meta
+            if meta.nodeID.isEmpty || (meta.clusterID.isEmpty && settings.follow == nil) {
+                try store.wal.updateMeta { meta in
+                    if meta.nodeID.isEmpty { meta.nodeID = Self.randomHex(bytes: 8) }
+                    if meta.clusterID.isEmpty && settings.follow == nil { meta.clusterID = Self.randomHex(bytes: 16) }
+                }
+            }
+        } catch {
+            logger.critical("Cannot write the meta file", metadata: ["walrusd.error": "\(error)"])
+            throw ExitCode(73)
+        }
+        var replicationConfiguration = ReplicationConfiguration()
+        replicationConfiguration.bindAddress = settings.replBind
+        replicationConfiguration.port = settings.replPort
+        replicationConfiguration.follow = settings.followTarget
+        replicationConfiguration.syncReplicas = settings.syncReplicas
+        replicationConfiguration.syncTimeoutMilliseconds = settings.syncReplicasTimeout
+        replicationConfiguration.timeoutMilliseconds = settings.replTimeout
+        replicationConfiguration.heartbeatMilliseconds = min(1000, settings.replTimeout / 4)
+        replicationConfiguration.snapshotBytesPerSecond = settings.replSnapshotRate
+        replicationConfiguration.retentionMaxBytes = Int64(settings.replRetentionBytes)
+        replicationConfiguration.clientPort = settings.port
+        replicationConfiguration.maxRecordBytes = storeConfiguration.wal.maxRecordBytes
+        if let keyFile = settings.replAuthFile {
+            do {
+                replicationConfiguration.secret = try ReplicationAuth.loadKeyFile(keyFile)
+            } catch {
+                logger.critical("Cannot use the replication key file", metadata: ["walrusd.error": "\(error)"])
+                notifier.status("Failed: \(error)")
+                store.close()
+                throw ExitCode(78)  // EX_CONFIG
+            }
+        }
+        let serverBox = ServerBox()
+        let replication = ReplicationNode(store: store, configuration: replicationConfiguration, logger: logger) { link in
+            if let server = serverBox.server {
+                notifier.status(SystemdStatusService.statusLine(store: store, server: server))
+            }
+            _ = link
+        }
+
         var serverConfiguration = ServerConfiguration()
         serverConfiguration.bindAddress = settings.bind
         serverConfiguration.port = settings.port
@@ -123,13 +190,16 @@ struct Walrusd: AsyncParsableCommand {
         serverConfiguration.maxBulkBytes = max(settings.maxValueBytes, settings.maxKeyBytes) + 1024
         let bindAddress = settings.bind
         // READY=1 only once recovery is done and every listener is bound.
-        let readiness = ReadinessGate(listeners: 2) { port in
-            notifier.ready(status: "primary · listening on \(bindAddress):\(port) · \(store.count) keys")
-            logger.info("Ready", metadata: ["server.port": "\(port)"])
+        let role = settings.follow.map { "follower of \($0)" } ?? "primary"
+        let readiness = ReadinessGate(listeners: 3) { port in
+            notifier.ready(status: "\(role) · listening on \(bindAddress):\(port) · \(store.count) keys")
+            logger.info("Ready", metadata: ["server.port": "\(port)", "walrusd.role": "\(role)"])
         }
-        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger) { port in
+        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger, replication: replication) { port in
             readiness.bound(port: port)
         }
+        serverBox.server = server
+        let replicationService = ReplicationService(node: replication, logger: logger) { _ in readiness.bound(port: nil) }
         let status = SystemdStatusService(notifier: notifier, store: store, server: server, logger: logger)
         let current = ConfigurationBox(settings)
         let command = self
@@ -145,12 +215,14 @@ struct Walrusd: AsyncParsableCommand {
             ?? directory + "/control.sock"
         let control = ControlSocketService(
             path: controlPath,
-            commands: ControlCommands(store: store, server: server, logLevel: level, logger: logger, reload: reloadAction),
+            commands: ControlCommands(
+                store: store, server: server, logLevel: level, logger: logger, replication: replication, reload: reloadAction),
             logger: logger, onBound: { readiness.bound(port: nil) })
         let group = ServiceGroup(
             configuration: .init(
                 services: [
                     .init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: replicationService, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: control, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: status, failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: reload),
@@ -211,6 +283,26 @@ struct Walrusd: AsyncParsableCommand {
             "Reloaded",
             metadata: ["reload.applied": "\(live.joined(separator: ","))", "reload.needRestart": "\(needRestart.joined(separator: ","))"])
         return summary
+    }
+}
+
+extension Walrusd {
+    /// `bytes` random bytes as hex (node and cluster ids).
+    static func randomHex(bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<bytes).map { _ in
+            let byte = UInt8.random(in: 0...255, using: &generator)
+            return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
+    }
+}
+
+/// The server, once made (the link-change callback is created before it).
+final class ServerBox: @unchecked Sendable {
+    private let lock = Mutex<RESPServer?>(nil)
+    var server: RESPServer? {
+        get { self.lock.withLock { $0 } }
+        set { self.lock.withLock { $0 = newValue } }
     }
 }
 

@@ -1,0 +1,161 @@
+import Logging
+import NIOCore
+import WALCore
+import WalrusProtocol
+import WalrusStore
+
+/// The primary's end of one replication connection, on its event loop: sends CHALLENGE, checks
+/// the HELLO (version, auth, cluster, epoch, position), answers REJECT or starts a session, and
+/// takes ACKs and heartbeats. A frame that fails a check closes the connection, never the process.
+final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ReplicationFrame
+    typealias OutboundOut = ByteBuffer
+
+    private let primary: ReplicationPrimary
+    private var nonce: [UInt8] = []
+    private var session: FollowerSession?
+    private var peer = "?"
+
+    init(primary: ReplicationPrimary) { self.primary = primary }
+
+    private var wal: WriteAheadLog { self.primary.store.wal }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.peer = context.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        self.nonce = ReplicationAuth.nonce()
+        let meta = self.wal.meta
+        let challenge = ReplicationChallenge(
+            clusterID: meta.clusterID, nodeID: meta.nodeID, epoch: meta.currentEpoch, nonce: self.nonce,
+            authRequired: self.primary.configuration.secret != nil)
+        let frame = FrameBuilder.frame(.challenge, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
+            challenge.encode(into: &$0)
+        }
+        context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = self.unwrapInboundIn(data)
+        do {
+            switch frame.kind {
+            case .hello:
+                guard self.session == nil else { throw ReplicationFrameError("a second HELLO on one connection") }
+                try self.handshake(context: context, hello: ReplicationHello.decode(frame.payload))
+            case .ack:
+                guard let session = self.session else { throw ReplicationFrameError("an ACK before HELLO") }
+                session.acknowledge(try ReplicationAck.decode(frame.payload))
+            case .heartbeat:
+                self.session?.heard()
+            default:
+                throw ReplicationFrameError("a \(frame.kind) frame, which a follower never sends")
+            }
+        } catch {
+            self.drop(context: context, reason: "\(error)")
+        }
+    }
+
+    private func handshake(context: ChannelHandlerContext, hello: ReplicationHello) throws {
+        let meta = self.wal.meta
+        func reject(_ reason: ReplicationReject.Reason, _ message: String) {
+            self.primary.logger.error(
+                "Refused a follower",
+                metadata: [
+                    "repl.address": "\(self.peer)", "repl.follower": "\(hello.nodeID)", "repl.reason": "\(reason)",
+                    "repl.error": "\(message)",
+                ])
+            let frame = FrameBuilder.frame(.reject, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
+                ReplicationReject(reason: reason, message: message).encode(into: &$0)
+            }
+            let channel = context.channel
+            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+        }
+        guard hello.protocolVersion == ReplicationFrame.protocolVersion else {
+            return reject(
+                .unsupportedVersion,
+                "The follower speaks replication protocol \(hello.protocolVersion); this primary speaks "
+                    + "\(ReplicationFrame.protocolVersion). Run the same walrus version on both nodes.")
+        }
+        guard self.primary.serving else {
+            return reject(.notPrimary, "This node (\(meta.nodeID)) is a follower, not a primary; follow its primary instead.")
+        }
+        if let secret = self.primary.configuration.secret {
+            let expected = ReplicationAuth.proof(secret: secret, nonce: self.nonce, clusterID: meta.clusterID)
+            guard ReplicationAuth.matches(expected, hello.authProof) else {
+                return reject(
+                    .badAuth,
+                    hello.authProof.isEmpty
+                        ? "This primary requires authentication and the follower sent no proof: set repl-auth-file on the follower to the primary's key file."
+                        : "The follower's authentication proof is wrong: its repl-auth-file differs from the primary's. Copy the same key file to both nodes.")
+            }
+        }
+        if !hello.clusterID.isEmpty && hello.clusterID != meta.clusterID {
+            return reject(
+                .otherCluster,
+                "The follower belongs to cluster \(hello.clusterID), this primary to \(meta.clusterID). Point it at its own "
+                    + "primary, or empty its data directory to make it a new follower of this one.")
+        }
+        if hello.clusterID.isEmpty && hello.durableIndex > 0 {
+            return reject(
+                .otherCluster,
+                "The follower's data directory holds \(hello.durableIndex) records but no cluster id: it was not made by this "
+                    + "cluster. Empty its data directory to make it a new follower.")
+        }
+        if hello.epoch > meta.currentEpoch {
+            return reject(
+                .staleEpoch,
+                "The follower has seen epoch \(hello.epoch); this primary is at epoch \(meta.currentEpoch) and is stale. "
+                    + "Make this node follow the current primary (walrusctl follow).")
+        }
+        let sealed = self.primary.sealedIndex
+        if hello.durableIndex > sealed {
+            return reject(
+                .diverged,
+                "The follower holds records up to \(hello.durableIndex) but this primary's log ends at \(sealed): their "
+                    + "histories differ. Rejoin it with 'walrusctl follow' (it moves its extra records aside).")
+        }
+        let plan: FollowerSession.Plan
+        if hello.durableIndex + 1 >= self.wal.firstIndex {
+            plan = .stream(from: hello.durableIndex + 1)
+        } else {
+            self.primary.logger.notice(
+                "Follower is behind the retained log; it gets a snapshot",
+                metadata: [
+                    "repl.follower": "\(hello.nodeID)", "repl.durable": "\(hello.durableIndex)",
+                    "repl.firstIndex": "\(self.wal.firstIndex)",
+                ])
+            plan = .snapshot(partialIndex: hello.partialSnapshotIndex, partialBytes: hello.partialSnapshotBytes)
+        }
+        let session = FollowerSession(primary: self.primary, channel: context.channel)
+        self.session = session
+        session.start(hello: hello, plan: plan)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            self.drop(
+                context: context,
+                reason: "silent for \(self.primary.configuration.timeoutMilliseconds) ms (repl-timeout); dropping the connection")
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.drop(context: context, reason: "\(error)")
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let session = self.session {
+            session.stop(reason: "connection closed")
+            self.primary.unregister(session)
+        }
+        context.fireChannelInactive()
+    }
+
+    private func drop(context: ChannelHandlerContext, reason: String) {
+        self.primary.logger.warning(
+            "Dropped a replication connection",
+            metadata: ["repl.address": "\(self.peer)", "repl.follower": "\(self.session?.nodeID ?? "-")", "repl.reason": "\(reason)"])
+        context.close(promise: nil)
+    }
+}

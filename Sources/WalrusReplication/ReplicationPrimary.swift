@@ -1,0 +1,375 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+import Synchronization
+import WALCore
+import WalrusProtocol
+public import WalrusStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One follower as the primary sees it (`walrusctl replicas`, INFO replication).
+public struct ReplicaStatus: Sendable {
+    public enum State: String, Sendable {
+        case handshake, snapshot, catchingUp = "catching up", streaming, disconnected
+    }
+
+    public var nodeID: String
+    /// The follower's IP address and its replication connection's port.
+    public var host: String
+    public var remotePort: Int
+    /// The follower's client port (from its HELLO).
+    public var clientPort: Int
+    public var state: State
+    /// Highest index sent, and the follower's received / durable / applied indexes.
+    public var sent: UInt64
+    public var received: UInt64
+    public var durable: UInt64
+    public var applied: UInt64
+    /// Records the follower has not applied yet.
+    public var lagRecords: UInt64
+    /// About how many bytes of log those records are.
+    public var lagBytes: Int64
+    /// How old the oldest write the follower has not applied is (0 when it has everything).
+    public var dataAgeSeconds: Double
+    /// Seconds since the follower was last heard from.
+    public var lastHeardSecondsAgo: Double
+    /// Snapshot transfer progress (0 of 0 when none).
+    public var snapshotBytesSent: UInt64
+    public var snapshotBytesTotal: UInt64
+    /// Snapshots sent to this follower on this connection, and in total since the primary started.
+    public var snapshotsSent: Int
+    /// Set when the follower is close to falling off the retained log.
+    public var warning: String?
+}
+
+/// The primary's side of replication: the listener, one session per connected follower, the
+/// table of what each has acknowledged, and the writers waiting for followers (sync-replicas, WAIT).
+public final class ReplicationPrimary: @unchecked Sendable {
+    let store: KeyValueStore
+    let configuration: ReplicationConfiguration
+    let logger: Logger
+    /// The sealed index and when each index was sealed (for data age), guarded with a condition
+    /// the senders sleep on.
+    let seals = ConditionLock(SealHistory())
+    private let sessions = Mutex<[UInt64: FollowerSession]>([:])
+    /// Followers that disconnected, by node id, for status and retention (seen recently).
+    private let departed = Mutex<[String: (status: ReplicaStatus, at: UInt64)]>([:])
+    private let waiters = Mutex<[UInt64: ReplicaWaiter]>([:])
+    private let nextID = Atomic<UInt64>(1)
+    /// Whether HELLOs are served (false while this node is a follower).
+    let servingFlag = Atomic<Bool>(true)
+    public var serving: Bool {
+        get { self.servingFlag.load(ordering: .relaxed) }
+        set { self.servingFlag.store(newValue, ordering: .relaxed) }
+    }
+    /// Snapshots sent by node id (tests check a resumed follower got none).
+    private let snapshotCounts = Mutex<[String: Int]>([:])
+    private let channel = Mutex<(any Channel)?>(nil)
+    private let boundPort = Atomic<Int>(0)
+    /// The replication port once bound.
+    public var port: Int? {
+        let port = self.boundPort.load(ordering: .relaxed)
+        return port == 0 ? nil : port
+    }
+    /// Runs the sync-replicas timeouts.
+    private let timerLoop = Mutex<(any EventLoop)?>(nil)
+
+    public init(store: KeyValueStore, configuration: ReplicationConfiguration, logger: Logger) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        let sealed = store.wal.sealedIndex
+        self.seals.withLock { $0.record(index: sealed, at: monotonicNanoseconds()) }
+        store.wal.addSealObserver { [weak self] index in self?.sealed(index) }
+    }
+
+    // MARK: Listener
+
+    /// Bind the replication listener; returns the bound port.
+    public func bind(group: any EventLoopGroup) async throws -> Int {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 64)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(
+                        IdleStateHandler(readTimeout: .milliseconds(Int64(self.configuration.timeoutMilliseconds))))
+                    try sync.addHandler(
+                        ByteToMessageHandler(
+                            ReplicationFrameDecoder(
+                                maxPayloadBytes: self.configuration.maxPayloadBytes, checksum: FrameBuilder.checksum)))
+                    try sync.addHandler(PrimaryConnectionHandler(primary: self))
+                }
+            }
+        let channel = try await bootstrap.bind(host: self.configuration.bindAddress, port: self.configuration.port).get()
+        self.channel.withLock { $0 = channel }
+        self.timerLoop.withLock { $0 = group.next() }
+        let port = channel.localAddress?.port ?? self.configuration.port
+        self.boundPort.store(port, ordering: .relaxed)
+        self.logger.info(
+            "Replication listener ready", metadata: ["repl.bind": "\(self.configuration.bindAddress)", "repl.port": "\(port)"])
+        return port
+    }
+
+    /// Close the listener and every follower connection.
+    public func shutdown() async {
+        let channel = self.channel.withLock { channel -> (any Channel)? in
+            defer { channel = nil }
+            return channel
+        }
+        try? await channel?.close()
+        for session in self.sessions.withLock({ Array($0.values) }) { session.stop(reason: "the primary is stopping") }
+        self.seals.withLock { _ in self.seals.broadcast() }
+    }
+
+    // MARK: Seals
+
+    private func sealed(_ index: UInt64) {
+        self.seals.withLock { history in
+            history.record(index: index, at: monotonicNanoseconds())
+            self.seals.broadcast()
+        }
+    }
+
+    /// Sleep until the sealed index passes `index` or `deadline` (monotonic ns) comes.
+    func waitForSeal(after index: UInt64, until deadline: UInt64, stopped: () -> Bool) {
+        self.seals.withLock { history in
+            while history.sealedIndex <= index && monotonicNanoseconds() < deadline && !stopped() {
+                self.seals.wait(untilMonotonicNanoseconds: deadline)
+            }
+        }
+    }
+
+    func wakeSenders() { self.seals.withLock { _ in self.seals.broadcast() } }
+
+    var sealedIndex: UInt64 { self.seals.withLock { $0.sealedIndex } }
+
+    // MARK: Sessions
+
+    func makeSessionID() -> UInt64 { self.nextID.add(1, ordering: .relaxed).newValue }
+
+    func register(_ session: FollowerSession) {
+        // A node that reconnects replaces its old session (the old socket may not have noticed yet).
+        let stale = self.sessions.withLock { sessions -> [FollowerSession] in
+            let old = sessions.values.filter { $0.nodeID == session.nodeID }
+            for item in old { sessions[item.id] = nil }
+            sessions[session.id] = session
+            return old
+        }
+        for old in stale { old.stop(reason: "the same follower connected again") }
+        _ = self.departed.withLock { $0.removeValue(forKey: session.nodeID) }
+    }
+
+    func unregister(_ session: FollowerSession) {
+        let removed = self.sessions.withLock { $0.removeValue(forKey: session.id) != nil }
+        guard removed, !session.nodeID.isEmpty else { return }
+        var status = session.status(primary: self)
+        status.state = .disconnected
+        self.departed.withLock { $0[session.nodeID] = (status, monotonicNanoseconds()) }
+        self.logger.warning(
+            "Follower disconnected",
+            metadata: ["repl.follower": "\(session.nodeID)", "repl.address": "\(session.address)", "repl.durable": "\(status.durable)"])
+        self.checkWaiters()
+    }
+
+    func snapshotSent(to nodeID: String) {
+        self.snapshotCounts.withLock { $0[nodeID, default: 0] += 1 }
+    }
+
+    func snapshotsSent(to nodeID: String) -> Int { self.snapshotCounts.withLock { $0[nodeID] ?? 0 } }
+
+    /// Every follower: connected ones first, then those seen in the last hour.
+    public func replicas() -> [ReplicaStatus] {
+        let limit = self.configuration.retentionMaxBytes
+        let live = self.sessions.withLock { Array($0.values) }.sorted { $0.id < $1.id }.map { session -> ReplicaStatus in
+            var status = session.status(primary: self)
+            if status.state != .snapshot && status.lagBytes > limit * 8 / 10 {
+                status.warning =
+                    "about to fall off the retained log: it needs \(status.lagBytes) bytes of log and at most \(limit) are kept "
+                    + "for followers (repl-retention-bytes); past that it needs a new snapshot"
+            }
+            return status
+        }
+        let now = monotonicNanoseconds()
+        let gone = self.departed.withLock { departed -> [ReplicaStatus] in
+            departed = departed.filter { now - $0.value.at < 3_600_000_000_000 }
+            return departed.values.map { entry in
+                var status = entry.status
+                status.lastHeardSecondsAgo = Double(now - entry.at) / 1e9 + status.lastHeardSecondsAgo
+                return status
+            }
+        }
+        return live.filter { $0.state != .handshake } + gone.sorted { $0.nodeID < $1.nodeID }
+    }
+
+    /// How many followers have `index` durable.
+    public func durableCount(atLeast index: UInt64) -> Int {
+        self.sessions.withLock { sessions in sessions.values.reduce(0) { $0 + ($1.durableIndex >= index ? 1 : 0) } }
+    }
+
+    /// The lowest index a follower seen within `seconds` still needs (its durable index + 1),
+    /// for retention; nil when no follower needs anything.
+    public func neededIndex(seenWithinSeconds seconds: Int64) -> (index: UInt64, nodeID: String)? {
+        var lowest: (UInt64, String)?
+        for session in self.sessions.withLock({ Array($0.values) }) where session.state != .handshake {
+            let needed = session.durableIndex + 1
+            if lowest == nil || needed < lowest!.0 { lowest = (needed, session.nodeID) }
+        }
+        let now = monotonicNanoseconds()
+        for (node, entry) in self.departed.withLock({ $0 }) where now - entry.at < UInt64(max(seconds, 0)) * 1_000_000_000 {
+            let needed = entry.status.durable + 1
+            if lowest == nil || needed < lowest!.0 { lowest = (needed, node) }
+        }
+        return lowest
+    }
+
+    // MARK: Waiting for followers (sync-replicas, WAIT)
+
+    /// Call `done(count, timedOut)` once `needed` followers have `index` durable, or after
+    /// `timeoutMilliseconds` (0: no timeout) with how many had it.
+    public func waitForReplicas(
+        index: UInt64, needed: Int, timeoutMilliseconds: Int, eventLoop: (any EventLoop)? = nil,
+        done: @escaping @Sendable (Int, Bool) -> Void
+    ) {
+        let count = self.durableCount(atLeast: index)
+        if count >= needed || needed <= 0 {
+            done(count, false)
+            return
+        }
+        let id = self.makeSessionID()
+        self.waiters.withLock { $0[id] = ReplicaWaiter(index: index, needed: needed, done: done) }
+        // An ACK may have arrived between the count and the registration.
+        self.checkWaiters()
+        if timeoutMilliseconds > 0 {
+            let loop = eventLoop ?? self.timerLoop.withLock { $0 } ?? MultiThreadedEventLoopGroup.singleton.next()
+            loop.scheduleTask(in: .milliseconds(Int64(timeoutMilliseconds))) { [self] in
+                if let waiter = self.waiters.withLock({ $0.removeValue(forKey: id) }) {
+                    waiter.done(self.durableCount(atLeast: waiter.index), true)
+                }
+            }
+        }
+    }
+
+    /// Release the waiters whose index enough followers now hold.
+    func checkWaiters() {
+        let ready = self.waiters.withLock { waiters -> [ReplicaWaiter] in
+            guard !waiters.isEmpty else { return [] }
+            var ready: [ReplicaWaiter] = []
+            for (id, waiter) in waiters where self.durableCount(atLeast: waiter.index) >= waiter.needed {
+                ready.append(waiter)
+                waiters[id] = nil
+            }
+            return ready
+        }
+        for waiter in ready { waiter.done(self.durableCount(atLeast: waiter.index), false) }
+    }
+
+    // MARK: Snapshots for followers
+
+    /// The snapshot to send a follower that is behind the retained log: the one it has a part
+    /// of if that is still usable (to resume), else the newest usable one, else a new checkpoint.
+    /// Usable: the log still holds every record after it. Runs on a sender thread (it may write
+    /// a whole snapshot).
+    func chooseSnapshot(partialIndex: UInt64, partialBytes: UInt64) throws -> FollowerSession.SnapshotPlan {
+        let directory = self.store.configuration.directory
+        func usable() throws -> [UInt64] {
+            let first = self.store.wal.firstIndex
+            return try FileIO.listDirectory(directory).compactMap(SnapshotName.parse).filter { $0 + 1 >= first }.sorted(by: >)
+        }
+        func plan(_ index: UInt64, offset: UInt64) -> FollowerSession.SnapshotPlan? {
+            let path = FileIO.join(directory, SnapshotName.format(index))
+            guard let size = FileIO.fileStatus(path)?.size, size > 0 else { return nil }
+            return .init(path: path, index: index, totalBytes: UInt64(size), offset: offset <= UInt64(size) ? offset : 0)
+        }
+        var candidates = try usable()
+        if partialIndex > 0, candidates.contains(partialIndex), let resumed = plan(partialIndex, offset: partialBytes) {
+            return resumed
+        }
+        if let newest = candidates.first, let fresh = plan(newest, offset: 0) { return fresh }
+        for _ in 0..<300 {
+            do {
+                let report = try self.store.checkpointBlocking()
+                if let fresh = plan(report.index, offset: 0) { return fresh }
+            } catch let error as StoreError where error.code == .invalidArgument {
+                // Another checkpoint is running (for another follower, say): use its result.
+                usleep(100_000)
+                candidates = try usable()
+                if let newest = candidates.first, let fresh = plan(newest, offset: 0) { return fresh }
+            }
+        }
+        throw ReplicationError("No snapshot could be made for a follower in \(directory).")
+    }
+
+    // MARK: Retention
+
+    /// The index from which the log must be kept for followers seen within `seconds`, unless
+    /// keeping it would hold more than `maxBytes` of log: then the follower is let go (it will
+    /// get a snapshot) and a warning says so.
+    public func retentionFloor(seenWithinSeconds seconds: Int64, maxBytes: Int64) -> UInt64? {
+        guard let (needed, node) = self.neededIndex(seenWithinSeconds: seconds) else { return nil }
+        let bytes = FollowerSession.estimateBytes(self.store.wal, after: needed &- 1)
+        if bytes > maxBytes {
+            self.logger.warning(
+                "A follower is too far behind to keep the log for it; it will need a snapshot",
+                metadata: [
+                    "repl.follower": "\(node)", "repl.needs": "\(needed)", "repl.bytes": "\(bytes)",
+                    "repl.retentionBytes": "\(maxBytes)",
+                ])
+            return nil
+        }
+        return needed
+    }
+
+    // MARK: Data age
+
+    /// How long ago the first record after `index` was sealed (0 if there is none).
+    func dataAgeSeconds(after index: UInt64) -> Double {
+        let now = monotonicNanoseconds()
+        return self.seals.withLock { history in
+            guard let sealedAt = history.firstSeal(after: index) else { return 0 }
+            return Double(now - sealedAt) / 1e9
+        }
+    }
+}
+
+/// When each index was sealed, for data-age lag: one entry per fdatasync, trimmed to the most
+/// recent ~100,000 (older records count as at least as old as the oldest entry).
+struct SealHistory {
+    var sealedIndex: UInt64 = 0
+    private var indexes: [UInt64] = []
+    private var times: [UInt64] = []
+
+    mutating func record(index: UInt64, at time: UInt64) {
+        guard index > self.sealedIndex || self.indexes.isEmpty else { return }
+        self.sealedIndex = index
+        self.indexes.append(index)
+        self.times.append(time)
+        if self.indexes.count > 131_072 {
+            self.indexes.removeFirst(65_536)
+            self.times.removeFirst(65_536)
+        }
+    }
+
+    /// When the first record after `index` was sealed.
+    func firstSeal(after index: UInt64) -> UInt64? {
+        guard index < self.sealedIndex, !self.indexes.isEmpty else { return nil }
+        // The first entry whose index is > `index`: it sealed record index+1.
+        var low = 0
+        var high = self.indexes.count - 1
+        while low < high {
+            let middle = (low + high) / 2
+            if self.indexes[middle] > index { high = middle } else { low = middle + 1 }
+        }
+        return self.times[low]
+    }
+}
+
+struct ReplicaWaiter {
+    var index: UInt64
+    var needed: Int
+    var done: @Sendable (Int, Bool) -> Void
+}
