@@ -17,6 +17,13 @@ public final class ReplicationNode: Sendable {
     let logger: Logger
     private let follower = Mutex<ReplicationFollower?>(nil)
     private let followerFlag = Atomic<Bool>(false)
+    private let clientPortValue = Atomic<Int>(0)
+
+    /// This node's client port once bound (a follower tells its primary, for INFO's slaveN:port).
+    public var clientPort: Int {
+        get { self.clientPortValue.load(ordering: .relaxed) }
+        set { self.clientPortValue.store(newValue, ordering: .relaxed) }
+    }
     private let onLinkChange: @Sendable (FollowerLinkStatus) -> Void
 
     public init(
@@ -49,8 +56,10 @@ public final class ReplicationNode: Sendable {
     public func startFollowing(host: String, port: Int) {
         self.followerFlag.store(true, ordering: .relaxed)
         self.primary.serving = false
+        var configuration = self.configuration
+        if self.clientPort != 0 { configuration.clientPort = self.clientPort }
         let follower = ReplicationFollower(
-            store: self.store, configuration: self.configuration, host: host, port: port, logger: self.logger,
+            store: self.store, configuration: configuration, host: host, port: port, logger: self.logger,
             onLinkChange: self.onLinkChange)
         let old = self.follower.withLock { current -> ReplicationFollower? in
             defer { current = follower }

@@ -196,6 +196,7 @@ struct Walrusd: AsyncParsableCommand {
             logger.info("Ready", metadata: ["server.port": "\(port)", "walrusd.role": "\(role)"])
         }
         let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger, replication: replication) { port in
+            replication.clientPort = port
             readiness.bound(port: port)
         }
         serverBox.server = server

@@ -38,7 +38,9 @@ struct DaemonConfigurationTests {
         ("[server]", "tables are not used"),
         ("port 7379", "expected key = value"),
         ("bind = \"open", "unterminated string"),
-        ("follow = \"10.0.0.1:7380\"", "replication or metrics"),
+        ("follow = \"10.0.0.1\"", "follow must be host:port"),
+        ("sync-replicas = -1", "sync-replicas must be an integer"),
+        ("metrics-port = 9100", "metrics, which this walrusd does not have yet"),
     ])
     func reportsMistakes(line: String, expected: String) {
         var configuration = DaemonConfiguration()

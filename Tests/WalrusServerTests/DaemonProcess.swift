@@ -10,6 +10,9 @@ import Glibc
 final class DaemonProcess: @unchecked Sendable {
     let process = Process()
     let port: Int
+    /// The replication port (`--repl-port 0` unless the arguments name one).
+    let replicationPort: Int
+    let data: String
     private let errors = Pipe()
     private let logLock = NSLock()
     private var logText = ""
@@ -19,7 +22,9 @@ final class DaemonProcess: @unchecked Sendable {
     /// Start walrusd on `data` with extra arguments; returns once it listens.
     init(data: String, arguments: [String] = []) throws {
         self.process.executableURL = URL(fileURLWithPath: Self.binaryDirectory + "/walrusd")
-        self.process.arguments = ["--data", data, "--port", "0"] + arguments
+        self.data = data
+        // Every daemon of a test run picks free ports; a later --repl-port in `arguments` wins.
+        self.process.arguments = ["--data", data, "--port", "0", "--repl-port", "0"] + arguments
         self.process.standardError = self.errors
         self.process.standardOutput = FileHandle.nullDevice
         try self.process.run()
@@ -41,6 +46,8 @@ final class DaemonProcess: @unchecked Sendable {
             }
         }
         self.port = port!
+        let replication = text.range(of: #"repl\.port=(\d+)"#, options: .regularExpression).map { text[$0].split(separator: "=")[1] }
+        self.replicationPort = replication.flatMap { Int($0) } ?? 0
         self.logText = text
         // Keep draining the log so the daemon never blocks on a full pipe.
         handle.readabilityHandler = { [weak self] handle in
@@ -59,6 +66,12 @@ final class DaemonProcess: @unchecked Sendable {
     }
 
     func connect() throws -> RESPConnection { try RESPConnection(host: "127.0.0.1", port: self.port) }
+
+    /// The control socket (the default, under the data directory).
+    var controlSocket: String { self.data + "/control.sock" }
+
+    /// `--follow` arguments for a follower of this daemon.
+    var followArguments: [String] { ["--follow", "127.0.0.1:\(self.replicationPort)"] }
 
     /// Send a signal and wait (bounded) for the process to end; returns its exit status.
     @discardableResult
