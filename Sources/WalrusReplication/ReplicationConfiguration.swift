@@ -24,6 +24,8 @@ public struct ReplicationConfiguration: Sendable {
     public var streamBatchBytes = 1 << 20
     /// Log kept for followers beyond what retention keeps anyway, at most (`repl-retention-bytes`).
     public var retentionMaxBytes: Int64 = 1 << 30
+    /// A follower that went away is remembered, and its log kept, this long (`repl-retention-seconds`).
+    public var retentionSeconds: Int64 = 3600
     /// This node's client port, told to the primary for INFO's slaveN:port.
     public var clientPort = 0
     /// The longest record the log accepts (bounds the frames a follower accepts).

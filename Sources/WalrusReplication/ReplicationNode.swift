@@ -35,10 +35,10 @@ public final class ReplicationNode: Sendable {
         self.logger = logger
         self.onLinkChange = onLinkChange
         self.primary = ReplicationPrimary(store: store, configuration: configuration, logger: logger)
-        let retention = store.configuration.retention
+        let seconds = configuration.retentionSeconds
         let maxBytes = configuration.retentionMaxBytes
         store.setRetentionGuard { [primary = self.primary] in
-            primary.retentionFloor(seenWithinSeconds: retention.keepSeconds, maxBytes: maxBytes)
+            primary.retentionFloor(seenWithinSeconds: seconds, maxBytes: maxBytes)
         }
     }
 

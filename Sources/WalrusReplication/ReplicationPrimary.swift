@@ -68,6 +68,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
     private let snapshotCounts = Mutex<[String: Int]>([:])
     private let channel = Mutex<(any Channel)?>(nil)
     private let boundPort = Atomic<Int>(0)
+    private let warned = Mutex<Set<String>>([])
     /// The replication port once bound.
     public var port: Int? {
         let port = self.boundPort.load(ordering: .relaxed)
@@ -185,21 +186,28 @@ public final class ReplicationPrimary: @unchecked Sendable {
     /// Every follower: connected ones first, then those seen in the last hour.
     public func replicas() -> [ReplicaStatus] {
         let limit = self.configuration.retentionMaxBytes
-        let live = self.sessions.withLock { Array($0.values) }.sorted { $0.id < $1.id }.map { session -> ReplicaStatus in
-            var status = session.status(primary: self)
-            if status.state != .snapshot && status.lagBytes > limit * 8 / 10 {
+        func warn(_ status: inout ReplicaStatus) {
+            guard status.state != .snapshot else { return }
+            let needed = FollowerSession.estimateBytes(self.store.wal, after: status.durable)
+            if needed > limit * 8 / 10 {
                 status.warning =
-                    "about to fall off the retained log: it needs \(status.lagBytes) bytes of log and at most \(limit) are kept "
+                    "about to fall off the retained log: it needs \(needed) bytes of log and at most \(limit) are kept "
                     + "for followers (repl-retention-bytes); past that it needs a new snapshot"
             }
+        }
+        let live = self.sessions.withLock { Array($0.values) }.sorted { $0.id < $1.id }.map { session -> ReplicaStatus in
+            var status = session.status(primary: self)
+            warn(&status)
             return status
         }
         let now = monotonicNanoseconds()
+        let window = UInt64(max(self.configuration.retentionSeconds, 60)) * 1_000_000_000
         let gone = self.departed.withLock { departed -> [ReplicaStatus] in
-            departed = departed.filter { now - $0.value.at < 3_600_000_000_000 }
+            departed = departed.filter { now - $0.value.at < window }
             return departed.values.map { entry in
                 var status = entry.status
                 status.lastHeardSecondsAgo = Double(now - entry.at) / 1e9 + status.lastHeardSecondsAgo
+                warn(&status)
                 return status
             }
         }
@@ -322,6 +330,20 @@ public final class ReplicationPrimary: @unchecked Sendable {
             return nil
         }
         return needed
+    }
+
+    /// Log each follower's retention warning once (the status loop calls this every few seconds).
+    public func logRetentionWarnings() {
+        let warnings = self.replicas().compactMap { status in status.warning.map { (status.nodeID, $0) } }
+        let fresh = self.warned.withLock { warned -> [(String, String)] in
+            let current = Set(warnings.map(\.0))
+            let new = warnings.filter { !warned.contains($0.0) }
+            warned = current
+            return new
+        }
+        for (node, warning) in fresh {
+            self.logger.warning("A follower is about to fall off the retained log", metadata: ["repl.follower": "\(node)", "repl.warning": "\(warning)"])
+        }
     }
 
     // MARK: Data age

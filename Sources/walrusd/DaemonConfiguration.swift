@@ -54,6 +54,9 @@ struct DaemonConfiguration: Equatable, Sendable {
     /// `repl-retention-bytes` (integer, default 1073741824): at most this much log is kept for a
     /// follower that is behind; past it the follower gets a snapshot instead.
     var replRetentionBytes = 1 << 30
+    /// `repl-retention-seconds` (integer, default 3600): a follower that went away keeps its log
+    /// for this long (within repl-retention-bytes).
+    var replRetentionSeconds = 3600
 
     /// `follow` split into host and port.
     var followTarget: (host: String, port: Int)? {
@@ -164,6 +167,7 @@ struct DaemonConfiguration: Equatable, Sendable {
         case "repl-timeout": self.replTimeout = try integer(500...3_600_000)
         case "repl-snapshot-rate": self.replSnapshotRate = try integer(0...Int.max)
         case "repl-retention-bytes": self.replRetentionBytes = try integer(0...Int.max)
+        case "repl-retention-seconds": self.replRetentionSeconds = try integer(0...Int.max)
         case "metrics-port":
             throw FileError(description: "\(key) belongs to metrics, which this walrusd does not have yet")
         default:
@@ -197,6 +201,7 @@ struct DaemonConfiguration: Equatable, Sendable {
         if self.replTimeout != other.replTimeout { keys.append("repl-timeout") }
         if self.replSnapshotRate != other.replSnapshotRate { keys.append("repl-snapshot-rate") }
         if self.replRetentionBytes != other.replRetentionBytes { keys.append("repl-retention-bytes") }
+        if self.replRetentionSeconds != other.replRetentionSeconds { keys.append("repl-retention-seconds") }
         return keys
     }
 

@@ -35,6 +35,7 @@ struct SystemdStatusService: Service {
             let stall = self.store.wal.stallNanoseconds
             let loopsAnswer = await self.server.eventLoopsRespond(withinMilliseconds: Int64(periodMicroseconds / 2000))
             let healthy = stall < self.maxStallNanoseconds && loopsAnswer && self.store.wal.failure == nil
+            self.server.replication?.primary.logRetentionWarnings()
             if healthy {
                 if watchdog != nil { self.notifier.watchdog() }
                 self.notifier.status(Self.statusLine(store: self.store, server: self.server))
@@ -73,6 +74,9 @@ struct SystemdStatusService: Service {
             if !replicas.isEmpty { text += ", max lag \(maxLag)" }
             if let sending = replicas.first(where: { $0.state == .snapshot }), sending.snapshotBytesTotal > 0 {
                 text += ", sending snapshot \(sending.snapshotBytesSent * 100 / sending.snapshotBytesTotal)%"
+            }
+            if let risky = replication.primary.replicas().first(where: { $0.warning != nil }) {
+                text += " · WARNING: follower \(risky.nodeID) is about to fall off the retained log"
             }
         }
         return text + " · \(clientText) · \(store.count) keys"

@@ -162,6 +162,7 @@ struct Walrusd: AsyncParsableCommand {
         replicationConfiguration.heartbeatMilliseconds = min(1000, settings.replTimeout / 4)
         replicationConfiguration.snapshotBytesPerSecond = settings.replSnapshotRate
         replicationConfiguration.retentionMaxBytes = Int64(settings.replRetentionBytes)
+        replicationConfiguration.retentionSeconds = Int64(settings.replRetentionSeconds)
         replicationConfiguration.clientPort = settings.port
         replicationConfiguration.maxRecordBytes = storeConfiguration.wal.maxRecordBytes
         if let keyFile = settings.replAuthFile {

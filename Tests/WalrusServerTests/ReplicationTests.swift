@@ -287,3 +287,47 @@ struct ReplicationTests {
         #expect(primary.log.contains("bad magic") && primary.log.contains("over the"), "\(primary.log)")
     }
 }
+
+extension ReplicationTests {
+    func statusJSON(_ daemon: DaemonProcess) throws -> [String: Any] {
+        let output = try self.walrusctl(["status", "--json", "--socket", daemon.controlSocket]).output
+        return (try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    /// A follower that went away keeps the log it needs through a checkpoint (within
+    /// repl-retention-bytes) and resumes without a snapshot; past the budget the primary warns,
+    /// lets the log go, and the follower is bootstrapped from a snapshot instead.
+    @Test func retentionKeepsTheLogAFollowerNeeds() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let config = directory.file("primary.toml")
+        try "segment-size = 65536\nretention-bytes = 0\nretention-seconds = 0\n".write(toFile: config, atomically: true, encoding: .utf8)
+        for (name, budget) in [("roomy", "1000000000"), ("tight", "20000")] {
+            let primary = try DaemonProcess(
+                data: directory.file(name), arguments: ["--config", config, "--repl-retention-bytes", budget])
+            defer { primary.stop() }
+            var follower = try DaemonProcess(data: directory.file(name + "-f"), arguments: primary.followArguments)
+            try self.load(primary, prefix: "a", count: 500, valueBytes: 200)
+            #expect(try self.converged(primary, [follower]))
+            let durable = (try self.statusJSON(follower)["durableIndex"] as? NSNumber)?.uint64Value ?? 0
+            follower.stop()
+            try self.load(primary, prefix: "b", count: 3000, valueBytes: 200)
+            let replicas = try self.walrusctl(["replicas", "--socket", primary.controlSocket]).output
+            #expect(replicas.contains("disconnected"), "\(replicas)")
+            _ = try self.walrusctl(["checkpoint", "--socket", primary.controlSocket])
+            let first = (try self.statusJSON(primary)["firstIndex"] as? NSNumber)?.uint64Value ?? 0
+            follower = try DaemonProcess(data: directory.file(name + "-f"), arguments: primary.followArguments)
+            defer { follower.stop() }
+            #expect(try self.converged(primary, [follower]))
+            if name == "roomy" {
+                #expect(first <= durable + 1, "the log the follower needs (from \(durable + 1)) was dropped: starts at \(first)")
+                #expect(!primary.log.contains("Sending a snapshot"))
+            } else {
+                #expect(replicas.contains("warning:") && replicas.contains("fall off the retained log"), "\(replicas)")
+                #expect(first > durable + 1)
+                #expect(primary.log.contains("too far behind to keep the log for it"))
+                #expect(primary.log.contains("Sending a snapshot"))
+            }
+        }
+    }
+}
