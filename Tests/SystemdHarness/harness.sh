@@ -31,7 +31,7 @@ mkdir -p /run/user/0; mount -t tmpfs tmpfs /run/user/0
 export XDG_RUNTIME_DIR=/run/user/0 HOME=$work/home
 mkdir -p $HOME/.config/systemd/user
 /lib/systemd/systemd --user --log-target=journal & MPID=$!
-cleanup() { systemctl --user stop walrusd.service >/dev/null 2>&1; kill $MPID $JPID 2>/dev/null; wait 2>/dev/null; }
+cleanup() { systemctl --user stop walrusd.service walrusd@follower.service >/dev/null 2>&1; kill $MPID $JPID 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT
 wait_for 20 test -S $XDG_RUNTIME_DIR/systemd/private || { echo "check manager FAIL no private socket"; exit 1; }
 
@@ -40,12 +40,19 @@ wait_for 20 test -S $XDG_RUNTIME_DIR/systemd/private || { echo "check manager FA
 # this mount namespace sees, so the host is not touched.
 mount -t tmpfs tmpfs /usr/local/bin
 install -m 0755 "$bin_dir/walrusd" /usr/local/bin/walrusd
-cp "$unit_dir/walrusd.service" $HOME/.config/systemd/user/walrusd.service
+cp "$unit_dir/walrusd.service" "$unit_dir/walrusd@.service" $HOME/.config/systemd/user/
 # ConfigurationDirectory= of a user unit is ~/.config/walrus.
 mkdir -p $HOME/.config/walrus
-sed -e "s/^port = .*/port = ${WALRUS_TEST_PORT:-17379}/" -e 's/^log-level = .*/log-level = "info"/' \
+port=${WALRUS_TEST_PORT:-17379}
+repl_port=${WALRUS_TEST_REPL_PORT:-17380}
+follower_port=${WALRUS_TEST_FOLLOWER_PORT:-17381}
+sed -e "s/^port = .*/port = $port/" -e 's/^log-level = .*/log-level = "info"/' \
   "$unit_dir/../deploy/walrusd.toml" > $HOME/.config/walrus/walrusd.toml
-mkdir -p $HOME/.config/systemd/user/walrusd.service.d
+echo "repl-port = $repl_port" >> $HOME/.config/walrus/walrusd.toml
+# The follower instance (walrusd@follower reads follower.toml): its own ports, following the primary.
+printf 'port = %s\nrepl-port = %s\nfollow = "127.0.0.1:%s"\nlog-level = "info"\n' \
+  "$follower_port" "${WALRUS_TEST_FOLLOWER_REPL_PORT:-17382}" "$repl_port" > $HOME/.config/walrus/follower.toml
+mkdir -p $HOME/.config/systemd/user/walrusd.service.d $HOME/.config/systemd/user/walrusd@.service.d
 cat > $HOME/.config/systemd/user/walrusd.service.d/test-sandbox.conf <<DROPIN
 [Service]
 # A user manager runs services as its own user (root here) and cannot switch to walrus.
@@ -60,6 +67,7 @@ BindPaths=/run/systemd/journal/socket
 BindPaths=/run/systemd/journal/stdout
 ${WALRUS_EXTRA_DROPIN:-}
 DROPIN
+cp $HOME/.config/systemd/user/walrusd.service.d/test-sandbox.conf $HOME/.config/systemd/user/walrusd@.service.d/
 systemctl --user daemon-reload
 
 # The production unit itself: hardening score (exposure ≤ 1.5 is the project's bar).
@@ -68,6 +76,9 @@ check security-exposure $(python3 -c "import sys; sys.exit(0 if '$exposure' and 
 
 verify_err=$(systemd-analyze --user verify $HOME/.config/systemd/user/walrusd.service 2>&1 >/dev/null)
 check unit-verifies $([ -z "$verify_err" ]; echo $?) "${verify_err:0:200}"
+mkdir -p $work/instance && cp "$unit_dir/walrusd@.service" $work/instance/walrusd@follower.service
+verify_err=$(cd $work/instance && systemd-analyze --user verify ./walrusd@follower.service 2>&1 >/dev/null)
+check template-verifies $([ -z "$verify_err" ]; echo $?) "${verify_err:0:200}"
 
 # 1. start returns only after READY=1, and the status line names the role.
 start=$(date +%s%N)
@@ -82,7 +93,6 @@ if [ "$state" != active ]; then
 fi
 status=$(systemctl --user show -p StatusText --value walrusd.service)
 check status-shows-role $([[ "$status" == primary* ]]; echo $?) "'$status'"
-port=${WALRUS_TEST_PORT:-17379}
 redis-cli -p $port PING >/dev/null
 for i in $(seq 1 200); do echo "SET key$i value$i"; done | redis-cli -p $port >/dev/null
 check writes-acknowledged $([ "$(redis-cli -p $port DBSIZE)" = 200 ]; echo $?) "dbsize=$(redis-cli -p $port DBSIZE)"
@@ -119,10 +129,31 @@ check stop-result-success $([ "$result" = success ]; echo $?) "Result=$result"
 systemctl --user start walrusd.service
 check data-after-restart $([ "$(redis-cli -p $port DBSIZE)" = 200 ]; echo $?) "dbsize=$(redis-cli -p $port DBSIZE)"
 
+# 7. a follower unit (the template's "follower" instance) streams from the primary: both units
+#    active, the follower has the data, refuses writes, and its StatusText shows its link and lag.
+systemctl --user start walrusd@follower.service; rc=$?
+wait_for 20 bash -c "[ \"\$(redis-cli -p $follower_port DBSIZE 2>/dev/null)\" = 200 ]"
+states="$(systemctl --user show -p ActiveState --value walrusd.service) $(systemctl --user show -p ActiveState --value walrusd@follower.service)"
+check follower-unit-active $([ $rc -eq 0 ] && [ "$states" = "active active" ]; echo $?) "rc=$rc states=$states dbsize=$(redis-cli -p $follower_port DBSIZE)"
+redis-cli -p $port SET after-follower yes >/dev/null
+wait_for 15 bash -c "systemctl --user show -p StatusText --value walrusd@follower.service | grep -q 'link up'"
+fstatus=$(systemctl --user show -p StatusText --value walrusd@follower.service)
+if [[ "$fstatus" != *"link up"* ]]; then
+  journalctl --no-pager -D /run/log/journal -u walrusd@follower.service -o verbose | grep -E "MESSAGE=|WALRUS_REPL" | tail -8
+  journalctl --no-pager -D /run/log/journal -u walrusd.service | grep -i repl | tail -5
+fi
+check follower-status-shows-link $([[ "$fstatus" == "follower of 127.0.0.1:$repl_port · link up"* && "$fstatus" == *" lag "* ]]; echo $?) "'$fstatus'"
+readonly_reply=$(redis-cli -p $follower_port SET x 1)
+check follower-refuses-writes $([ "$readonly_reply" = "READONLY You can't write against a read only replica." ]; echo $?) "'$readonly_reply'"
+wait_for 10 bash -c "systemctl --user show -p StatusText --value walrusd.service | grep -q '1 follower'"
+pstatus=$(systemctl --user show -p StatusText --value walrusd.service)
+check primary-status-shows-follower $([[ "$pstatus" == *"1 follower, max lag"* ]]; echo $?) "'$pstatus'"
+systemctl --user stop walrusd@follower.service
+
 # 6. a recovery that outlasts TimeoutStartSec keeps the unit activating by extending the timeout.
 systemctl --user stop walrusd.service
 # StateDirectory= of a user unit is under ~/.config (systemd 252) or ~/.local/state (newer): find it.
-data=$(dirname "$(find "$HOME" -name LOCK -path "*walrus*" | head -1)")
+data=$(dirname "$(find "$HOME" -name LOCK -path "*/walrus/LOCK" | head -1)")
 # Append a big log in the original's record format (Python and zlib, independent of walrus).
 python3 - "$data" ${WALRUS_TEST_RECOVERY_RECORDS:-2000000} <<'PY'
 import os, struct, sys, zlib

@@ -15,7 +15,8 @@ struct SystemdIntegrationTests {
 
     /// start waits for READY=1 (also through a recovery longer than TimeoutStartSec), StatusText
     /// shows the role, the journal has native WALRUS_* and CODE_FILE fields, a SIGSTOPped daemon is
-    /// restarted by the watchdog with its data, reload works, stop ends with Result=success.
+    /// restarted by the watchdog with its data, reload works, stop ends with Result=success; a
+    /// follower unit (walrusd@follower) streams from it and its StatusText shows link and lag.
     @Test(.enabled(if: getuid() == 0, "needs root for a private mount namespace"), .timeLimit(.minutes(5)))
     func unitUnderARealServiceManager() throws {
         let work = TemporaryDirectory(prefix: "walrus-systemd")
@@ -29,6 +30,9 @@ struct SystemdIntegrationTests {
         ]
         var environment = ProcessInfo.processInfo.environment
         environment["WALRUS_TEST_PORT"] = String(TestEnvironment.freePort())
+        environment["WALRUS_TEST_REPL_PORT"] = String(TestEnvironment.freePort())
+        environment["WALRUS_TEST_FOLLOWER_PORT"] = String(TestEnvironment.freePort())
+        environment["WALRUS_TEST_FOLLOWER_REPL_PORT"] = String(TestEnvironment.freePort())
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output
@@ -42,7 +46,8 @@ struct SystemdIntegrationTests {
         for required in [
             "security-exposure", "unit-verifies", "start-waits-for-ready", "status-shows-role", "journal-has-walrus-fields",
             "journal-has-code-file", "journal-native-transport", "watchdog-restarts", "data-after-watchdog", "reload",
-            "stop-result-success", "data-after-restart", "slow-recovery-extends-timeout",
+            "stop-result-success", "data-after-restart", "slow-recovery-extends-timeout", "template-verifies",
+            "follower-unit-active", "follower-status-shows-link", "follower-refuses-writes", "primary-status-shows-follower",
         ] {
             #expect(names.contains(required), "check \(required) did not run:\n\(text.suffix(3000))")
         }
