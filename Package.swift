@@ -144,6 +144,7 @@ let package = Package(
             name: "walrus-bench",
             dependencies: [
                 "WALCore",
+                "WalrusClient",
                 "WalrusStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -48,8 +48,28 @@ public final class ConditionLock<State>: @unchecked Sendable {
     /// Wake every waiter.
     public func broadcast() { pthread_cond_broadcast(self.condition) }
 
+    /// Take the lock and sleep while `keepWaiting` holds for the state, or until `deadline`
+    /// (CLOCK_MONOTONIC) passes; the state is read afresh after every wake-up.
+    ///
+    /// Prefer this to looping on `wait` inside `withLock`: there the state is an `inout`
+    /// argument, which the compiler may keep in a register across the wait (it is exclusively
+    /// ours for the call), so a loop can miss what another thread wrote.
+    public func wait(while keepWaiting: (State) -> Bool, untilMonotonicNanoseconds deadline: UInt64?) {
+        pthread_mutex_lock(self.mutex)
+        defer { pthread_mutex_unlock(self.mutex) }
+        while keepWaiting(self.state) {
+            if let deadline {
+                if monotonicNanoseconds() >= deadline { return }
+                var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+                pthread_cond_timedwait(self.condition, self.mutex, &time)
+            } else {
+                pthread_cond_wait(self.condition, self.mutex)
+            }
+        }
+    }
+
     /// With the lock held, sleep until woken or until `deadlineNanoseconds` (CLOCK_MONOTONIC) passes.
-    /// Must be called from inside `withLock`.
+    /// Must be called from inside `withLock`, which must then return (not loop on the state).
     public func wait(untilMonotonicNanoseconds deadline: UInt64?) {
         if let deadline {
             var time = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))

@@ -169,11 +169,7 @@ public final class ReplicationFollower: @unchecked Sendable {
             let wait = refused ? 5000 : backoffMilliseconds
             backoffMilliseconds = min(backoffMilliseconds * 2, 5000)
             let deadline = monotonicNanoseconds() + wait * 1_000_000
-            self.ackState.withLock { _ in
-                while !self.stopping.load(ordering: .relaxed) && monotonicNanoseconds() < deadline {
-                    self.ackState.wait(untilMonotonicNanoseconds: deadline)
-                }
-            }
+            self.ackState.wait(while: { _ in !self.stopping.load(ordering: .relaxed) }, untilMonotonicNanoseconds: deadline)
         }
     }
 
@@ -439,11 +435,10 @@ public final class ReplicationFollower: @unchecked Sendable {
         let heartbeat = UInt64(self.configuration.heartbeatMilliseconds) * 1_000_000
         var lastSent: UInt64 = 0
         while !self.stopping.load(ordering: .relaxed) {
+            self.ackState.wait(
+                while: { state in !state.dirty && !self.stopping.load(ordering: .relaxed) },
+                untilMonotonicNanoseconds: lastSent + heartbeat)
             let (socket, received) = self.ackState.withLock { state -> (BlockingSocket?, UInt64) in
-                let deadline = lastSent + heartbeat
-                while !state.dirty && !self.stopping.load(ordering: .relaxed) && monotonicNanoseconds() < deadline {
-                    self.ackState.wait(untilMonotonicNanoseconds: deadline)
-                }
                 state.dirty = false
                 return (state.socket, state.received)
             }

@@ -138,11 +138,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
 
     /// Sleep until the sealed index passes `index` or `deadline` (monotonic ns) comes.
     func waitForSeal(after index: UInt64, until deadline: UInt64, stopped: () -> Bool) {
-        self.seals.withLock { history in
-            while history.sealedIndex <= index && monotonicNanoseconds() < deadline && !stopped() {
-                self.seals.wait(untilMonotonicNanoseconds: deadline)
-            }
-        }
+        self.seals.wait(while: { history in history.sealedIndex <= index && !stopped() }, untilMonotonicNanoseconds: deadline)
     }
 
     func wakeSenders() { self.seals.withLock { _ in self.seals.broadcast() } }

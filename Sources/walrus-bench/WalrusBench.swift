@@ -8,7 +8,7 @@ struct WalrusBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrus-bench",
         abstract: "Measure walrus beside the baselines a user would compare it with, in one run.",
-        subcommands: [WAL.self, RESP.self, RecoveryProbe.self],
+        subcommands: [WAL.self, RESP.self, Repl.self, RecoveryProbe.self],
         defaultSubcommand: WAL.self)
 
     struct WAL: AsyncParsableCommand {
@@ -68,6 +68,29 @@ struct RESP: ParsableCommand {
         try RESPBenchmarks(
             directory: directory, requests: self.quick ? 2000 : self.requests, repetitions: self.quick ? 1 : self.repetitions
         ).run()
+    }
+}
+
+/// Replication beside a redis-server primary + replica.
+struct Repl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repl",
+        abstract: "Replication: visibility lag, follower catch-up, snapshot bootstrap — beside a Redis primary + replica.")
+
+    @Option(help: "Where the servers keep their data (a real disk); removed afterwards.")
+    var dir: String = "./walrus-bench-data"
+    @Flag(help: "Small sizes and short runs: checks the harness works.") var quick = false
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let walrusd = binDirectory + "/walrusd"
+        guard FileManager.default.fileExists(atPath: walrusd) else {
+            throw RESPBenchmarks.BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
+        }
+        try ReplicationBenchmarks(directory: directory, quick: self.quick, walrusd: walrusd).run()
     }
 }
 

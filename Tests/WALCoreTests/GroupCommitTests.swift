@@ -45,3 +45,24 @@ struct GroupCommitTests {
         #expect(GroupCommit.decide(inputs(.interval(milliseconds: 100), now: 5)) == .wait(untilNanoseconds: 100_000_005))
     }
 }
+
+/// ConditionLock.wait(while:) sees another thread's change: it re-reads the state after each
+/// wake-up (a loop on `wait` inside `withLock` could keep reading a stale copy).
+@Suite struct ConditionLockTests {
+    @Test func waitWhileSeesAnotherThreadsChange() {
+        let lock = ConditionLock(0)
+        let setter = DedicatedThread(name: "setter") {
+            usleep(20_000)
+            lock.withLock { value in
+                value = 1
+                lock.broadcast()
+            }
+        }
+        // A far deadline: returning before it means the change was seen, not that time ran out.
+        let deadline = monotonicNanoseconds() + 60_000_000_000
+        lock.wait(while: { $0 == 0 }, untilMonotonicNanoseconds: deadline)
+        #expect(lock.withLock { $0 } == 1)
+        #expect(monotonicNanoseconds() < deadline)
+        setter.join()
+    }
+}
