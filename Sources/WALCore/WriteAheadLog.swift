@@ -327,30 +327,8 @@ public final class WriteAheadLog: @unchecked Sendable {
             }
             let wasIdle = state.pending.count == 0
             if wasIdle { state.pendingSinceNanoseconds = monotonicNanoseconds() }
-            var last = state.segments.count - 1
-            if state.segments[last].size > 0 && state.segments[last].size + Int64(frameSize) > segmentLimit {
-                // Rotate: the record starts the next segment. The flusher creates the file.
-                let number = state.segments[last].number + 1
-                state.segments.append(
-                    SegmentInfo(
-                        number: number, path: FileIO.join(self.configuration.directory, SegmentName.format(number)),
-                        firstIndex: index))
-                state.cuts.append(WALState.Cut(offset: state.pending.count, segment: number))
-                last += 1
-            } else if wasIdle {
-                state.cuts.append(WALState.Cut(offset: 0, segment: state.segments[last].number))
-            }
-            let offset = state.segments[last].size
-            if state.segments[last].sparse.isEmpty
-                || offset - state.segments[last].sparse[state.segments[last].sparse.count - 1].offset >= stride
-            {
-                state.segments[last].sparse.append(SparseEntry(index: index, offset: offset))
-            }
+            self.place(&state, frameSize: frameSize, segmentLimit: segmentLimit, stride: stride)
             encode(state.pending)
-            state.segments[last].size += Int64(frameSize)
-            state.segments[last].recordCount += 1
-            state.nextIndex = index + 1
-            state.statistics.recordsAppended += 1
             if let onSealed { state.waiters.append(WALState.Waiter(index: index, callback: onSealed)) }
             // Wake the flusher when it has something to do: in always mode every new batch; in
             // interval mode only once a megabyte is pending (otherwise its periodic wake-up,
@@ -364,6 +342,78 @@ public final class WriteAheadLog: @unchecked Sendable {
                 self.lock.signal()
             }
             return index
+        }
+    }
+
+    /// Account for one record of `frameSize` bytes about to be appended to `pending` at
+    /// `state.nextIndex`: start the next segment if it does not fit, mark where a new segment's
+    /// bytes begin, keep the sparse index, and move the sizes and the next index on.
+    @inline(__always)
+    private func place(_ state: inout WALState, frameSize: Int, segmentLimit: Int64, stride: Int64) {
+        let index = state.nextIndex
+        var last = state.segments.count - 1
+        if state.segments[last].size > 0 && state.segments[last].size + Int64(frameSize) > segmentLimit {
+            // Rotate: the record starts the next segment. The flusher creates the file.
+            let number = state.segments[last].number + 1
+            state.segments.append(
+                SegmentInfo(
+                    number: number, path: FileIO.join(self.configuration.directory, SegmentName.format(number)),
+                    firstIndex: index))
+            state.cuts.append(WALState.Cut(offset: state.pending.count, segment: number))
+            last += 1
+        } else if state.pending.count == 0 {
+            state.cuts.append(WALState.Cut(offset: 0, segment: state.segments[last].number))
+        }
+        let offset = state.segments[last].size
+        if state.segments[last].sparse.isEmpty
+            || offset - state.segments[last].sparse[state.segments[last].sparse.count - 1].offset >= stride
+        {
+            state.segments[last].sparse.append(SparseEntry(index: index, offset: offset))
+        }
+        state.segments[last].size += Int64(frameSize)
+        state.segments[last].recordCount += 1
+        state.nextIndex = index + 1
+        state.statistics.recordsAppended += 1
+    }
+
+    /// Append a run of frames that are already encoded and checked, the first at `firstIndex`
+    /// (which must be the next index), under one lock acquisition: a follower appends each batch
+    /// from its primary this way. `frameSizes` are the frames' lengths in order. Returns the last
+    /// index.
+    @discardableResult
+    public func appendFrames(_ frames: UnsafeRawBufferPointer, frameSizes: [Int], firstIndex: UInt64) throws -> UInt64 {
+        guard !frameSizes.isEmpty else { return firstIndex - 1 }
+        nonisolated(unsafe) let frames = frames
+        let segmentLimit = Int64(self.configuration.segmentSizeBytes)
+        let stride = Int64(self.configuration.sparseIndexStrideBytes)
+        return try self.lock.withLock { (state) throws -> UInt64 in
+            if let failure = state.failure { throw failure }
+            if state.closing { throw WALError(.closed, "The write-ahead log is closed.") }
+            if let full = state.diskFull {
+                state.statistics.diskFullRefusals += 1
+                throw full
+            }
+            guard firstIndex == state.nextIndex else {
+                throw WALError(
+                    .invalidArgument,
+                    "Record \(firstIndex) cannot be appended: the log's next index is \(state.nextIndex) (records must arrive in order, without gaps).")
+            }
+            let wasIdle = state.pending.count == 0
+            if wasIdle { state.pendingSinceNanoseconds = monotonicNanoseconds() }
+            let before = state.pending.count
+            var position = 0
+            for size in frameSizes {
+                self.place(&state, frameSize: size, segmentLimit: segmentLimit, stride: stride)
+                state.pending.append(UnsafeRawBufferPointer(rebasing: frames[position..<(position + size)]))
+                position += size
+            }
+            if wasIdle && self.alwaysMode {
+                self.workSignals.add(1, ordering: .releasing)
+                self.lock.signal()
+            } else if state.pending.count >= self.intervalWriteThresholdBytes && before < self.intervalWriteThresholdBytes {
+                self.lock.signal()
+            }
+            return state.nextIndex - 1
         }
     }
 

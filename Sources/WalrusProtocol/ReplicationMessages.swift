@@ -175,13 +175,21 @@ public struct ReplicationChallenge: Sendable, Equatable {
     public var nonce: [UInt8]
     /// Whether the primary requires a proof (it has a key file).
     public var authRequired: Bool
+    /// The primary's sealed index and key count now (a new follower sizes its table from them).
+    public var sealedIndex: UInt64
+    public var keyCount: UInt64
 
-    public init(clusterID: String, nodeID: String, epoch: UInt64, nonce: [UInt8], authRequired: Bool) {
+    public init(
+        clusterID: String, nodeID: String, epoch: UInt64, nonce: [UInt8], authRequired: Bool, sealedIndex: UInt64 = 0,
+        keyCount: UInt64 = 0
+    ) {
         self.clusterID = clusterID
         self.nodeID = nodeID
         self.epoch = epoch
         self.nonce = nonce
         self.authRequired = authRequired
+        self.sealedIndex = sealedIndex
+        self.keyCount = keyCount
     }
 
     public func encode(into buffer: inout ByteBuffer) {
@@ -191,6 +199,8 @@ public struct ReplicationChallenge: Sendable, Equatable {
         buffer.writeInteger(self.epoch)
         buffer.writeLengthPrefixed(self.nonce)
         buffer.writeInteger(UInt8(self.authRequired ? 1 : 0))
+        buffer.writeInteger(self.sealedIndex)
+        buffer.writeInteger(self.keyCount)
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationChallenge {
@@ -198,11 +208,12 @@ public struct ReplicationChallenge: Sendable, Equatable {
         guard buffer.readInteger(as: UInt16.self) != nil, let cluster = try buffer.readLengthPrefixed(),
             let node = try buffer.readLengthPrefixed(), let epoch = buffer.readInteger(as: UInt64.self),
             let nonce = try buffer.readLengthPrefixed(), let auth = buffer.readInteger(as: UInt8.self),
+            let sealed = buffer.readInteger(as: UInt64.self), let keys = buffer.readInteger(as: UInt64.self),
             buffer.readableBytes == 0
         else { throw ReplicationFrameError("a CHALLENGE payload does not parse") }
         return ReplicationChallenge(
             clusterID: String(decoding: cluster, as: UTF8.self), nodeID: String(decoding: node, as: UTF8.self),
-            epoch: epoch, nonce: nonce, authRequired: auth != 0)
+            epoch: epoch, nonce: nonce, authRequired: auth != 0, sealedIndex: sealed, keyCount: keys)
     }
 }
 

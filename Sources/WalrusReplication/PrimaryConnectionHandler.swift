@@ -26,7 +26,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let meta = self.wal.meta
         let challenge = ReplicationChallenge(
             clusterID: meta.clusterID, nodeID: meta.nodeID, epoch: meta.currentEpoch, nonce: self.nonce,
-            authRequired: self.primary.configuration.secret != nil)
+            authRequired: self.primary.configuration.secret != nil, sealedIndex: self.primary.sealedIndex,
+            keyCount: UInt64(self.primary.store.count))
         let frame = FrameBuilder.frame(.challenge, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
             challenge.encode(into: &$0)
         }

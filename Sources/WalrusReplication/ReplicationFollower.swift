@@ -223,7 +223,10 @@ public final class ReplicationFollower: @unchecked Sendable {
         self.update { link in
             link.primaryNodeID = challenge.nodeID
             link.received = durable
+            link.primarySealedIndex = max(link.primarySealedIndex, challenge.sealedIndex)
         }
+        // Far behind: size the table for the primary's keys now instead of growing it step by step.
+        if challenge.sealedIndex > durable + 100_000 { self.store.reserve(keys: Int(challenge.keyCount)) }
 
         var established = false
         var snapshot: IncomingSnapshot?

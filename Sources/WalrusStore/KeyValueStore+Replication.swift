@@ -14,34 +14,53 @@ extension KeyValueStore {
     public func applyReplicated(frames: UnsafeRawBufferPointer, firstIndex: UInt64, count: Int) throws -> UInt64 {
         nonisolated(unsafe) let frames = frames
         let maxRecord = self.configuration.wal.maxRecordBytes
-        return try self.withState { state in
-            var position = 0
-            var index = firstIndex
-            var applied = 0
-            while position < frames.count {
-                guard case .record(let view, let length) = RecordDecoder.decode(frames, at: position, maxRecordBytes: maxRecord)
-                else {
-                    let result = RecordDecoder.decode(frames, at: position, maxRecordBytes: maxRecord)
-                    throw StoreError(
-                        .invalidArgument,
-                        "Record \(index) from the primary does not check out (\(result)); it was not written. "
-                            + "The connection is dropped and the follower resumes from its last durable index.")
-                }
-                do {
-                    try self.wal.appendFrame(view.frame, index: index)
-                } catch let error as WALError {
-                    throw StoreError(error)
-                }
-                state.apply(view, index: index)
-                position += length
-                index += 1
-                applied += 1
-            }
-            guard applied == count else {
+        // Check every frame first (magic, length, layout, CRC): a bad one stops the batch before
+        // anything of it is written.
+        var views: [RecordView] = []
+        var sizes: [Int] = []
+        views.reserveCapacity(count)
+        sizes.reserveCapacity(count)
+        var position = 0
+        while position < frames.count {
+            let result = RecordDecoder.decode(frames, at: position, maxRecordBytes: maxRecord)
+            guard case .record(let view, let length) = result else {
                 throw StoreError(
-                    .invalidArgument, "A batch from the primary announced \(count) records but held \(applied).")
+                    .invalidArgument,
+                    "Record \(firstIndex + UInt64(views.count)) from the primary does not check out (\(result)); nothing "
+                        + "of its batch was written. The connection is dropped and the follower resumes from its last durable index.")
             }
-            return index - 1
+            views.append(view)
+            sizes.append(length)
+            position += length
+        }
+        guard views.count == count else {
+            throw StoreError(.invalidArgument, "A batch from the primary announced \(count) records but held \(views.count).")
+        }
+        nonisolated(unsafe) let checked = views
+        let frameSizes = sizes
+        // Append and apply in one critical section: readers see the batch whole.
+        return try self.withState { state in
+            let last: UInt64
+            do {
+                last = try self.wal.appendFrames(frames, frameSizes: frameSizes, firstIndex: firstIndex)
+            } catch let error as WALError {
+                throw StoreError(error)
+            }
+            var index = firstIndex
+            for view in checked {
+                state.apply(view, index: index)
+                index += 1
+            }
+            return last
+        }
+    }
+
+    /// Make room for `keys` keys at once (a follower about to receive that many; saves the
+    /// table's step-by-step growth).
+    public func reserve(keys: Int) {
+        _ = self.withStateReading { state in
+            if keys > state.count { state.map.reserve(keys) }
+            return 0
         }
     }
 
