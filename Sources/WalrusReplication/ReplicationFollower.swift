@@ -201,6 +201,13 @@ public final class ReplicationFollower: @unchecked Sendable {
                 reason: .badAuth,
                 message: "The primary requires authentication; set repl-auth-file on this follower to the primary's key file.")
         }
+        // Fencing: a primary of an older epoch than this node has seen is stale; never stream from it.
+        if challenge.epoch < meta.currentEpoch {
+            throw Rejected(
+                reason: .staleEpoch,
+                message: "The primary at \(self.host):\(self.port) is at epoch \(challenge.epoch) but this node has seen epoch "
+                    + "\(meta.currentEpoch): it is a stale primary. Follow the current primary instead.")
+        }
         let proof = self.configuration.secret.map {
             ReplicationAuth.proof(secret: $0, nonce: challenge.nonce, clusterID: challenge.clusterID)
         } ?? []
