@@ -104,6 +104,12 @@ public final class WALCursor {
         }
     }
 
+    /// The segment and byte offset where record `nextIndex` starts (it must be sealed).
+    func position() throws -> (segment: Int, path: String, offset: Int64)? {
+        guard let info = try self.locate() else { return nil }
+        return (info.number, info.path, self.offset)
+    }
+
     /// Find the segment holding `nextIndex` and position `offset` at its frame; nil if not sealed yet.
     private func locate() throws -> SegmentInfo? {
         let (info, firstIndex) = self.wal.lock.withLock { state -> (SegmentInfo?, UInt64) in

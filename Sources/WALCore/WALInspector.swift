@@ -48,6 +48,37 @@ public enum WALInspector {
         return report
     }
 
+    /// Pass each record of one file of frames (a `diverged-<epoch>-<from>-<to>.log`, or a single
+    /// segment) to `body`, numbering them from `firstIndex` (from the name of a diverged file).
+    public static func dump(
+        file path: String, range: ClosedRange<UInt64>, maxRecordBytes: Int = 64 * 1024 * 1024,
+        _ body: (UInt64, RecordView) throws -> Void
+    ) throws -> Report {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        var firstIndex: UInt64 = 1
+        let parts = name.split(separator: "-")
+        if name.hasPrefix("diverged-"), parts.count == 4, let from = UInt64(parts[2]) { firstIndex = from }
+        var report = Report(directory: path)
+        var configuration = WALConfiguration(directory: ".")
+        configuration.maxRecordBytes = maxRecordBytes
+        let scanner = SegmentScanner(configuration: configuration)
+        do {
+            let outcome = try scanner.scan(
+                number: 0, path: path, firstIndex: firstIndex, isLast: true, buffer: SegmentScanner.Buffer(capacity: 8 << 20),
+                onRecord: { index, record in
+                    if range.contains(index) { try body(index, record) }
+                    if index > range.upperBound { throw StopScan() }
+                }, onBytes: { _ in })
+            report.records = outcome.info.recordCount
+            report.bytes = outcome.info.size
+            if let torn = outcome.tornTail { report.damage = "\(path) ends with \(torn.length) bytes that are not a whole record (\(torn.reason))." }
+        } catch is StopScan {
+        } catch let error as WALError {
+            report.damage = error.message
+        }
+        return report
+    }
+
     private struct StopScan: Error {}
 
     private static func scan(

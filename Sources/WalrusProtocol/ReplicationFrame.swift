@@ -33,9 +33,12 @@ public struct ReplicationFrame: Sendable, Equatable {
         public static let snapshotBegin = Kind(rawValue: 7)
         /// Primary → follower: one piece of the snapshot file (`ReplicationSnapshotChunk`).
         public static let snapshotChunk = Kind(rawValue: 8)
+        /// Primary → follower: your log left mine after `index`; move the rest aside, cut, and
+        /// say HELLO again (`ReplicationDiverged`).
+        public static let diverged = Kind(rawValue: 9)
 
         /// Whether this version knows the kind.
-        public var isKnown: Bool { (1...8).contains(self.rawValue) }
+        public var isKnown: Bool { (1...9).contains(self.rawValue) }
 
         public var description: String {
             switch self {
@@ -47,6 +50,7 @@ public struct ReplicationFrame: Sendable, Equatable {
             case .challenge: "CHALLENGE"
             case .snapshotBegin: "SNAPSHOT"
             case .snapshotChunk: "SNAPSHOT-CHUNK"
+            case .diverged: "DIVERGED"
             default: "kind \(self.rawValue)"
             }
         }

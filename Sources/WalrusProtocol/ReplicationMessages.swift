@@ -21,12 +21,15 @@ public struct ReplicationHello: Sendable, Equatable {
     public var partialSnapshotBytes: UInt64
     /// The follower's client port, for INFO's slaveN:port (0 when unknown).
     public var listeningPort: UInt16
+    /// The follower's epoch history: (epoch, first index) pairs, oldest first.
+    public var epochs: [(epoch: UInt64, firstIndex: UInt64)]
 
     public init(
         protocolVersion: UInt16, clusterID: String, nodeID: String, epoch: UInt64, durableEpoch: UInt64,
         durableIndex: UInt64, authProof: [UInt8], partialSnapshotIndex: UInt64 = 0, partialSnapshotBytes: UInt64 = 0,
-        listeningPort: UInt16 = 0
+        listeningPort: UInt16 = 0, epochs: [(epoch: UInt64, firstIndex: UInt64)] = [(1, 1)]
     ) {
+        self.epochs = epochs
         self.protocolVersion = protocolVersion
         self.clusterID = clusterID
         self.nodeID = nodeID
@@ -37,6 +40,13 @@ public struct ReplicationHello: Sendable, Equatable {
         self.partialSnapshotIndex = partialSnapshotIndex
         self.partialSnapshotBytes = partialSnapshotBytes
         self.listeningPort = listeningPort
+    }
+
+    public static func == (a: ReplicationHello, b: ReplicationHello) -> Bool {
+        a.protocolVersion == b.protocolVersion && a.clusterID == b.clusterID && a.nodeID == b.nodeID && a.epoch == b.epoch
+            && a.durableEpoch == b.durableEpoch && a.durableIndex == b.durableIndex && a.authProof == b.authProof
+            && a.partialSnapshotIndex == b.partialSnapshotIndex && a.partialSnapshotBytes == b.partialSnapshotBytes
+            && a.listeningPort == b.listeningPort && a.epochs.elementsEqual(b.epochs, by: { $0 == $1 })
     }
 
     public func encode(into buffer: inout ByteBuffer) {
@@ -50,6 +60,11 @@ public struct ReplicationHello: Sendable, Equatable {
         buffer.writeInteger(self.partialSnapshotIndex)
         buffer.writeInteger(self.partialSnapshotBytes)
         buffer.writeInteger(self.listeningPort)
+        buffer.writeInteger(UInt32(self.epochs.count))
+        for entry in self.epochs {
+            buffer.writeInteger(entry.epoch)
+            buffer.writeInteger(entry.firstIndex)
+        }
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationHello {
@@ -68,13 +83,17 @@ public struct ReplicationHello: Sendable, Equatable {
             let durableEpoch = buffer.readInteger(as: UInt64.self), let durableIndex = buffer.readInteger(as: UInt64.self),
             let proof = try buffer.readLengthPrefixed(), let partialIndex = buffer.readInteger(as: UInt64.self),
             let partialBytes = buffer.readInteger(as: UInt64.self), let port = buffer.readInteger(as: UInt16.self),
-            buffer.readableBytes == 0
+            let historyCount = buffer.readInteger(as: UInt32.self), Int(historyCount) * 16 == buffer.readableBytes
         else { throw ReplicationFrameError("a HELLO payload does not parse") }
+        var epochs: [(epoch: UInt64, firstIndex: UInt64)] = []
+        for _ in 0..<historyCount {
+            epochs.append((buffer.readInteger(as: UInt64.self)!, buffer.readInteger(as: UInt64.self)!))
+        }
         return ReplicationHello(
             protocolVersion: version, clusterID: String(decoding: cluster, as: UTF8.self),
             nodeID: String(decoding: node, as: UTF8.self), epoch: epoch, durableEpoch: durableEpoch,
             durableIndex: durableIndex, authProof: proof, partialSnapshotIndex: partialIndex,
-            partialSnapshotBytes: partialBytes, listeningPort: port)
+            partialSnapshotBytes: partialBytes, listeningPort: port, epochs: epochs)
     }
 }
 
@@ -163,6 +182,22 @@ public struct ReplicationStream: Sendable, Equatable {
             throw ReplicationFrameError("a STREAM payload does not parse")
         }
         return ReplicationStream(firstIndex: first, count: count, frames: buffer)
+    }
+}
+
+/// DIVERGED: the follower's log left the primary's after `index`.
+public struct ReplicationDiverged: Sendable, Equatable {
+    public var index: UInt64
+    public init(index: UInt64) { self.index = index }
+
+    public func encode(into buffer: inout ByteBuffer) { buffer.writeInteger(self.index) }
+
+    public static func decode(_ payload: ByteBuffer) throws -> ReplicationDiverged {
+        var buffer = payload
+        guard let index = buffer.readInteger(as: UInt64.self), buffer.readableBytes == 0 else {
+            throw ReplicationFrameError("a DIVERGED payload does not parse")
+        }
+        return ReplicationDiverged(index: index)
     }
 }
 

@@ -102,17 +102,31 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                     + "cluster. Empty its data directory to make it a new follower.")
         }
         if hello.epoch > meta.currentEpoch {
+            // Fencing: a newer epoch exists, so this node is no longer the primary. Stop writes now.
+            self.primary.metHigherEpoch(hello.epoch, from: "follower \(hello.nodeID) at \(self.peer)")
             return reject(
                 .staleEpoch,
-                "The follower has seen epoch \(hello.epoch); this primary is at epoch \(meta.currentEpoch) and is stale. "
-                    + "Make this node follow the current primary (walrusctl follow).")
+                "The follower has seen epoch \(hello.epoch); this primary is at epoch \(meta.currentEpoch) and is stale "
+                    + "(it now refuses writes). Point the follower at the current primary.")
         }
         let sealed = self.primary.sealedIndex
-        if hello.durableIndex > sealed {
-            return reject(
-                .diverged,
-                "The follower holds records up to \(hello.durableIndex) but this primary's log ends at \(sealed): their "
-                    + "histories differ. Rejoin it with 'walrusctl follow' (it moves its extra records aside).")
+        let history = meta.epochs
+        if let cut = EpochHistory.divergence(
+            follower: hello.epochs.map { MetaFile.EpochStart(epoch: $0.epoch, firstIndex: $0.firstIndex) },
+            followerLast: hello.durableIndex, primary: history, primaryLast: sealed)
+        {
+            self.primary.logger.warning(
+                "Follower's log diverged from this primary's; it moves its records past the cut aside",
+                metadata: [
+                    "repl.follower": "\(hello.nodeID)", "repl.address": "\(self.peer)", "repl.cut": "\(cut)",
+                    "repl.followerLast": "\(hello.durableIndex)",
+                ])
+            let frame = FrameBuilder.frame(.diverged, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
+                ReplicationDiverged(index: cut).encode(into: &$0)
+            }
+            let channel = context.channel
+            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+            return
         }
         let plan: FollowerSession.Plan
         if hello.durableIndex + 1 >= self.wal.firstIndex {

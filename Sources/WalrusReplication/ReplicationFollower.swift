@@ -35,6 +35,10 @@ public struct FollowerLinkStatus: Sendable {
     public var lastError: String?
     /// Snapshots installed since this process started.
     public var snapshotsInstalled: Int
+    /// The primary's epoch (from its CHALLENGE).
+    public var primaryEpoch: UInt64 = 0
+    /// Diverged files written since this process started.
+    public var divergedFiles: [String] = []
 }
 
 /// A follower: one thread connects to the primary (reconnecting with capped backoff), checks
@@ -201,13 +205,6 @@ public final class ReplicationFollower: @unchecked Sendable {
                 reason: .badAuth,
                 message: "The primary requires authentication; set repl-auth-file on this follower to the primary's key file.")
         }
-        // Fencing: a primary of an older epoch than this node has seen is stale; never stream from it.
-        if challenge.epoch < meta.currentEpoch {
-            throw Rejected(
-                reason: .staleEpoch,
-                message: "The primary at \(self.host):\(self.port) is at epoch \(challenge.epoch) but this node has seen epoch "
-                    + "\(meta.currentEpoch): it is a stale primary. Follow the current primary instead.")
-        }
         let proof = self.configuration.secret.map {
             ReplicationAuth.proof(secret: $0, nonce: challenge.nonce, clusterID: challenge.clusterID)
         } ?? []
@@ -218,8 +215,17 @@ public final class ReplicationFollower: @unchecked Sendable {
             protocolVersion: ReplicationFrame.protocolVersion, clusterID: meta.clusterID, nodeID: meta.nodeID,
             epoch: meta.currentEpoch, durableEpoch: meta.currentEpoch, durableIndex: durable, authProof: proof,
             partialSnapshotIndex: partial?.index ?? 0, partialSnapshotBytes: partial?.bytes ?? 0,
-            listeningPort: UInt16(clamping: self.configuration.clientPort))
+            listeningPort: UInt16(clamping: self.configuration.clientPort),
+            epochs: meta.epochs.map { (epoch: $0.epoch, firstIndex: $0.firstIndex) })
         try self.sendFrame(socket, .hello, epoch: meta.currentEpoch) { hello.encode(into: &$0) }
+        // Fencing: a primary of an older epoch than this node has seen is stale; never stream from
+        // it. (The HELLO went first so that it learns of the newer epoch and stops taking writes.)
+        if challenge.epoch < meta.currentEpoch {
+            throw Rejected(
+                reason: .staleEpoch,
+                message: "The primary at \(self.host):\(self.port) is at epoch \(challenge.epoch) but this node has seen epoch "
+                    + "\(meta.currentEpoch): it is a stale primary. Follow the current primary instead.")
+        }
         if !meta.clusterID.isEmpty && meta.clusterID != challenge.clusterID && !challenge.clusterID.isEmpty {
             // The primary refuses this too; say it here as well, in this node's terms.
             self.logger.error(
@@ -231,6 +237,7 @@ public final class ReplicationFollower: @unchecked Sendable {
             link.primaryNodeID = challenge.nodeID
             link.received = durable
             link.primarySealedIndex = max(link.primarySealedIndex, challenge.sealedIndex)
+            link.primaryEpoch = challenge.epoch
         }
         // Far behind: size the table for the primary's keys now instead of growing it step by step.
         if challenge.sealedIndex > durable + 100_000 { self.store.reserve(keys: Int(challenge.keyCount)) }
@@ -248,6 +255,20 @@ public final class ReplicationFollower: @unchecked Sendable {
             case .reject:
                 let reject = try ReplicationReject.decode(frame.payload)
                 throw Rejected(reason: reject.reason, message: reject.message)
+            case .diverged:
+                let diverged = try ReplicationDiverged.decode(frame.payload)
+                // This node holds records the primary never had (it was a primary, or followed
+                // one, that lost its place): keep them in a file, cut, and say HELLO again.
+                if let moved = try self.store.truncate(after: diverged.index) {
+                    self.logger.warning(
+                        "This node's log diverged from the primary's; records past the cut were moved aside",
+                        metadata: [
+                            "repl.cut": "\(diverged.index)", "repl.moved": "\(moved.records)", "repl.diverged": "\(moved.path)",
+                            "repl.primary": "\(self.host):\(self.port)",
+                        ])
+                    self.link.withLock { $0.divergedFiles.append(moved.path) }
+                }
+                throw ReplicationError("the log was cut back to \(diverged.index) to match the primary; reconnecting")
             case .heartbeat:
                 var payload = frame.payload
                 if let sealed = payload.readInteger(as: UInt64.self) {

@@ -3,6 +3,9 @@ import Synchronization
 import WALCore
 public import WalrusStore
 
+/// Two hex digits.
+func format2(_ byte: UInt8) -> String { (byte < 16 ? "0" : "") + String(byte, radix: 16) }
+
 /// This node's part in replication: a primary (its listener serves followers) or a follower of
 /// another node (the listener refuses followers and writes are READONLY).
 public final class ReplicationNode: Sendable {
@@ -40,10 +43,74 @@ public final class ReplicationNode: Sendable {
         store.setRetentionGuard { [primary = self.primary] in
             primary.retentionFloor(seenWithinSeconds: seconds, maxBytes: maxBytes)
         }
+        self.primary.onFenced.withLock { $0 = { [weak self] _ in self?.fencedFlag.store(true, ordering: .relaxed) } }
     }
 
-    /// Whether writes are refused (fast: every write asks).
+    /// Whether this node follows another (fast: every write asks).
     public var isFollower: Bool { self.followerFlag.load(ordering: .relaxed) }
+
+    /// Why writes are refused, if they are: a follower (Redis's READONLY words), or a primary that
+    /// learned of a newer epoch (fenced).
+    public var writeRefusal: String? {
+        if self.isFollower { return "READONLY You can't write against a read only replica." }
+        if self.fencedFlag.load(ordering: .relaxed), let reason = self.primary.fencedReason { return "READONLY " + reason }
+        return nil
+    }
+
+    private let fencedFlag = Atomic<Bool>(false)
+
+    /// Promote this follower: stop following, begin a new epoch (its record sealed and in `meta`
+    /// before anything else), take writes. Refuses, unless `force`, when the node knows it is
+    /// behind the primary it last saw. Returns the new epoch and the epoch record's index.
+    public func promote(force: Bool) throws -> (epoch: UInt64, index: UInt64, note: String) {
+        guard self.isFollower else {
+            if self.fencedFlag.load(ordering: .relaxed) && force {
+                return try self.becomePrimary(epoch: self.store.wal.meta.currentEpoch + 1)
+            }
+            throw ReplicationError("This node is already the primary (epoch \(self.store.wal.meta.currentEpoch)).")
+        }
+        let link = self.link
+        let applied = self.store.appliedIndex
+        if let link, link.primarySealedIndex > applied, !force {
+            throw ReplicationError(
+                "This follower is \(link.primarySealedIndex - applied) record(s) behind the primary it last saw "
+                    + "(\(link.primaryHost):\(link.primaryPort) had sealed \(link.primarySealedIndex), this node applied \(applied)). "
+                    + "Promote the most advanced follower, wait for this one to catch up, or use --force to accept losing them.")
+        }
+        let seen = max(self.store.wal.meta.currentEpoch, link?.primaryEpoch ?? 0)
+        self.stopFollowing()
+        return try self.becomePrimary(epoch: seen + 1)
+    }
+
+    private func becomePrimary(epoch: UInt64) throws -> (epoch: UInt64, index: UInt64, note: String) {
+        if self.store.wal.meta.clusterID.isEmpty {
+            // A follower that never synced starts a cluster of its own.
+            var generator = SystemRandomNumberGenerator()
+            let id = (0..<16).map { _ in String(format2(UInt8.random(in: 0...255, using: &generator))) }.joined()
+            try self.store.wal.updateMeta { $0.clusterID = id }
+        }
+        let index = try self.store.beginEpoch(epoch)
+        self.primary.clearFence()
+        self.fencedFlag.store(false, ordering: .relaxed)
+        self.primary.serving = true
+        self.followerFlag.store(false, ordering: .relaxed)
+        self.logger.notice("Promoted: this node is the primary", metadata: ["repl.epoch": "\(epoch)", "repl.index": "\(index)"])
+        let note =
+            self.configuration.follow != nil
+            ? "remove 'follow' from this node's config, or it follows its old primary again after a restart" : ""
+        return (epoch, index, note)
+    }
+
+    /// Follow `host:port` from now on (a former primary rejoining, or a follower re-pointed).
+    /// Writes are refused at once; this node's followers are let go.
+    public func follow(host: String, port: Int) {
+        self.followerFlag.store(true, ordering: .relaxed)
+        self.primary.serving = false
+        self.primary.dropFollowers(reason: "this node now follows \(host):\(port)")
+        self.primary.clearFence()
+        self.fencedFlag.store(false, ordering: .relaxed)
+        self.startFollowing(host: host, port: port)
+    }
 
     public var role: Role {
         self.follower.withLock { follower in follower.map { .follower(host: $0.host, port: $0.port) } ?? .primary }

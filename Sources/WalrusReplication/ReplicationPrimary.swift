@@ -64,6 +64,38 @@ public final class ReplicationPrimary: @unchecked Sendable {
         get { self.servingFlag.load(ordering: .relaxed) }
         set { self.servingFlag.store(newValue, ordering: .relaxed) }
     }
+    /// Set when this node learned of a newer epoch than its own (it is a stale primary).
+    private let fence = Mutex<String?>(nil)
+    /// Called when this primary is fenced off (the node stops taking writes).
+    let onFenced = Mutex<(@Sendable (String) -> Void)?>(nil)
+
+    /// Why this node refuses writes as a stale primary, if it does.
+    public var fencedReason: String? { self.fence.withLock { $0 } }
+
+    /// A peer knows epoch `epoch`, newer than ours: stop taking writes at once.
+    func metHigherEpoch(_ epoch: UInt64, from peer: String) {
+        let ours = self.store.wal.meta.currentEpoch
+        guard epoch > ours else { return }
+        let reason =
+            "This node was the primary of epoch \(ours), but \(peer) has seen epoch \(epoch): a newer primary exists, so "
+            + "this node takes no more writes. Make it follow the current primary ('walrusctl follow HOST:PORT')."
+        let first = self.fence.withLock { current -> Bool in
+            defer { current = reason }
+            return current == nil
+        }
+        guard first else { return }
+        self.logger.critical("Fenced: a newer epoch exists; refusing writes", metadata: ["repl.epoch": "\(epoch)", "repl.peer": "\(peer)"])
+        self.onFenced.withLock { $0 }?(reason)
+    }
+
+    /// Clear the fence (the node follows or was promoted again).
+    func clearFence() { self.fence.withLock { $0 = nil } }
+
+    /// Close every follower connection (this node stops being their primary).
+    public func dropFollowers(reason: String) {
+        for session in self.sessions.withLock({ Array($0.values) }) { session.stop(reason: reason) }
+    }
+
     /// Snapshots sent by node id (tests check a resumed follower got none).
     private let snapshotCounts = Mutex<[String: Int]>([:])
     private let channel = Mutex<(any Channel)?>(nil)

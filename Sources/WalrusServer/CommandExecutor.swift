@@ -119,7 +119,7 @@ final class CommandExecutor: Sendable {
             guard arguments.count == 2 else {
                 return reply { $0.writeErrorReply("ERR syntax error (walrus's SET takes a key and a value, no options)") }
             }
-            if self.isFollower { return reply { $0.writeErrorReply(Self.readOnlyError) } }
+            if let refusal = self.replication?.writeRefusal { return reply { $0.writeErrorReply(refusal) } }
             return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
                 try self.store.set(
                     key: Array(arguments[0].readableBytesView), value: Array(arguments[1].readableBytesView),
@@ -127,7 +127,7 @@ final class CommandExecutor: Sendable {
             }
         case "MSET":
             if let error = arity(arguments.count >= 2 && arguments.count % 2 == 0) { return error }
-            if self.isFollower { return reply { $0.writeErrorReply(Self.readOnlyError) } }
+            if let refusal = self.replication?.writeRefusal { return reply { $0.writeErrorReply(refusal) } }
             var commands: [StoreCommand] = []
             commands.reserveCapacity(arguments.count / 2)
             for pair in stride(from: 0, to: arguments.count, by: 2) {
@@ -139,7 +139,7 @@ final class CommandExecutor: Sendable {
             }
         case "DEL":
             if let error = arity(arguments.count >= 1) { return error }
-            if self.isFollower { return reply { $0.writeErrorReply(Self.readOnlyError) } }
+            if let refusal = self.replication?.writeRefusal { return reply { $0.writeErrorReply(refusal) } }
             let deleted = Counter()
             return self.write(allocator: allocator, completion: completion, ok: { $0.writeIntegerReply(deleted.value) }) { callback in
                 for key in arguments where try self.store.delete(key: Array(key.readableBytesView)) { deleted.value += 1 }

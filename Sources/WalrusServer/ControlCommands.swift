@@ -80,8 +80,29 @@ public final class ControlCommands: Sendable {
         case "digest":
             let digest = self.store.digest()
             return ["digest": digest.digest, "index": digest.index, "keys": digest.keys]
-        case "promote", "follow", "switchover":
-            throw ControlError("'\(verb)' is part of failover, which this walrusd does not have yet.")
+        case "promote":
+            guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
+            do {
+                let result = try replication.promote(force: request["force"] as? Bool ?? false)
+                var reply: [String: Any] = ["epoch": result.epoch, "index": result.index, "role": "primary"]
+                if !result.note.isEmpty { reply["note"] = result.note }
+                return reply
+            } catch let error as ReplicationError {
+                throw ControlError(error.message)
+            }
+        case "follow":
+            guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
+            guard let target = request["target"] as? String, let colon = target.lastIndex(of: ":"),
+                let port = Int(target[target.index(after: colon)...]), (1...65535).contains(port), colon > target.startIndex
+            else {
+                throw ControlError("follow needs \"target\": \"HOST:PORT\" (the primary's replication port, e.g. 10.0.0.1:7380).")
+            }
+            var host = String(target[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            replication.follow(host: host, port: port)
+            return ["role": "follower", "primary": target]
+        case "switchover":
+            throw ControlError("'switchover' is not built yet: run 'walrusctl promote' on the target, then 'walrusctl follow TARGET' here.")
         default:
             throw ControlError("Unknown verb '\(verb)'; the verbs are: \(Self.verbs.joined(separator: ", ")).")
         }
@@ -118,6 +139,9 @@ public final class ControlCommands: Sendable {
             "health": wal.failure?.message ?? wal.diskFull?.message ?? "ok",
             "clusterID": wal.meta.clusterID,
             "nodeID": wal.meta.nodeID,
+            "epochHistory": wal.meta.epochs.map { ["epoch": $0.epoch, "firstIndex": $0.firstIndex] },
+            "divergedFiles": ((try? FileIO.listDirectory(self.store.configuration.directory)) ?? [])
+                .filter { $0.hasPrefix("diverged-") && $0.hasSuffix(".log") }.sorted(),
         ].merging(self.replicationStatus()) { _, new in new }
     }
 
@@ -147,11 +171,16 @@ public final class ControlCommands: Sendable {
             return fields
         }
         let replicas = replication.primary.replicas()
-        return [
+        var fields: [String: Any] = [
             "followers": replicas.filter { $0.state != .disconnected }.count,
             "syncReplicas": replication.configuration.syncReplicas,
             "replicationPort": replication.primary.port ?? 0,
         ]
+        if let refusal = replication.writeRefusal {
+            fields["health"] = refusal
+            fields["fenced"] = true
+        }
+        return fields
     }
 
     static func replicaJSON(_ replica: ReplicaStatus) -> [String: Any] {

@@ -38,6 +38,20 @@ extension CommandExecutor {
     }
 
     func replicationFields() -> [(String, String)] {
+        var fields = self.replicationRoleFields()
+        let meta = self.store.wal.meta
+        fields.append(("walrus_epoch", String(meta.currentEpoch)))
+        fields.append(("walrus_epoch_history", meta.epochs.map { "\($0.epoch):\($0.firstIndex)" }.joined(separator: ",")))
+        let diverged = ((try? FileIO.listDirectory(self.store.configuration.directory)) ?? [])
+            .filter { $0.hasPrefix("diverged-") && $0.hasSuffix(".log") }.sorted()
+        fields.append(("walrus_diverged_files", diverged.joined(separator: ",")))
+        if let refusal = self.replication?.writeRefusal, !(self.replication?.isFollower ?? false) {
+            fields.append(("walrus_fenced", refusal))
+        }
+        return fields
+    }
+
+    private func replicationRoleFields() -> [(String, String)] {
         let wal = self.store.wal
         let clusterID = wal.meta.clusterID
         guard let replication = self.replication else {

@@ -47,12 +47,107 @@ extension KeyValueStore {
                 throw StoreError(error)
             }
             var index = firstIndex
+            var epochs: [MetaFile.EpochStart] = []
             for view in checked {
                 state.apply(view, index: index)
+                if view.op == .epoch { epochs.append(MetaFile.EpochStart(epoch: view.epoch ?? 0, firstIndex: index)) }
                 index += 1
+            }
+            // A new epoch began on the primary: record it in this node's history too.
+            if !epochs.isEmpty {
+                do {
+                    try self.wal.updateMeta { meta in
+                        for start in epochs where start.epoch > meta.currentEpoch { meta.epochs.append(start) }
+                    }
+                } catch let error as WALError {
+                    throw StoreError(error)
+                }
             }
             return last
         }
+    }
+
+    /// Begin epoch `epoch` on this node (a promotion): its epoch record is appended and sealed,
+    /// then the history in `meta` records where the epoch starts — both durable before this
+    /// returns, so the node never acts as primary of an epoch its disk does not know. Returns the
+    /// epoch record's index.
+    @discardableResult
+    public func beginEpoch(_ epoch: UInt64) throws -> UInt64 {
+        let current = self.wal.meta.currentEpoch
+        guard epoch > current else {
+            throw StoreError(.invalidArgument, "Epoch \(epoch) is not after this node's epoch \(current).")
+        }
+        let value = RecordEncoder.epochValue(epoch)
+        let index = try self.withState { state -> UInt64 in
+            let index: UInt64
+            do {
+                index = try self.wal.append(op: .epoch, key: [], value: value)
+            } catch let error as WALError {
+                throw StoreError(error)
+            }
+            state.appliedIndex = index
+            return index
+        }
+        try self.commitBlocking()
+        do {
+            try self.wal.updateMeta { $0.epochs.append(MetaFile.EpochStart(epoch: epoch, firstIndex: index)) }
+        } catch let error as WALError {
+            throw StoreError(error)
+        }
+        return index
+    }
+
+    /// Cut this node's history back to `index`: every record after it goes, byte for byte, into
+    /// `diverged-<epoch>-<from>-<to>.log` in the data directory (kept, never deleted), snapshots
+    /// past it are renamed `….diverged`, and the in-memory state is rebuilt at `index` from the
+    /// newest snapshot at or before it and the log. Returns the diverged file's path and how many
+    /// records it holds (nil when there was nothing past `index`).
+    public func truncate(after index: UInt64) throws -> (path: String, records: UInt64)? {
+        let directory = self.configuration.directory
+        let last = self.wal.lastIndex
+        guard index < last else { return nil }
+        let epoch = EpochHistory.epoch(at: index + 1, in: self.wal.meta.epochs) ?? self.wal.meta.currentEpoch
+        let path = FileIO.join(directory, "diverged-\(epoch)-\(index + 1)-\(last).log")
+        let moved: UInt64
+        do {
+            if index + 1 < self.wal.firstIndex {
+                // The cut is before this log's start: keep every record, then start over empty
+                // (the primary sends a snapshot).
+                moved = try self.wal.truncate(after: self.wal.firstIndex - 1, divergedPath: path)
+                try self.wal.restart(after: 0)
+            } else {
+                moved = try self.wal.truncate(after: index, divergedPath: path)
+            }
+        } catch let error as WALError {
+            throw StoreError(error)
+        }
+        for name in try FileIO.listDirectory(directory) {
+            if let snapshot = SnapshotName.parse(name), snapshot > index {
+                let from = FileIO.join(directory, name)
+                guard rename(from, from + ".diverged") == 0 else {
+                    throw StoreError(.invalidArgument, "Cannot rename \(from) aside: \(FileIO.describe(errno)).")
+                }
+            }
+        }
+        try FileIO.fsyncDirectory(directory)
+        // Rebuild the state at the cut: the newest snapshot at or before it, then the log.
+        var state = StoreState()
+        var from: UInt64 = 0
+        let snapshots = try FileIO.listDirectory(directory).compactMap(SnapshotName.parse).filter { $0 <= index }.sorted(by: >)
+        for snapshot in snapshots {
+            if let (header, loaded) = try? SnapshotFile.read(path: FileIO.join(directory, SnapshotName.format(snapshot))) {
+                state = loaded
+                from = header.index
+                break
+            }
+        }
+        let start = max(from + 1, self.wal.firstIndex)
+        if start <= self.wal.lastIndex {
+            try WALCursor(wal: self.wal, from: start).forEach { recordIndex, view in state.apply(view, index: recordIndex) }
+        }
+        state.appliedIndex = self.wal.lastIndex
+        self.replaceState(state)
+        return (path, moved)
     }
 
     /// Make room for `keys` keys at once (a follower about to receive that many; saves the

@@ -11,7 +11,7 @@ struct Walrusctl: ParsableCommand {
         commandName: "walrusctl",
         abstract: "Operate walrusd: status, replicas, digest, flush, checkpoint, log level, reload; inspect a log offline.",
         subcommands: [
-            Status.self, Replicas.self, Digest.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self,
+            Status.self, Replicas.self, Digest.self, Promote.self, Follow.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self,
         ])
 }
 
@@ -80,6 +80,8 @@ struct Status: ParsableCommand {
             ("clients", value("connectedClients")), ("client port", value("clientPort")), ("uptime", "\(value("uptimeSeconds")) s"),
             ("data", value("dataDirectory")), ("pid", value("pid")), ("log level", value("logLevel")), ("health", value("health")),
             ("node id", value("nodeID")), ("cluster id", value("clusterID")),
+            ("epoch history", ((status["epochHistory"] as? [[String: Any]]) ?? []).map { "\($0["epoch"] ?? "?") from \($0["firstIndex"] ?? "?")" }.joined(separator: ", ")),
+            ("diverged files", ((status["divergedFiles"] as? [String]) ?? []).joined(separator: " ").isEmpty ? "none" : ((status["divergedFiles"] as? [String]) ?? []).joined(separator: " ")),
         ])
         if status["role"] as? String == "follower" {
             var rows: [(String, String)] = [
@@ -138,6 +140,34 @@ struct Replicas: ParsableCommand {
             print(zip(row, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined().trimmingCharacters(in: .whitespaces))
         }
         for note in notes { print("warning: " + note) }
+    }
+}
+
+struct Promote: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make this follower the primary: stop following, begin a new epoch, take writes.")
+    @OptionGroup var options: ControlOptions
+    @Flag(help: "Promote even though this node is behind the primary it last saw (those records are then lost to the cluster).")
+    var force = false
+
+    func run() throws {
+        let result = try self.options.call(["verb": "promote", "force": self.force])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        print("primary of epoch \(result["epoch"] ?? "?") (epoch record at index \(result["index"] ?? "?"))")
+        if let note = result["note"] { print("note: \(note)") }
+    }
+}
+
+struct Follow: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Follow HOST:PORT (a primary's replication port); a former primary's extra records are moved aside.")
+    @OptionGroup var options: ControlOptions
+    @Argument(help: "The primary's replication address, HOST:PORT.") var target: String
+
+    func run() throws {
+        let result = try self.options.call(["verb": "follow", "target": self.target])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        print("following \(result["primary"] ?? self.target); see 'walrusctl status' for the link")
     }
 }
 
@@ -247,6 +277,8 @@ struct WAL: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print records as text or JSON lines.")
         @Option(name: [.customLong("data"), .customLong("data-dir")], help: "The data directory.")
         var data: String = "./walrus-data"
+        @Option(help: "Dump this file of frames instead (a diverged-EPOCH-FROM-TO.log moved aside by 'follow').")
+        var file: String?
         @Option(help: "The first index to print.") var from: UInt64 = 1
         @Option(help: "The last index to print.") var to: UInt64 = UInt64.max
         @Flag(help: "One JSON object per record.") var json = false
@@ -254,7 +286,7 @@ struct WAL: ParsableCommand {
         func run() throws {
             guard self.from <= self.to else { throw ValidationError("--from must not be after --to") }
             let json = self.json
-            let report = try WALInspector.dump(directory: self.data, range: self.from...self.to) { index, record in
+            let printer: (UInt64, RecordView) throws -> Void = { index, record in
                 var values: [String] = []
                 record.forEachBatchEntry { op, key, value in
                     values.append(json ? "" : "\(op) \(Self.show(key))" + (op == .set ? " = \(Self.show(value))" : ""))
@@ -278,6 +310,9 @@ struct WAL: ParsableCommand {
                     print("\(index)  " + values.joined(separator: "; "))
                 }
             }
+            let report =
+                try self.file.map { try WALInspector.dump(file: $0, range: self.from...self.to, printer) }
+                ?? WALInspector.dump(directory: self.data, range: self.from...self.to, printer)
             if let damage = report.damage { ControlOptions.fail("walrusctl: \(damage)") }
         }
 

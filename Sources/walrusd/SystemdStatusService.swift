@@ -66,7 +66,10 @@ struct SystemdStatusService: Service {
             text += " · applied \(link.applied) · lag \(link.lagRecords) records · \(clientText) · \(store.count) keys"
             return text
         }
-        var text = "primary · index \(store.wal.lastIndex) (sealed \(store.wal.sealedIndex))"
+        var text = "primary · epoch \(store.wal.meta.currentEpoch) · index \(store.wal.lastIndex) (sealed \(store.wal.sealedIndex))"
+        if let refusal = server.replication?.writeRefusal {
+            return "FENCED (stale primary, refusing writes) · " + text + " · " + refusal
+        }
         if let replication = server.replication {
             let replicas = replication.primary.replicas().filter { $0.state != .disconnected }
             let maxLag = replicas.map(\.lagRecords).max() ?? 0
