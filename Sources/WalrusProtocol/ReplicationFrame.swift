@@ -36,9 +36,13 @@ public struct ReplicationFrame: Sendable, Equatable {
         /// Primary → follower: your log left mine after `index`; move the rest aside, cut, and
         /// say HELLO again (`ReplicationDiverged`).
         public static let diverged = Kind(rawValue: 9)
+        /// Primary → follower (switchover): become the primary of the next epoch (`ReplicationPromotion`).
+        public static let promote = Kind(rawValue: 10)
+        /// Follower → primary: promoted (`ReplicationPromotion`).
+        public static let promoted = Kind(rawValue: 11)
 
         /// Whether this version knows the kind.
-        public var isKnown: Bool { (1...9).contains(self.rawValue) }
+        public var isKnown: Bool { (1...11).contains(self.rawValue) }
 
         public var description: String {
             switch self {
@@ -51,6 +55,8 @@ public struct ReplicationFrame: Sendable, Equatable {
             case .snapshotBegin: "SNAPSHOT"
             case .snapshotChunk: "SNAPSHOT-CHUNK"
             case .diverged: "DIVERGED"
+            case .promote: "PROMOTE"
+            case .promoted: "PROMOTED"
             default: "kind \(self.rawValue)"
             }
         }

@@ -21,6 +21,8 @@ public struct ReplicationHello: Sendable, Equatable {
     public var partialSnapshotBytes: UInt64
     /// The follower's client port, for INFO's slaveN:port (0 when unknown).
     public var listeningPort: UInt16
+    /// The follower's own replication port (where it serves followers once promoted; 0 unknown).
+    public var replicationPort: UInt16 = 0
     /// The follower's epoch history: (epoch, first index) pairs, oldest first.
     public var epochs: [(epoch: UInt64, firstIndex: UInt64)]
 
@@ -46,7 +48,7 @@ public struct ReplicationHello: Sendable, Equatable {
         a.protocolVersion == b.protocolVersion && a.clusterID == b.clusterID && a.nodeID == b.nodeID && a.epoch == b.epoch
             && a.durableEpoch == b.durableEpoch && a.durableIndex == b.durableIndex && a.authProof == b.authProof
             && a.partialSnapshotIndex == b.partialSnapshotIndex && a.partialSnapshotBytes == b.partialSnapshotBytes
-            && a.listeningPort == b.listeningPort && a.epochs.elementsEqual(b.epochs, by: { $0 == $1 })
+            && a.listeningPort == b.listeningPort && a.replicationPort == b.replicationPort && a.epochs.elementsEqual(b.epochs, by: { $0 == $1 })
     }
 
     public func encode(into buffer: inout ByteBuffer) {
@@ -60,6 +62,7 @@ public struct ReplicationHello: Sendable, Equatable {
         buffer.writeInteger(self.partialSnapshotIndex)
         buffer.writeInteger(self.partialSnapshotBytes)
         buffer.writeInteger(self.listeningPort)
+        buffer.writeInteger(self.replicationPort)
         buffer.writeInteger(UInt32(self.epochs.count))
         for entry in self.epochs {
             buffer.writeInteger(entry.epoch)
@@ -83,17 +86,19 @@ public struct ReplicationHello: Sendable, Equatable {
             let durableEpoch = buffer.readInteger(as: UInt64.self), let durableIndex = buffer.readInteger(as: UInt64.self),
             let proof = try buffer.readLengthPrefixed(), let partialIndex = buffer.readInteger(as: UInt64.self),
             let partialBytes = buffer.readInteger(as: UInt64.self), let port = buffer.readInteger(as: UInt16.self),
-            let historyCount = buffer.readInteger(as: UInt32.self), Int(historyCount) * 16 == buffer.readableBytes
+            let replicationPort = buffer.readInteger(as: UInt16.self), let historyCount = buffer.readInteger(as: UInt32.self), Int(historyCount) * 16 == buffer.readableBytes
         else { throw ReplicationFrameError("a HELLO payload does not parse") }
         var epochs: [(epoch: UInt64, firstIndex: UInt64)] = []
         for _ in 0..<historyCount {
             epochs.append((buffer.readInteger(as: UInt64.self)!, buffer.readInteger(as: UInt64.self)!))
         }
-        return ReplicationHello(
+        var hello = ReplicationHello(
             protocolVersion: version, clusterID: String(decoding: cluster, as: UTF8.self),
             nodeID: String(decoding: node, as: UTF8.self), epoch: epoch, durableEpoch: durableEpoch,
             durableIndex: durableIndex, authProof: proof, partialSnapshotIndex: partialIndex,
             partialSnapshotBytes: partialBytes, listeningPort: port, epochs: epochs)
+        hello.replicationPort = replicationPort
+        return hello
     }
 }
 
@@ -182,6 +187,30 @@ public struct ReplicationStream: Sendable, Equatable {
             throw ReplicationFrameError("a STREAM payload does not parse")
         }
         return ReplicationStream(firstIndex: first, count: count, frames: buffer)
+    }
+}
+
+/// PROMOTE (primary → follower, switchover): become the primary of `epoch`. PROMOTED (follower →
+/// primary): done; the epoch record is at `index`.
+public struct ReplicationPromotion: Sendable, Equatable {
+    public var epoch: UInt64
+    public var index: UInt64
+    public init(epoch: UInt64, index: UInt64) {
+        self.epoch = epoch
+        self.index = index
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(self.epoch)
+        buffer.writeInteger(self.index)
+    }
+
+    public static func decode(_ payload: ByteBuffer) throws -> ReplicationPromotion {
+        var buffer = payload
+        guard let epoch = buffer.readInteger(as: UInt64.self), let index = buffer.readInteger(as: UInt64.self),
+            buffer.readableBytes == 0
+        else { throw ReplicationFrameError("a PROMOTE payload does not parse") }
+        return ReplicationPromotion(epoch: epoch, index: index)
     }
 }
 

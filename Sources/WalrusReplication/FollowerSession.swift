@@ -17,7 +17,11 @@ final class FollowerSession: @unchecked Sendable {
     let host: String
     let remotePort: Int
     private(set) var nodeID = ""
-    private var clientPort = 0
+    private(set) var clientPort = 0
+    /// The follower's own replication port (a switchover hands over to host:replicationPort).
+    private(set) var replicationPort = 0
+    /// Set when the follower reports it promoted itself (switchover).
+    let promotion = Mutex<ReplicationPromotion?>(nil)
     private let primary: ReplicationPrimary
     private let lock = Mutex(Positions())
     private let stopped = Atomic<Bool>(false)
@@ -66,6 +70,7 @@ final class FollowerSession: @unchecked Sendable {
     func start(hello: ReplicationHello, plan: Plan) {
         self.nodeID = hello.nodeID
         self.clientPort = Int(hello.listeningPort)
+        self.replicationPort = Int(hello.replicationPort)
         self.lock.withLock { positions in
             positions.received = hello.durableIndex
             positions.durable = hello.durableIndex

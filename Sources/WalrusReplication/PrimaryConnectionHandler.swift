@@ -47,6 +47,10 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 session.acknowledge(try ReplicationAck.decode(frame.payload))
             case .heartbeat:
                 self.session?.heard()
+            case .promoted:
+                guard let session = self.session else { throw ReplicationFrameError("a PROMOTED before HELLO") }
+                let promotion = try ReplicationPromotion.decode(frame.payload)
+                session.promotion.withLock { $0 = promotion }
             default:
                 throw ReplicationFrameError("a \(frame.kind) frame, which a follower never sends")
             }

@@ -58,6 +58,13 @@ public final class ReplicationFollower: @unchecked Sendable {
     private var reader: DedicatedThread?
     private var acker: DedicatedThread?
     private let lastFrame = Atomic<UInt64>(0)
+    /// Set once a switchover promoted this node: the reader stops instead of reconnecting.
+    private let promotedFlag = Atomic<Bool>(false)
+    /// This node's client and replication ports, read at each HELLO (the listeners may bind after
+    /// following starts).
+    var ports: @Sendable () -> (client: Int, replication: Int) = { (0, 0) }
+    /// Called (on its own thread) after a switchover promoted this node.
+    var onPromoted: @Sendable (UInt64) -> Void = { _ in }
 
     public init(
         store: KeyValueStore, configuration: ReplicationConfiguration, host: String, port: Int, logger: Logger,
@@ -133,7 +140,7 @@ public final class ReplicationFollower: @unchecked Sendable {
     private func runReader() {
         var backoffMilliseconds: UInt64 = 100
         var failures = 0
-        while !self.stopping.load(ordering: .relaxed) {
+        while !self.stopping.load(ordering: .relaxed) && !self.promotedFlag.load(ordering: .relaxed) {
             var refused = false
             do {
                 try self.connection(onEstablished: {
@@ -153,7 +160,7 @@ public final class ReplicationFollower: @unchecked Sendable {
                         "repl.primary": "\(self.host):\(self.port)", "repl.reason": "\(error.reason)", "repl.error": "\(error.message)",
                     ])
             } catch {
-                if self.stopping.load(ordering: .relaxed) { break }
+                if self.stopping.load(ordering: .relaxed) || self.promotedFlag.load(ordering: .relaxed) { break }
                 failures += 1
                 let wasUp = self.link.withLock { $0.linkUp }
                 self.update { link in
@@ -215,9 +222,11 @@ public final class ReplicationFollower: @unchecked Sendable {
             protocolVersion: ReplicationFrame.protocolVersion, clusterID: meta.clusterID, nodeID: meta.nodeID,
             epoch: meta.currentEpoch, durableEpoch: meta.currentEpoch, durableIndex: durable, authProof: proof,
             partialSnapshotIndex: partial?.index ?? 0, partialSnapshotBytes: partial?.bytes ?? 0,
-            listeningPort: UInt16(clamping: self.configuration.clientPort),
+            listeningPort: UInt16(clamping: self.ports().client == 0 ? self.configuration.clientPort : self.ports().client),
             epochs: meta.epochs.map { (epoch: $0.epoch, firstIndex: $0.firstIndex) })
-        try self.sendFrame(socket, .hello, epoch: meta.currentEpoch) { hello.encode(into: &$0) }
+        var greeting = hello
+        greeting.replicationPort = UInt16(clamping: self.ports().replication)
+        try self.sendFrame(socket, .hello, epoch: meta.currentEpoch) { greeting.encode(into: &$0) }
         // Fencing: a primary of an older epoch than this node has seen is stale; never stream from
         // it. (The HELLO went first so that it learns of the newer epoch and stops taking writes.)
         if challenge.epoch < meta.currentEpoch {
@@ -255,6 +264,23 @@ public final class ReplicationFollower: @unchecked Sendable {
             case .reject:
                 let reject = try ReplicationReject.decode(frame.payload)
                 throw Rejected(reason: reject.reason, message: reject.message)
+            case .promote:
+                // Switchover: the primary has paused writes and waited for this node to hold every
+                // sealed record; begin the next epoch here, tell it, and stop following.
+                let request = try ReplicationPromotion.decode(frame.payload)
+                try self.store.commitBlocking()
+                let index = try self.store.beginEpoch(request.epoch)
+                try self.sendFrame(socket, .promoted, epoch: request.epoch) {
+                    ReplicationPromotion(epoch: request.epoch, index: index).encode(into: &$0)
+                }
+                self.promotedFlag.store(true, ordering: .relaxed)
+                self.logger.notice(
+                    "Promoted by a switchover from the primary",
+                    metadata: ["repl.epoch": "\(request.epoch)", "repl.index": "\(index)", "repl.oldPrimary": "\(self.host):\(self.port)"])
+                let done = self.onPromoted
+                let finisher = DedicatedThread(name: "walrus-promoted") { done(request.epoch) }
+                _ = finisher
+                throw ReplicationError("promoted to primary of epoch \(request.epoch)")
             case .diverged:
                 let diverged = try ReplicationDiverged.decode(frame.payload)
                 // This node holds records the primary never had (it was a primary, or followed

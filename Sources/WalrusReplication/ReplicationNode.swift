@@ -1,6 +1,10 @@
 public import Logging
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import WALCore
+import WalrusProtocol
 public import WalrusStore
 
 /// Two hex digits.
@@ -52,12 +56,85 @@ public final class ReplicationNode: Sendable {
     /// Why writes are refused, if they are: a follower (Redis's READONLY words), or a primary that
     /// learned of a newer epoch (fenced).
     public var writeRefusal: String? {
+        if let target = self.pausedFor.withLock({ $0 }) {
+            return "TRYAGAIN Switchover in progress: the primary is moving to \(target); retry there in a moment."
+        }
         if self.isFollower { return "READONLY You can't write against a read only replica." }
         if self.fencedFlag.load(ordering: .relaxed), let reason = self.primary.fencedReason { return "READONLY " + reason }
         return nil
     }
 
     private let fencedFlag = Atomic<Bool>(false)
+    /// Set during a switchover: where the writes are going.
+    private let pausedFor = Mutex<String?>(nil)
+
+    /// The planned handover to the follower `target` (node id, or host:port): pause writes, wait
+    /// until it holds every sealed record durably, have it begin the next epoch, then follow it.
+    /// On any failure within `timeoutMilliseconds` writes resume here and the error says what
+    /// happened. Blocks the calling thread (the control socket runs it on its own).
+    public func switchover(to target: String, timeoutMilliseconds: Int) throws -> [String: Any] {
+        guard !self.isFollower else { throw ReplicationError("This node is a follower; run switchover on the primary.") }
+        guard let session = self.primary.session(matching: target), session.state == .streaming || session.state == .catchingUp else {
+            throw ReplicationError(
+                "No connected follower is '\(target)'; give a node id or host:port from 'walrusctl replicas'.")
+        }
+        guard session.replicationPort > 0 else {
+            throw ReplicationError("The follower '\(target)' did not say its replication port; it cannot become the primary.")
+        }
+        let clientAddress = "\(session.host):\(session.clientPort)"
+        let replicationAddress = "\(session.host):\(session.replicationPort)"
+        let started = monotonicNanoseconds()
+        let deadline = started + UInt64(max(timeoutMilliseconds, 1)) * 1_000_000
+        self.pausedFor.withLock { $0 = clientAddress }
+        self.logger.notice("Switchover: writes paused", metadata: ["repl.target": "\(session.nodeID)", "repl.address": "\(replicationAddress)"])
+        func resume(_ why: String) -> ReplicationError {
+            self.pausedFor.withLock { $0 = nil }
+            self.logger.error("Switchover failed; writes resume here", metadata: ["repl.target": "\(session.nodeID)", "repl.error": "\(why)"])
+            return ReplicationError("Switchover to \(session.nodeID) failed: \(why) This node is still the primary and takes writes again.")
+        }
+        // 1. Every record appended so far sealed here, then durable on the target.
+        do { try self.store.commitBlocking() } catch { throw resume("sealing the log failed (\(error)).") }
+        let target = self.store.wal.lastIndex
+        while session.durableIndex < target {
+            if session.isStopped { throw resume("the target disconnected while catching up.") }
+            if monotonicNanoseconds() > deadline {
+                throw resume("the target had \(session.durableIndex) of \(target) records durable when the \(timeoutMilliseconds) ms ran out.")
+            }
+            usleep(1000)
+        }
+        let caughtUp = monotonicNanoseconds()
+        // 2. Promote it.
+        let epoch = self.store.wal.meta.currentEpoch + 1
+        let frame = FrameBuilder.frame(.promote, epoch: epoch - 1, allocator: session.channel.allocator) {
+            ReplicationPromotion(epoch: epoch, index: 0).encode(into: &$0)
+        }
+        session.channel.writeAndFlush(frame, promise: nil)
+        while session.promotion.withLock({ $0 }) == nil {
+            if monotonicNanoseconds() > deadline {
+                // It may still promote itself: if it does, its epoch fences this node at the first
+                // contact; say so.
+                throw resume("the target did not confirm its promotion in time (if it did promote, it is at epoch \(epoch) and this node will be fenced on contact).")
+            }
+            if session.isStopped && session.promotion.withLock({ $0 }) == nil {
+                usleep(20_000)
+                if session.promotion.withLock({ $0 }) == nil { throw resume("the target disconnected before confirming its promotion.") }
+            }
+            usleep(500)
+        }
+        let promoted = monotonicNanoseconds()
+        // 3. Follow it. Writes are refused from here on with READONLY (clients reconnect to it).
+        self.follow(host: session.host, port: session.replicationPort)
+        self.pausedFor.withLock { $0 = nil }
+        let pausedMilliseconds = Double(promoted - started) / 1e6
+        self.logger.notice(
+            "Switchover done: this node follows the new primary",
+            metadata: ["repl.primary": "\(replicationAddress)", "repl.epoch": "\(epoch)", "repl.pausedMs": "\(pausedMilliseconds)"])
+        return [
+            "newPrimary": session.nodeID, "clientAddress": clientAddress, "replicationAddress": replicationAddress,
+            "epoch": epoch, "sealedIndex": target, "catchUpMilliseconds": Double(caughtUp - started) / 1e6,
+            "pausedMilliseconds": pausedMilliseconds,
+        ]
+    }
 
     /// Promote this follower: stop following, begin a new epoch (its record sealed and in `meta`
     /// before anything else), take writes. Refuses, unless `force`, when the node knows it is
@@ -101,6 +178,16 @@ public final class ReplicationNode: Sendable {
         return (epoch, index, note)
     }
 
+    /// A switchover promoted this node (its follower thread wrote the epoch): take writes.
+    private func finishPromotion(epoch: UInt64) {
+        self.stopFollowing()
+        self.primary.clearFence()
+        self.fencedFlag.store(false, ordering: .relaxed)
+        self.primary.serving = true
+        self.followerFlag.store(false, ordering: .relaxed)
+        self.logger.notice("Promoted: this node is the primary", metadata: ["repl.epoch": "\(epoch)", "repl.by": "switchover"])
+    }
+
     /// Follow `host:port` from now on (a former primary rejoining, or a follower re-pointed).
     /// Writes are refused at once; this node's followers are let go.
     public func follow(host: String, port: Int) {
@@ -125,6 +212,7 @@ public final class ReplicationNode: Sendable {
         self.primary.serving = false
         var configuration = self.configuration
         if self.clientPort != 0 { configuration.clientPort = self.clientPort }
+        configuration.replicationListenPort = self.primary.port ?? 0
         let follower = ReplicationFollower(
             store: self.store, configuration: configuration, host: host, port: port, logger: self.logger,
             onLinkChange: self.onLinkChange)
@@ -133,6 +221,8 @@ public final class ReplicationNode: Sendable {
             return current
         }
         old?.stop()
+        follower.onPromoted = { [weak self] epoch in self?.finishPromotion(epoch: epoch) }
+        follower.ports = { [weak self] in (self?.clientPort ?? 0, self?.primary.port ?? 0) }
         follower.start()
         self.logger.notice("Following a primary", metadata: ["repl.primary": "\(host):\(port)"])
     }

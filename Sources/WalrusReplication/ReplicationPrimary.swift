@@ -96,6 +96,17 @@ public final class ReplicationPrimary: @unchecked Sendable {
         for session in self.sessions.withLock({ Array($0.values) }) { session.stop(reason: reason) }
     }
 
+    /// The live session of the follower named `target`: its node id, or its host:port (client or
+    /// replication port).
+    func session(matching target: String) -> FollowerSession? {
+        self.sessions.withLock { sessions in
+            sessions.values.first { session in
+                session.nodeID == target || "\(session.host):\(session.clientPort)" == target
+                    || "\(session.host):\(session.replicationPort)" == target
+            }
+        }
+    }
+
     /// Snapshots sent by node id (tests check a resumed follower got none).
     private let snapshotCounts = Mutex<[String: Int]>([:])
     private let channel = Mutex<(any Channel)?>(nil)

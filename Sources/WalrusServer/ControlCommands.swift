@@ -102,7 +102,16 @@ public final class ControlCommands: Sendable {
             replication.follow(host: host, port: port)
             return ["role": "follower", "primary": target]
         case "switchover":
-            throw ControlError("'switchover' is not built yet: run 'walrusctl promote' on the target, then 'walrusctl follow TARGET' here.")
+            guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
+            guard let target = request["target"] as? String, !target.isEmpty else {
+                throw ControlError("switchover needs \"target\": a follower's node id or host:port (see 'walrusctl replicas').")
+            }
+            let timeout = (request["timeoutMilliseconds"] as? Int) ?? 10_000
+            do {
+                return try replication.switchover(to: target, timeoutMilliseconds: timeout)
+            } catch let error as ReplicationError {
+                throw ControlError(error.message)
+            }
         default:
             throw ControlError("Unknown verb '\(verb)'; the verbs are: \(Self.verbs.joined(separator: ", ")).")
         }

@@ -20,6 +20,8 @@ public struct ReplicationService: Service {
     public func run() async throws {
         let port = try await self.node.primary.bind(group: MultiThreadedEventLoopGroup.singleton)
         if let follow = self.node.configuration.follow {
+            // The HELLO tells the primary this node's client port: wait (briefly) for it to be bound.
+            for _ in 0..<500 where self.node.clientPort == 0 { try? await Task.sleep(for: .milliseconds(10)) }
             self.node.startFollowing(host: follow.host, port: follow.port)
         }
         self.onBound(port)

@@ -11,7 +11,7 @@ struct Walrusctl: ParsableCommand {
         commandName: "walrusctl",
         abstract: "Operate walrusd: status, replicas, digest, flush, checkpoint, log level, reload; inspect a log offline.",
         subcommands: [
-            Status.self, Replicas.self, Digest.self, Promote.self, Follow.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self,
+            Status.self, Replicas.self, Digest.self, Promote.self, Follow.self, Switchover.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self,
         ])
 }
 
@@ -168,6 +168,30 @@ struct Follow: ParsableCommand {
         let result = try self.options.call(["verb": "follow", "target": self.target])
         if self.options.json { return ControlOptions.printJSON(result) }
         print("following \(result["primary"] ?? self.target); see 'walrusctl status' for the link")
+    }
+}
+
+struct Switchover: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "On the primary: hand over to a follower with no acknowledged write lost, then follow it.",
+        discussion: """
+            Pauses writes (clients get -TRYAGAIN naming the new primary), waits until TARGET holds every sealed \
+            record durably, has it begin the next epoch, then follows it (writes here get -READONLY). On any \
+            failure within --timeout this node resumes writes and the error says what happened.
+            """)
+    @OptionGroup var options: ControlOptions
+    @Argument(help: "The follower: its node id or host:port, as 'walrusctl replicas' shows.") var target: String
+    @Option(help: "Milliseconds the whole handover may take.") var timeout = 10_000
+
+    func run() throws {
+        let result = try self.options.call(["verb": "switchover", "target": self.target, "timeoutMilliseconds": self.timeout])
+        if self.options.json { return ControlOptions.printJSON(result) }
+        ControlOptions.printTable([
+            ("new primary", "\(result["newPrimary"] ?? "?") (clients \(result["clientAddress"] ?? "?"), replication \(result["replicationAddress"] ?? "?"))"),
+            ("epoch", "\(result["epoch"] ?? "?")"), ("handed over at index", "\(result["sealedIndex"] ?? "?")"),
+            ("writes paused", String(format: "%.1f ms", (result["pausedMilliseconds"] as? NSNumber)?.doubleValue ?? 0)),
+            ("this node", "now follows the new primary"),
+        ])
     }
 }
 

@@ -130,6 +130,64 @@ struct FailoverTests {
     }
 }
 
+extension FailoverTests {
+    /// switchover under a write load: writes pause (TRYAGAIN), the follower takes over at epoch 2,
+    /// the old primary follows it; a client that retries on TRYAGAIN and moves on READONLY loses
+    /// no acknowledged write, and both nodes end with the same digest.
+    @Test func switchoverUnderLoadLosesNothing() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let primary = try DaemonProcess(data: directory.file("p"))
+        defer { primary.stop() }
+        let follower = try DaemonProcess(data: directory.file("f"), arguments: primary.followArguments)
+        defer { follower.stop() }
+        try helpers.load(primary, prefix: "a", count: 100)
+        #expect(try helpers.converged(primary, [follower]))
+
+        let acknowledged = Acknowledged()
+        let retried = Acknowledged()
+        let finished = Acknowledged()
+        let writer = Thread {
+            defer { finished.add("done") }
+            guard var connection = try? primary.connect() else { return }
+            var i = 0
+            while i < 3000 {
+                guard let reply = try? connection.command("SET", "k\(i)", "v") else { return }
+                switch reply {
+                case .simple("OK"):
+                    acknowledged.add("k\(i)")
+                    i += 1
+                case .error(let message) where message.hasPrefix("TRYAGAIN"):
+                    retried.add("k\(i)")
+                    usleep(1000)
+                case .error(let message) where message.hasPrefix("READONLY"):
+                    guard let moved = try? follower.connect() else { return }
+                    connection = moved
+                default:
+                    return
+                }
+            }
+        }
+        writer.start()
+        #expect(helpers.eventually { acknowledged.count > 300 })
+        let result = try self.ctl(["switchover", "127.0.0.1:\(follower.port)", "--socket", primary.controlSocket])
+        #expect(result.status == 0 && result.output.contains("new primary"), "\(result.output)")
+        #expect(helpers.eventually(60) { finished.count == 1 })
+        #expect(acknowledged.count == 3000)
+
+        guard case .array(let newRole?) = try follower.connect().command("ROLE"),
+            case .array(let oldRole?) = try primary.connect().command("ROLE")
+        else { Issue.record("ROLE"); return }
+        #expect(newRole.first == .bulk(Array("master".utf8)) && oldRole.first == .bulk(Array("slave".utf8)))
+        #expect(try helpers.converged(follower, [primary]))
+        let missing = acknowledged.all.subtracting(try self.keys(follower, "k*"))
+        #expect(missing.isEmpty, "acknowledged but lost: \(missing.prefix(10))")
+        #expect(primary.log.contains("Switchover done"))
+        let status = try self.ctl(["status", "--json", "--socket", follower.controlSocket]).output
+        #expect(status.contains("\"epoch\" : 2"), "\(status)")
+    }
+}
+
 /// Keys a writer thread saw acknowledged.
 final class Acknowledged: @unchecked Sendable {
     private let lock = NSLock()
