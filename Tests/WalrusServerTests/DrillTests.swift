@@ -1,0 +1,22 @@
+import Foundation
+import Testing
+import WalrusTestKit
+
+/// The failover drill (deploy/drill.sh) on the built binaries: switchover under load, kill -9 of
+/// the primary with sync-replicas 1 and 0, and a partition (in network namespaces when this runs
+/// as root, else on loopback without the partition). Every row must pass its mode's loss rule and
+/// end with equal digests.
+@Suite(.serialized)
+struct DrillTests {
+    @Test(.timeLimit(.minutes(5)))
+    func failoverDrill() throws {
+        let script = SystemdIntegrationTests.repositoryRoot.appendingPathComponent("deploy/drill.sh").path
+        let result = try run("/bin/bash", [script, DaemonProcess.binaryDirectory], seconds: 280)
+        let rows = result.output.split(separator: "\n").filter { $0.hasPrefix("| ") && !$0.hasPrefix("| scenario") }
+        #expect(rows.count == 4, "\(result.output.suffix(2000))")
+        for row in rows {
+            #expect(row.hasSuffix("| ok |") || row.contains("skipped"), "\(row)")
+        }
+        #expect(result.status == 0, "\(result.output.suffix(2000))")
+    }
+}
