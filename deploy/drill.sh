@@ -190,14 +190,33 @@ scenario_partition() {
   if [ $mode != netns ]; then rows+=("| partition | 1 | – | – | – | – | – | skipped (needs network namespaces) |"); return; fi
   fresh_cluster 1 || { rows+=("| partition | 1 | – | – | – | – | – | FAIL (setup) |"); failures=$((failures+1)); return; }
   start_load partition
-  ip -n walrus-a link set eth0 down          # the primary is cut off from everyone
+  # Cut the primary off from its followers (nftables in its namespace); clients still reach it,
+  # so they keep trying it: with sync-replicas=1 it must acknowledge nothing from here on.
+  ip netns exec walrus-a nft -f - <<NFT
+table inet drill {
+  chain input { type filter hook input priority 0; ip saddr { $(addr b), $(addr c) } drop; }
+  chain output { type filter hook output priority 0; ip daddr { $(addr b), $(addr c) } drop; }
+}
+NFT
+  local cut_at; cut_at=$(now_ms)
   sleep 2.5                                  # > repl-timeout: the followers notice
   ctl b promote >/dev/null 2>&1 || ctl b promote --force >/dev/null
   ctl c follow "$(addr b):$(rport b)" >/dev/null
   sleep 1
-  ip -n walrus-a link set eth0 up             # heal; the orchestrator makes the old primary step down
+  local acked_isolated
+  acked_isolated=$(inns client python3 -c "
+import redis
+r = redis.Redis(host='$(addr a)', port=$(cport a), socket_timeout=5, protocol=2)
+try:
+    print(1 if r.set('drill:isolated', 'x') else 0)
+except redis.ResponseError as e:
+    print(0)
+")
+  ip netns exec walrus-a nft delete table inet drill   # heal; the orchestrator makes the old primary step down
   ctl a follow "$(addr b):$(rport b)" >/dev/null
+  echo "partition: isolated primary acknowledged $acked_isolated probe write(s); partition lasted $(( $(now_ms) - cut_at )) ms" >> "$work/steps.log"
   stop_load
+  [ "$acked_isolated" = 0 ] || failures=$((failures + 1))
   report partition 1 b a
 }
 
@@ -213,5 +232,6 @@ echo "| scenario | sync-replicas | writes acknowledged | acknowledged lost | los
 echo "|---|---|---|---|---|---|---|---|"
 for row in "${rows[@]}"; do echo "$row"; done
 echo ""
+grep -E '^partition:' "$work/steps.log" 2>/dev/null
 echo "drill: $failures scenario(s) failed"
 exit $((failures > 0))

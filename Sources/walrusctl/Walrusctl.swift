@@ -264,8 +264,55 @@ struct Reload: ParsableCommand {
 
 struct WAL: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "wal", abstract: "Read a data directory's log directly (never changes it).",
-        subcommands: [Verify.self, Dump.self])
+        commandName: "wal", abstract: "Read a data directory's log directly (never changes it); replay a diverged file.",
+        subcommands: [Verify.self, Dump.self, Replay.self])
+
+    struct Replay: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Re-apply the records of a diverged file to a primary (an operator's decision, after a failover).",
+            discussion: """
+                Sends each record of FILE to the primary at --to as SET / DEL (a batch record as its SETs and \
+                DELs in order; epoch records are skipped). Later writes to the same keys on the new primary are \
+                overwritten: look at the file with 'walrusctl wal dump --file FILE' first.
+                """)
+        @Argument(help: "A diverged-EPOCH-FROM-TO.log file.") var file: String
+        @Option(help: "The primary's client address, HOST:PORT.") var to: String
+        @Flag(help: "Only print what would be sent.") var dryRun = false
+
+        func run() throws {
+            guard let colon = self.to.lastIndex(of: ":"), let port = Int(self.to[self.to.index(after: colon)...]) else {
+                throw ValidationError("--to must be HOST:PORT (the new primary's client port)")
+            }
+            let connection = self.dryRun ? nil : try RESPConnection(host: String(self.to[..<colon]), port: port)
+            var sent = 0
+            var failed: [String] = []
+            let report = try WALInspector.dump(file: self.file, range: 1...UInt64.max) { index, record in
+                var commands: [[[UInt8]]] = []
+                switch record.op {
+                case .set: commands.append([Array("SET".utf8), Array(record.key), Array(record.value)])
+                case .delete: commands.append([Array("DEL".utf8), Array(record.key)])
+                case .batch:
+                    record.forEachBatchEntry { op, key, value in
+                        commands.append(op == .set ? [Array("SET".utf8), Array(key), Array(value)] : [Array("DEL".utf8), Array(key)])
+                    }
+                default: break
+                }
+                for command in commands {
+                    if let connection {
+                        let reply = try connection.command(command)
+                        if case .error(let message) = reply { failed.append("record \(index): \(message)") } else { sent += 1 }
+                    } else {
+                        print("\(index)  " + command.map { String(decoding: $0, as: UTF8.self) }.joined(separator: " "))
+                        sent += 1
+                    }
+                }
+            }
+            if let damage = report.damage { ControlOptions.fail("walrusctl: \(damage)") }
+            print("\(self.dryRun ? "would send" : "sent") \(sent) command(s) from \(report.records) record(s)" + (failed.isEmpty ? "" : "; \(failed.count) refused"))
+            for line in failed.prefix(10) { print("  " + line) }
+            if !failed.isEmpty { throw ExitCode(1) }
+        }
+    }
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check every record; exit 1 on damage.")

@@ -62,6 +62,12 @@ struct FailoverTests {
         #expect(try primary.connect().command("SET", "x", "1") == .error("READONLY You can't write against a read only replica."))
         let status = try self.ctl(["status", "--socket", primary.controlSocket]).output
         #expect(status.contains("diverged-1-201-250.log") && status.contains("2 from 201"), "\(status)")
+
+        // The operator decides to re-apply them to the new primary; they reach every node.
+        let replay = try self.ctl(["wal", "replay", directory.file("p") + "/diverged-1-201-250.log", "--to", "127.0.0.1:\(follower.port)"])
+        #expect(replay.status == 0 && replay.output.contains("sent 50 command(s)"), "\(replay.output)")
+        #expect(try self.keys(follower, "lost*") == lost)
+        #expect(try helpers.converged(follower, [primary]))
     }
 
     /// sync-replicas = 1: kill -9 the primary under load, promote the follower: every write the
