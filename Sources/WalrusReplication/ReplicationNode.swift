@@ -110,14 +110,21 @@ public final class ReplicationNode: Sendable {
         }
         session.channel.writeAndFlush(frame, promise: nil)
         while session.promotion.withLock({ $0 }) == nil {
-            if monotonicNanoseconds() > deadline {
-                // It may still promote itself: if it does, its epoch fences this node at the first
-                // contact; say so.
-                throw resume("the target did not confirm its promotion in time (if it did promote, it is at epoch \(epoch) and this node will be fenced on contact).")
-            }
-            if session.isStopped && session.promotion.withLock({ $0 }) == nil {
-                usleep(20_000)
-                if session.promotion.withLock({ $0 }) == nil { throw resume("the target disconnected before confirming its promotion.") }
+            let lost = session.isStopped
+            if monotonicNanoseconds() > deadline || lost {
+                if lost { usleep(20_000) }
+                if session.promotion.withLock({ $0 }) != nil { break }
+                // PROMOTE was sent: the target may have promoted itself. Resuming writes here could
+                // make two primaries, so this node stays off (fenced) until the operator decides.
+                self.pausedFor.withLock { $0 = nil }
+                let why =
+                    "Switchover to \(session.nodeID): PROMOTE was sent but not confirmed "
+                    + (lost ? "(the target disconnected)" : "within \(timeoutMilliseconds) ms")
+                    + ". The target may now be the primary of epoch \(epoch). This node refuses writes until you decide: "
+                    + "if '\(replicationAddress)' is primary, run 'walrusctl follow \(replicationAddress)' here; if not, "
+                    + "run 'walrusctl promote --force' here."
+                self.primary.fence(reason: why)
+                throw ReplicationError(why)
             }
             usleep(500)
         }

@@ -88,6 +88,13 @@ public final class ReplicationPrimary: @unchecked Sendable {
         self.onFenced.withLock { $0 }?(reason)
     }
 
+    /// Refuse writes for `reason` (a switchover whose outcome is unknown).
+    func fence(reason: String) {
+        self.fence.withLock { $0 = reason }
+        self.logger.critical("Fenced: refusing writes", metadata: ["repl.reason": "\(reason)"])
+        self.onFenced.withLock { $0 }?(reason)
+    }
+
     /// Clear the fence (the node follows or was promoted again).
     func clearFence() { self.fence.withLock { $0 = nil } }
 

@@ -194,6 +194,30 @@ extension FailoverTests {
     }
 }
 
+extension FailoverTests {
+    /// A switchover whose target cannot catch up in time fails, says why, and writes resume on the
+    /// old primary.
+    @Test func failedSwitchoverResumesWrites() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let primary = try DaemonProcess(data: directory.file("p"))
+        defer { primary.stop() }
+        let follower = try DaemonProcess(data: directory.file("f"), arguments: primary.followArguments)
+        defer { follower.stop() }
+        try helpers.load(primary, prefix: "a", count: 10)
+        #expect(try helpers.converged(primary, [follower]))
+        kill(follower.process.processIdentifier, SIGSTOP)
+        defer { kill(follower.process.processIdentifier, SIGCONT) }
+        #expect(try primary.connect().command("SET", "b", "1") == .simple("OK"))
+        let result = try self.ctl(["switchover", "127.0.0.1:\(follower.port)", "--timeout", "500", "--socket", primary.controlSocket])
+        #expect(result.status != 0, "\(result.output)")
+        #expect(result.output.contains("failed") && result.output.contains("still the primary"), "\(result.output)")
+        #expect(try primary.connect().command("SET", "c", "1") == .simple("OK"))
+        guard case .array(let role?) = try primary.connect().command("ROLE") else { Issue.record("ROLE"); return }
+        #expect(role.first == .bulk(Array("master".utf8)))
+    }
+}
+
 /// Keys a writer thread saw acknowledged.
 final class Acknowledged: @unchecked Sendable {
     private let lock = NSLock()
