@@ -220,13 +220,50 @@ except redis.ResponseError as e:
   report partition 1 b a
 }
 
+nft_in() { # namespace, rule body for both directions against the given peers: drop …
+  local ns=$1 peers=$2 extra=$3
+  ip netns exec walrus-$ns nft -f - <<NFT
+table inet drill {
+  chain input { type filter hook input priority 0; ip saddr { $peers } $extra drop; }
+  chain output { type filter hook output priority 0; ip daddr { $peers } $extra drop; }
+}
+NFT
+}
+
+scenario_follower_partition() {
+  if [ $mode != netns ]; then rows+=("| follower-partition-10s | 1 | – | – | – | – | – | skipped (needs network namespaces) |"); return; fi
+  fresh_cluster 1 || { rows+=("| follower-partition-10s | 1 | – | – | – | – | – | FAIL (setup) |"); failures=$((failures+1)); return; }
+  start_load follower-partition-10s
+  nft_in c "$(addr a)" ""                    # follower c loses its primary for 10 s (b keeps sync-replicas=1 met)
+  sleep 10
+  ip netns exec walrus-c nft delete table inet drill
+  stop_load
+  report follower-partition-10s 1 a a
+  if grep -q "Sending a snapshot" "$work/a.log"; then
+    rows[-1]="${rows[-1]/| ok |/| FAIL (needed a snapshot) |}"; failures=$((failures + 1))
+  fi
+}
+
+scenario_packet_loss() {
+  if [ $mode != netns ]; then rows+=("| packet-loss-10% | 1 | – | – | – | – | – | skipped (needs network namespaces) |"); return; fi
+  fresh_cluster 1 || { rows+=("| packet-loss-10% | 1 | – | – | – | – | – | FAIL (setup) |"); failures=$((failures+1)); return; }
+  start_load packet-loss-10%
+  nft_in a "$(addr b), $(addr c), $(addr client)" "numgen random mod 100 < 10"   # 10% of the primary's packets, both ways
+  sleep 4
+  ip netns exec walrus-a nft delete table inet drill
+  stop_load
+  report packet-loss-10% 1 a a
+}
+
 setup_network
 echo "walrus failover drill ($mode mode, binaries in $bin)"
-only=${WALRUS_DRILL_ONLY:-switchover,kill1,kill0,partition}
+only=${WALRUS_DRILL_ONLY:-switchover,kill1,kill0,partition,follower-partition,packet-loss}
 [[ ",$only," == *,switchover,* ]] && scenario_switchover
 [[ ",$only," == *,kill1,* ]] && scenario_kill 1
 [[ ",$only," == *,kill0,* ]] && scenario_kill 0
 [[ ",$only," == *,partition,* ]] && scenario_partition
+[[ ",$only," == *,follower-partition,* ]] && scenario_follower_partition
+[[ ",$only," == *,packet-loss,* ]] && scenario_packet_loss
 echo ""
 echo "| scenario | sync-replicas | writes acknowledged | acknowledged lost | lost found in diverged file | longest write gap ms | digests equal | verdict |"
 echo "|---|---|---|---|---|---|---|---|"
