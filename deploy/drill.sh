@@ -17,7 +17,7 @@ bin=${1:-$(cd "$here/.." && swift build -c release --show-bin-path 2>/dev/null)}
 work=$(mktemp -d /tmp/walrus-drill.XXXXXX)
 nodes=(a b c)
 mode=loopback
-if [ "$(id -u)" = 0 ] && [ "${WALRUS_DRILL_LOOPBACK:-0}" != 1 ] && ip netns add walrus-probe-$$ 2>/dev/null; then
+if [ "$(id -u)" = 0 ] && [ "${WALRUS_DRILL_LOOPBACK:-0}" != 1 ] && command -v nft >/dev/null && ip netns add walrus-probe-$$ 2>/dev/null; then
   ip netns del walrus-probe-$$; mode=netns
 fi
 failures=0
@@ -43,6 +43,8 @@ now_ms() { date +%s%3N; }
 
 setup_network() {
   [ $mode = netns ] || return 0
+  # Namespaces left by a drill that was killed half way would make these fail.
+  for ns in a b c client sw; do ip netns del walrus-$ns 2>/dev/null; done
   ip netns add walrus-sw
   ip -n walrus-sw link add br0 type bridge
   ip -n walrus-sw link set br0 up

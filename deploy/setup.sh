@@ -11,6 +11,8 @@ packages=(
   libsystemd-dev  # sd_notify and the journal, for walrusd
   libssl-dev      # HMAC-SHA256 (libcrypto) for replication auth
   util-linux      # setsid, for the shell's terminal tests
+  iproute2        # ip netns: the failover drill's hosts
+  nftables        # nft: the drill's partitions and packet loss
   redis-tools     # redis-cli and redis-benchmark: the real clients the tests drive walrusd with
   redis-server    # the peer walrus-bench measures against
   python3-pip     # for redis-py below
