@@ -97,7 +97,9 @@ public final class DedicatedThread {
 
     private var thread = pthread_t()
 
-    public init(name: String, _ body: @escaping () -> Void) {
+    /// Start `body` on a new thread. A `detached` thread is never joined: its resources go back
+    /// when it ends (per-connection threads; otherwise each would leak until the process exits).
+    public init(name: String, detached: Bool = false, _ body: @escaping () -> Void) {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         let result = pthread_create(&self.thread, nil, { raw in
             let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
@@ -105,6 +107,7 @@ public final class DedicatedThread {
             return nil
         }, box)
         precondition(result == 0, "pthread_create failed: \(result)")
+        if detached { pthread_detach(self.thread) }
     }
 
     /// Wait for the thread to finish.

@@ -78,7 +78,7 @@ final class FollowerSession: @unchecked Sendable {
             positions.state = .catchingUp
         }
         self.primary.register(self)
-        self.thread = DedicatedThread(name: "walrus-repl-send") { [self] in self.run(plan) }
+        self.thread = DedicatedThread(name: "walrus-repl-send", detached: true) { [self] in self.run(plan) }
     }
 
     func heard() { self.lock.withLock { $0.lastHeard = monotonicNanoseconds() } }

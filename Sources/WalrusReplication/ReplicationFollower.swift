@@ -278,8 +278,7 @@ public final class ReplicationFollower: @unchecked Sendable {
                     "Promoted by a switchover from the primary",
                     metadata: ["repl.epoch": "\(request.epoch)", "repl.index": "\(index)", "repl.oldPrimary": "\(self.host):\(self.port)"])
                 let done = self.onPromoted
-                let finisher = DedicatedThread(name: "walrus-promoted") { done(request.epoch) }
-                _ = finisher
+                _ = DedicatedThread(name: "walrus-promoted", detached: true) { done(request.epoch) }
                 throw ReplicationError("promoted to primary of epoch \(request.epoch)")
             case .diverged:
                 let diverged = try ReplicationDiverged.decode(frame.payload)
