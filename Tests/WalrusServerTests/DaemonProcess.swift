@@ -19,12 +19,20 @@ final class DaemonProcess: @unchecked Sendable {
 
     static var binaryDirectory: String { TestEnvironment.binaryDirectory }
 
-    /// Start walrusd on `data` with extra arguments; returns once it listens.
-    init(data: String, arguments: [String] = []) throws {
-        self.process.executableURL = URL(fileURLWithPath: Self.binaryDirectory + "/walrusd")
+    /// Start walrusd on `data` with extra arguments; returns once it listens. With `launcher`,
+    /// the command line is handed to it (e.g. a shell that sets up a mount namespace and execs it).
+    init(data: String, arguments: [String] = [], launcher: ((_ commandLine: [String]) -> (String, [String]))? = nil) throws {
         self.data = data
         // Every daemon of a test run picks free ports; a later --repl-port in `arguments` wins.
-        self.process.arguments = ["--data", data, "--port", "0", "--repl-port", "0"] + arguments
+        let commandLine = [Self.binaryDirectory + "/walrusd", "--data", data, "--port", "0", "--repl-port", "0"] + arguments
+        if let launcher {
+            let (executable, launchArguments) = launcher(commandLine)
+            self.process.executableURL = URL(fileURLWithPath: executable)
+            self.process.arguments = launchArguments
+        } else {
+            self.process.executableURL = URL(fileURLWithPath: commandLine[0])
+            self.process.arguments = Array(commandLine.dropFirst())
+        }
         self.process.standardError = self.errors
         self.process.standardOutput = FileHandle.nullDevice
         try self.process.run()
