@@ -289,42 +289,18 @@ public final class WriteAheadLog: @unchecked Sendable {
                 "A record of \(dataCount) bytes is larger than the configured maximum of "
                     + "\(self.configuration.maxRecordBytes) bytes (max-record-bytes). Split the value or raise the limit.")
         }
-        return try self.appendFrame(
-            size: RecordFormat.headerSize + dataCount, expectedIndex: nil, onSealed: onSealed
-        ) { pending in
+        return try self.appendRecord(size: RecordFormat.headerSize + dataCount, onSealed: onSealed) { pending in
             RecordEncoder.append(op: op, key: key, value: value, to: pending)
         }
     }
 
-    /// Append a frame that is already encoded and checked (a follower appends the primary's frames
-    /// byte for byte, so its log equals the primary's). `index` must be the next index: a
-    /// follower's log never has gaps. Returns the index.
-    @discardableResult
-    public func appendFrame(_ frame: UnsafeRawBufferPointer, index: UInt64, onSealed: SealCallback? = nil) throws -> UInt64 {
-        nonisolated(unsafe) let frame = frame
-        return try self.appendFrame(size: frame.count, expectedIndex: index, onSealed: onSealed) { pending in
-            pending.append(frame)
-        }
-    }
-
-    private func appendFrame(
-        size frameSize: Int, expectedIndex: UInt64?, onSealed: SealCallback?, encode: (RecordBuffer) -> Void
-    ) throws -> UInt64 {
+    @inline(__always)
+    private func appendRecord(size frameSize: Int, onSealed: SealCallback?, encode: (RecordBuffer) -> Void) throws -> UInt64 {
         let segmentLimit = Int64(self.configuration.segmentSizeBytes)
         let stride = Int64(self.configuration.sparseIndexStrideBytes)
         return try self.lock.withLock { (state) throws -> UInt64 in
-            if let failure = state.failure { throw failure }
-            if state.closing { throw WALError(.closed, "The write-ahead log is closed.") }
-            if let full = state.diskFull {
-                state.statistics.diskFullRefusals += 1
-                throw full
-            }
+            try Self.refuseUnlessWritable(&state)
             let index = state.nextIndex
-            if let expectedIndex, expectedIndex != index {
-                throw WALError(
-                    .invalidArgument,
-                    "Record \(expectedIndex) cannot be appended: the log's next index is \(index) (records must arrive in order, without gaps).")
-            }
             let wasIdle = state.pending.count == 0
             if wasIdle { state.pendingSinceNanoseconds = monotonicNanoseconds() }
             self.place(&state, frameSize: frameSize, segmentLimit: segmentLimit, stride: stride)
@@ -342,6 +318,17 @@ public final class WriteAheadLog: @unchecked Sendable {
                 self.lock.signal()
             }
             return index
+        }
+    }
+
+    /// Throw why the log takes no appends now (failed, closing, disk full), if it does not.
+    @inline(__always)
+    private static func refuseUnlessWritable(_ state: inout WALState) throws {
+        if let failure = state.failure { throw failure }
+        if state.closing { throw WALError(.closed, "The write-ahead log is closed.") }
+        if let full = state.diskFull {
+            state.statistics.diskFullRefusals += 1
+            throw full
         }
     }
 
@@ -387,12 +374,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         let segmentLimit = Int64(self.configuration.segmentSizeBytes)
         let stride = Int64(self.configuration.sparseIndexStrideBytes)
         return try self.lock.withLock { (state) throws -> UInt64 in
-            if let failure = state.failure { throw failure }
-            if state.closing { throw WALError(.closed, "The write-ahead log is closed.") }
-            if let full = state.diskFull {
-                state.statistics.diskFullRefusals += 1
-                throw full
-            }
+            try Self.refuseUnlessWritable(&state)
             guard firstIndex == state.nextIndex else {
                 throw WALError(
                     .invalidArgument,

@@ -98,7 +98,8 @@ final class FollowerSession: @unchecked Sendable {
         guard !self.stopped.exchange(true, ordering: .relaxed) else { return }
         self.primary.wakeSenders()
         self.channel.close(promise: nil)
-        _ = reason
+        self.primary.logger.debug(
+            "Stopping replication to a follower", metadata: ["repl.follower": "\(self.nodeID)", "repl.reason": "\(reason)"])
     }
 
     func status(primary: ReplicationPrimary) -> ReplicaStatus {

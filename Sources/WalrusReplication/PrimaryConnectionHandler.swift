@@ -68,11 +68,9 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                     "repl.address": "\(self.peer)", "repl.follower": "\(hello.nodeID)", "repl.reason": "\(reason)",
                     "repl.error": "\(message)",
                 ])
-            let frame = FrameBuilder.frame(.reject, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
+            self.sendAndClose(context: context, .reject, epoch: meta.currentEpoch) {
                 ReplicationReject(reason: reason, message: message).encode(into: &$0)
             }
-            let channel = context.channel
-            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
         }
         guard hello.protocolVersion == ReplicationFrame.protocolVersion else {
             return reject(
@@ -125,12 +123,9 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                     "repl.follower": "\(hello.nodeID)", "repl.address": "\(self.peer)", "repl.cut": "\(cut)",
                     "repl.followerLast": "\(hello.durableIndex)",
                 ])
-            let frame = FrameBuilder.frame(.diverged, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
+            return self.sendAndClose(context: context, .diverged, epoch: meta.currentEpoch) {
                 ReplicationDiverged(index: cut).encode(into: &$0)
             }
-            let channel = context.channel
-            context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
-            return
         }
         let plan: FollowerSession.Plan
         if hello.durableIndex + 1 >= self.wal.firstIndex {
@@ -169,6 +164,15 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             self.primary.unregister(session)
         }
         context.fireChannelInactive()
+    }
+
+    /// The handshake's last word (REJECT, DIVERGED): send it, then close once it is written.
+    private func sendAndClose(
+        context: ChannelHandlerContext, _ kind: ReplicationFrame.Kind, epoch: UInt64, _ body: (inout ByteBuffer) -> Void
+    ) {
+        let frame = FrameBuilder.frame(kind, epoch: epoch, allocator: context.channel.allocator, body)
+        let channel = context.channel
+        context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     private func drop(context: ChannelHandlerContext, reason: String) {

@@ -147,6 +147,11 @@ public final class ReplicationFollower: @unchecked Sendable {
                     backoffMilliseconds = 100
                     failures = 0
                 })
+            } catch let reconnect as Reconnect {
+                self.logger.notice(
+                    "Reconnecting to the primary", metadata: ["repl.primary": "\(self.host):\(self.port)", "repl.reason": "\(reconnect.reason)"])
+                self.ackState.withLock { $0.socket = nil }
+                continue
             } catch let error as Rejected {
                 refused = true
                 self.update { link in
@@ -182,6 +187,11 @@ public final class ReplicationFollower: @unchecked Sendable {
             let deadline = monotonicNanoseconds() + wait * 1_000_000
             self.ackState.wait(while: { _ in !self.stopping.load(ordering: .relaxed) }, untilMonotonicNanoseconds: deadline)
         }
+    }
+
+    /// The connection ends on purpose and a new one starts at once (after a cut).
+    struct Reconnect: Error {
+        var reason: String
     }
 
     struct Rejected: Error {
@@ -293,7 +303,7 @@ public final class ReplicationFollower: @unchecked Sendable {
                         ])
                     self.link.withLock { $0.divergedFiles.append(moved.path) }
                 }
-                throw ReplicationError("the log was cut back to \(diverged.index) to match the primary; reconnecting")
+                throw Reconnect(reason: "the log was cut back to \(diverged.index) to match the primary")
             case .heartbeat:
                 var payload = frame.payload
                 if let sealed = payload.readInteger(as: UInt64.self) {

@@ -56,7 +56,8 @@ public final class ReplicationNode: Sendable {
     /// Why writes are refused, if they are: a follower (Redis's READONLY words), or a primary that
     /// learned of a newer epoch (fenced).
     public var writeRefusal: String? {
-        if let target = self.pausedFor.withLock({ $0 }) {
+        // Every write asks: the common case (a primary, not paused, not fenced) reads three atomics.
+        if self.pausedFlag.load(ordering: .relaxed), let target = self.pausedFor.withLock({ $0 }) {
             return "TRYAGAIN Switchover in progress: the primary is moving to \(target); retry there in a moment."
         }
         if self.isFollower { return "READONLY You can't write against a read only replica." }
@@ -67,6 +68,12 @@ public final class ReplicationNode: Sendable {
     private let fencedFlag = Atomic<Bool>(false)
     /// Set during a switchover: where the writes are going.
     private let pausedFor = Mutex<String?>(nil)
+    private let pausedFlag = Atomic<Bool>(false)
+
+    private func pause(for target: String?) {
+        self.pausedFor.withLock { $0 = target }
+        self.pausedFlag.store(target != nil, ordering: .relaxed)
+    }
 
     /// The planned handover to the follower `target` (node id, or host:port): pause writes, wait
     /// until it holds every sealed record durably, have it begin the next epoch, then follow it.
@@ -85,10 +92,10 @@ public final class ReplicationNode: Sendable {
         let replicationAddress = "\(session.host):\(session.replicationPort)"
         let started = monotonicNanoseconds()
         let deadline = started + UInt64(max(timeoutMilliseconds, 1)) * 1_000_000
-        self.pausedFor.withLock { $0 = clientAddress }
+        self.pause(for: clientAddress)
         self.logger.notice("Switchover: writes paused", metadata: ["repl.target": "\(session.nodeID)", "repl.address": "\(replicationAddress)"])
         func resume(_ why: String) -> ReplicationError {
-            self.pausedFor.withLock { $0 = nil }
+            self.pause(for: nil)
             self.logger.error("Switchover failed; writes resume here", metadata: ["repl.target": "\(session.nodeID)", "repl.error": "\(why)"])
             return ReplicationError("Switchover to \(session.nodeID) failed: \(why) This node is still the primary and takes writes again.")
         }
@@ -116,7 +123,7 @@ public final class ReplicationNode: Sendable {
                 if session.promotion.withLock({ $0 }) != nil { break }
                 // PROMOTE was sent: the target may have promoted itself. Resuming writes here could
                 // make two primaries, so this node stays off (fenced) until the operator decides.
-                self.pausedFor.withLock { $0 = nil }
+                self.pause(for: nil)
                 let why =
                     "Switchover to \(session.nodeID): PROMOTE was sent but not confirmed "
                     + (lost ? "(the target disconnected)" : "within \(timeoutMilliseconds) ms")
@@ -131,7 +138,7 @@ public final class ReplicationNode: Sendable {
         let promoted = monotonicNanoseconds()
         // 3. Follow it. Writes are refused from here on with READONLY (clients reconnect to it).
         self.follow(host: session.host, port: session.replicationPort)
-        self.pausedFor.withLock { $0 = nil }
+        self.pause(for: nil)
         let pausedMilliseconds = Double(promoted - started) / 1e6
         self.logger.notice(
             "Switchover done: this node follows the new primary",

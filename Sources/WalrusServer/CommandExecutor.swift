@@ -279,41 +279,25 @@ final class CommandExecutor: Sendable {
             if let error { buffer.writeErrorReply(Self.clientMessage(StoreError(error))) } else { ok(&buffer) }
             return buffer
         }
-        // With sync-replicas, the local seal is not enough: wait for the followers too.
-        let replicas = self.replication.flatMap { $0.configuration.syncReplicas > 0 && !$0.isFollower ? $0 : nil }
-        let tracker = WriteTracker()
-        let afterSeal: @Sendable (UInt64) -> Void = { target in
-            guard let replication = replicas, target > 0 else {
-                box.complete(render(nil))
-                return
-            }
-            let needed = replication.configuration.syncReplicas
-            let timeout = replication.configuration.syncTimeoutMilliseconds
-            replication.primary.waitForReplicas(index: target, needed: needed, timeoutMilliseconds: timeout) { count, timedOut in
-                guard timedOut && count < needed else {
-                    box.complete(render(nil))
-                    return
-                }
-                var buffer = allocator.buffer(capacity: 256)
-                buffer.writeErrorReply(
-                    "NOREPLICAS Not enough good replicas to write: \(count) of \(needed) follower(s) reported record "
-                        + "\(target) durable within \(timeout) ms (sync-replicas). The write is NOT acknowledged, but it "
-                        + "is in the primary's log and reaches the followers when they catch up; see 'walrusctl replicas'.")
-                box.complete(buffer)
-            }
-        }
         do {
-            let index = try start { error in
-                if let error {
-                    box.complete(render(error))
-                } else if replicas == nil {
-                    box.complete(render(nil))
-                } else if let target = tracker.sealed() {
-                    afterSeal(target)
+            // With sync-replicas, the local seal is not enough: the followers must have it too.
+            if let replication = self.replication, replication.configuration.syncReplicas > 0, !replication.isFollower {
+                let tracker = WriteTracker()
+                let onSealed: @Sendable (UInt64) -> Void = { target in
+                    Self.waitForFollowers(replication, index: target, allocator: allocator, box: box, render: render)
                 }
+                let index = try start { error in
+                    if let error {
+                        box.complete(render(error))
+                    } else if let target = tracker.sealed() {
+                        onSealed(target)
+                    }
+                }
+                // The seal may come before or after the index is known here; whichever is second goes on.
+                if tracker.indexKnown(index) { onSealed(index) }
+            } else {
+                _ = try start { error in box.complete(render(error)) }
             }
-            // The seal may come before or after the index is known here; whichever is second goes on.
-            if replicas != nil, tracker.indexKnown(index) { afterSeal(index) }
         } catch {
             _ = box.finishInline()
             if let storeError = error as? StoreError, storeError.code == .tooLarge {
@@ -325,6 +309,32 @@ final class CommandExecutor: Sendable {
         }
         if let ready = box.finishInline() { return .reply(ready) }
         return .pending
+    }
+
+    /// Reply once `sync-replicas` followers have record `index` durable, or with NOREPLICAS when
+    /// they do not within the timeout (index 0: nothing was written, nothing to wait for).
+    private static func waitForFollowers(
+        _ replication: ReplicationNode, index: UInt64, allocator: ByteBufferAllocator, box: InlineCompletion,
+        render: @escaping @Sendable (WALError?) -> ByteBuffer
+    ) {
+        guard index > 0 else {
+            box.complete(render(nil))
+            return
+        }
+        let needed = replication.configuration.syncReplicas
+        let timeout = replication.configuration.syncTimeoutMilliseconds
+        replication.primary.waitForReplicas(index: index, needed: needed, timeoutMilliseconds: timeout) { count, timedOut in
+            guard timedOut && count < needed else {
+                box.complete(render(nil))
+                return
+            }
+            var buffer = allocator.buffer(capacity: 256)
+            buffer.writeErrorReply(
+                "NOREPLICAS Not enough good replicas to write: \(count) of \(needed) follower(s) reported record "
+                    + "\(index) durable within \(timeout) ms (sync-replicas). The write is NOT acknowledged, but it "
+                    + "is in the primary's log and reaches the followers when they catch up; see 'walrusctl replicas'.")
+            box.complete(buffer)
+        }
     }
 
     /// One line an operator can act on, with a Redis-style error code.

@@ -106,17 +106,42 @@ extension KeyValueStore {
         let directory = self.configuration.directory
         let last = self.wal.lastIndex
         guard index < last else { return nil }
+        let firstIndex = self.wal.firstIndex
         let epoch = EpochHistory.epoch(at: index + 1, in: self.wal.meta.epochs) ?? self.wal.meta.currentEpoch
         let path = FileIO.join(directory, "diverged-\(epoch)-\(index + 1)-\(last).log")
+
+        // The state at the cut is rebuilt from the newest readable snapshot at or before it; find
+        // it before anything changes, so a node that cannot rebuild refuses instead of serving a
+        // state that still holds the diverged records.
+        var base: (index: UInt64, state: StoreState)?
+        for snapshot in try FileIO.listDirectory(directory).compactMap(SnapshotName.parse).filter({ $0 <= index }).sorted(by: >) {
+            let snapshotPath = FileIO.join(directory, SnapshotName.format(snapshot))
+            do {
+                let (header, loaded) = try SnapshotFile.read(path: snapshotPath)
+                base = (header.index, loaded)
+                break
+            } catch {
+                self.logger.warning(
+                    "Skipping an unusable snapshot while cutting the log", metadata: ["store.snapshot": "\(snapshotPath)", "store.error": "\(error)"])
+            }
+        }
+        let cutInsideLog = index + 1 >= firstIndex
+        if cutInsideLog && firstIndex > 1 && (base?.index ?? 0) + 1 < firstIndex {
+            throw StoreError(
+                .invalidArgument,
+                "Cannot cut this node's log back to \(index): the log starts at \(firstIndex) and no readable snapshot covers "
+                    + "the records before it, so the state at \(index) cannot be rebuilt. Nothing was changed. Move this "
+                    + "data directory aside and start the node empty: it gets a snapshot from the primary.")
+        }
         let moved: UInt64
         do {
-            if index + 1 < self.wal.firstIndex {
-                // The cut is before this log's start: keep every record, then start over empty
-                // (the primary sends a snapshot).
-                moved = try self.wal.truncate(after: self.wal.firstIndex - 1, divergedPath: path)
-                try self.wal.restart(after: 0)
-            } else {
+            if cutInsideLog {
                 moved = try self.wal.truncate(after: index, divergedPath: path)
+            } else {
+                // The cut is before this log's start: keep every record aside, then restart the
+                // log after the base snapshot (or empty; the primary sends the rest).
+                moved = try self.wal.truncate(after: firstIndex - 1, divergedPath: path)
+                try self.wal.restart(after: base?.index ?? 0)
             }
         } catch let error as WALError {
             throw StoreError(error)
@@ -130,18 +155,8 @@ extension KeyValueStore {
             }
         }
         try FileIO.fsyncDirectory(directory)
-        // Rebuild the state at the cut: the newest snapshot at or before it, then the log.
-        var state = StoreState()
-        var from: UInt64 = 0
-        let snapshots = try FileIO.listDirectory(directory).compactMap(SnapshotName.parse).filter { $0 <= index }.sorted(by: >)
-        for snapshot in snapshots {
-            if let (header, loaded) = try? SnapshotFile.read(path: FileIO.join(directory, SnapshotName.format(snapshot))) {
-                state = loaded
-                from = header.index
-                break
-            }
-        }
-        let start = max(from + 1, self.wal.firstIndex)
+        let state = base?.state ?? StoreState()
+        let start = (base?.index ?? 0) + 1
         if start <= self.wal.lastIndex {
             try WALCursor(wal: self.wal, from: start).forEach { recordIndex, view in state.apply(view, index: recordIndex) }
         }

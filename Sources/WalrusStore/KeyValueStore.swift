@@ -24,7 +24,7 @@ public final class KeyValueStore: Sendable {
     private let retentionGuard = Mutex<(@Sendable () -> UInt64?)?>(nil)
     /// Key and value limits in force (a reload can change them).
     private let limits: Mutex<(key: Int, value: Int)>
-    private let logger: Logger
+    let logger: Logger
 
     private init(
         configuration: StoreConfiguration, wal: WriteAheadLog, state: StoreState, recovery: StoreRecoveryReport,

@@ -43,7 +43,7 @@ struct RESPBenchmarks {
         ]
         for mode in modes {
             let walrus = try self.startWalrusd(walrusd, mode.walrus)
-            let redis = try self.startRedis(mode.redis)
+            let redis = try Self.startRedis(directory: self.directory, name: "redis", ["--appendonly", "yes"] + mode.redis)
             defer {
                 // Children spawned from a Dispatch thread inherit its blocked signals, so SIGTERM
                 // may never reach them: stop them with SIGKILL (their data is scratch).
@@ -96,14 +96,15 @@ struct RESPBenchmarks {
         return Server(process: process, port: port)
     }
 
-    private func startRedis(_ arguments: [String]) throws -> Server {
+    /// A redis-server on a free loopback port, data in `directory/name-PORT`, no RDB saves; the
+    /// caller's arguments (persistence, replicaof, …) come last.
+    static func startRedis(directory: String, name: String, _ arguments: [String]) throws -> Server {
         let port = Self.freePort()
-        let data = Bench.scratch(self.directory, "redis-\(port)")
+        let data = Bench.scratch(directory, "\(name)-\(port)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--dir", data, "--save", "", "--appendonly", "yes",
-            "--daemonize", "no", "--logfile", "",
+            "--port", String(port), "--bind", "127.0.0.1", "--dir", data, "--save", "", "--daemonize", "no", "--logfile", "",
         ] + arguments
         process.standardOutput = FileHandle.nullDevice
         try process.run()

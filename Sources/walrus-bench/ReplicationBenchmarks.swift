@@ -260,19 +260,9 @@ struct ReplicationBenchmarks {
         return Node(process: process, port: port, replicationPort: replicationPort, data: data)
     }
 
+    /// A redis-server without persistence (its replica applies before any fsync).
     private func startRedis(_ arguments: [String], name: String) throws -> RESPBenchmarks.Server {
-        let port = RESPBenchmarks.freePort()
-        let data = Bench.scratch(self.directory, "\(name)-\(port)")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--dir", data, "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--logfile", "",
-        ] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        try RESPBenchmarks.waitForPing(port)
-        return RESPBenchmarks.Server(process: process, port: port)
+        try RESPBenchmarks.startRedis(directory: self.directory, name: name, ["--appendonly", "no"] + arguments)
     }
 
     static func info(_ port: Int) -> String {
