@@ -63,4 +63,58 @@ struct DiskFullTests {
         }
         #expect(daemon.log.contains("Disk full") && daemon.log.contains("Disk space is back"), "\(daemon.log.suffix(1500))")
     }
+
+    /// A failing fdatasync (EIO from a preloaded shim while a trigger file exists, as a dying disk
+    /// returns it) stops the log for good: the write in flight is not acknowledged, later writes are
+    /// refused even after the disk "recovers" (no retry as if nothing happened: the kernel may have
+    /// dropped the dirty pages), reads go on, the daemon stays up and says why. A restart recovers
+    /// every acknowledged write.
+    @Test
+    func failedFdatasyncStopsTheLog() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let shim = directory.file("fail-fdatasync.so")
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../Fixtures/fail-fdatasync.c").standardized.path
+        let built = try run("/usr/bin/env", ["clang", "-shared", "-fPIC", "-O1", "-o", shim, source, "-ldl"])
+        try #require(built.status == 0, "could not build the fault shim: \(built.output)")
+        let trigger = directory.file("disk-fails")
+        let data = directory.file("data")
+        var daemon: DaemonProcess? = try DaemonProcess(data: data, arguments: ["--log-level", "info"]) { commandLine in
+            ("/usr/bin/env", ["LD_PRELOAD=\(shim)", "WALRUS_FAULT_TRIGGER=\(trigger)"] + commandLine)
+        }
+        defer { daemon?.stop() }
+        let client = try daemon!.connect()
+        for i in 0..<50 {
+            #expect(try client.command("SET", "k\(i)", "v\(i)") == .simple("OK"))
+        }
+        FileManager.default.createFile(atPath: trigger, contents: Data())
+        let failed = try client.command("SET", "lost", "x")
+        guard case .error(let message) = failed else {
+            Issue.record("a write whose fdatasync failed was acknowledged: \(failed)")
+            return
+        }
+        #expect(message.hasPrefix("MISCONF") && message.contains("fdatasync"), "\(message)")
+        // The disk "recovers": the log still refuses, reads go on, the daemon is up and says why.
+        try FileManager.default.removeItem(atPath: trigger)
+        if case .error(let again) = try client.command("SET", "after", "y") {
+            #expect(again.hasPrefix("MISCONF"), "\(again)")
+        } else {
+            Issue.record("the log accepted writes again after a failed fdatasync")
+        }
+        #expect(try client.command("GET", "k49") == .bulk(Array("v49".utf8)))
+        #expect(daemon!.process.isRunning)
+        let status = try run(DaemonProcess.binaryDirectory + "/walrusctl", ["status", "--socket", daemon!.controlSocket]).output
+        #expect(status.contains("fdatasync"), "\(status)")
+        #expect(daemon!.log.contains("Write-ahead log failed"), "\(daemon!.log.suffix(1500))")
+        daemon!.stop()
+
+        // A restart (what an operator does after checking the disk) recovers every acknowledged write.
+        daemon = try DaemonProcess(data: data, arguments: ["--log-level", "info"])
+        let restarted = try daemon!.connect()
+        for i in 0..<50 {
+            #expect(try restarted.command("GET", "k\(i)") == .bulk(Array("v\(i)".utf8)), "k\(i) was acknowledged and is gone")
+        }
+        #expect(try restarted.command("SET", "after", "y") == .simple("OK"))
+    }
 }
