@@ -179,7 +179,7 @@ let package = Package(
         .testTarget(
             name: "WalrusServerTests",
             dependencies: [
-                "WalrusServer", "WalrusStore", "WalrusTestKit", "WalrusClient", "walrusd", "walrusctl",
+                "WalrusServer", "WalrusStore", "WalrusTestKit", "WalrusClient", "walrusd", "walrusctl", "walrus-bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),

@@ -133,6 +133,25 @@ struct SegmentScanner {
                             reason: "the segment ends in \(fileSize - offset) zero bytes after its last record"))
                 }
                 let follower = try self.findValidRecord(fd: fd, after: offset, fileSize: fileSize, path: path)
+                // A power cut after the size reached the disk but before all the data did: the last
+                // record's bytes turn into zeros part-way through it, up to the end of the file, and
+                // nothing valid follows. The record was never whole on disk (never acknowledged in
+                // fsync=always), so this is a torn write. Zeros that start after the record's end
+                // mean the record itself is damaged: that stays a refusal.
+                if isLast, follower == nil,
+                    let zerosFrom = try Self.zeroTailStart(fd: fd, after: offset, fileSize: fileSize, path: path),
+                    zerosFrom < offset + Int64(Self.claimedFrameLength(buffer.base + position, available: bufferCount - position))
+                {
+                    info.size = offset
+                    info.sealedSize = offset
+                    info.sealedCount = info.recordCount
+                    return Outcome(
+                        info: info,
+                        tornTail: TornTail(
+                            offset: offset, length: fileSize - offset,
+                            reason: "the last record (\(damage)) turns into zeros at offset \(zerosFrom) up to the end "
+                                + "of the file: its data never reached the disk"))
+                }
                 throw self.corruption(
                     path: path, offset: offset, what: damage.description, validFollowsAt: follower,
                     isLast: isLast, recordsBefore: info.recordCount, firstIndex: firstIndex)
@@ -192,6 +211,39 @@ struct SegmentScanner {
             }
             return nil
         }
+    }
+
+    /// Where the run of zero bytes that ends the file starts, if it starts after `offset` (nil
+    /// when the file's last byte is not zero).
+    static func zeroTailStart(fd: Int32, after offset: Int64, fileSize: Int64, path: String) throws -> Int64? {
+        var end = fileSize
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while end > offset {
+            let start = max(offset, end - Int64(chunk.count))
+            let want = Int(end - start)
+            let n = try chunk.withUnsafeMutableBytes { raw in
+                try FileIO.pread(fd, into: raw.baseAddress!, count: want, at: start, path: path)
+            }
+            guard n == want else { return nil }
+            if let last = chunk[0..<n].lastIndex(where: { $0 != 0 }) {
+                let zerosFrom = start + Int64(last) + 1
+                return zerosFrom < fileSize ? zerosFrom : nil
+            }
+            end = start
+        }
+        return nil
+    }
+
+    /// The frame length a damaged frame's header claims: its length field when the magic is right
+    /// and the field is whole, else just the header (zeros inside the header are a torn header).
+    static func claimedFrameLength(_ base: UnsafeMutableRawPointer, available: Int) -> Int {
+        guard available >= 8, base.load(fromByteOffset: 0, as: UInt8.self) == 0xCA,
+            base.load(fromByteOffset: 1, as: UInt8.self) == 0xFE, base.load(fromByteOffset: 2, as: UInt8.self) == 0xBA,
+            base.load(fromByteOffset: 3, as: UInt8.self) == 0xBE
+        else { return RecordFormat.headerSize }
+        var length = 0
+        for i in 4..<8 { length = length << 8 | Int(base.load(fromByteOffset: i, as: UInt8.self)) }
+        return RecordFormat.headerSize + length
     }
 
     static func isZeroFilled(fd: Int32, from offset: Int64, to end: Int64, path: String) throws -> Bool {

@@ -86,11 +86,29 @@ struct CorruptionTests {
             },
             expected: { .kept(recordCount, broken: true) }),
         Case(
-            name: "last sector zeroed over the last record",
+            // A power cut after the file's size reached the disk but before the last record's data
+            // did (etcd's isTornEntry, PostgreSQL's zeroed WAL end): torn, cut, kept in .broken.
+            name: "the last record's data zeroed to the end of the file",
             corrupt: { directory in
                 var bytes = TestFiles.read(directory.file(last))
                 for i in (lastRecordOffset + 12)..<bytes.count { bytes[i] = 0 }
                 TestFiles.write(directory.file(last), bytes)
+            },
+            expected: { .kept(recordCount - 1, broken: true) }),
+        Case(
+            name: "the last record's header zeroed part-way, zeros to the end",
+            corrupt: { directory in
+                var bytes = TestFiles.read(directory.file(last))
+                for i in (lastRecordOffset + 2)..<bytes.count { bytes[i] = 0 }
+                TestFiles.write(directory.file(last), bytes)
+            },
+            expected: { .kept(recordCount - 1, broken: true) }),
+        Case(
+            // The record was whole (zeros start after its end) and its checksum fails: damage.
+            name: "a damaged last record followed by zeros",
+            corrupt: { directory in
+                flip(directory.file(last), at: lastRecordOffset + 30)
+                TestFiles.write(directory.file(last), TestFiles.read(directory.file(last)) + [UInt8](repeating: 0, count: 512))
             },
             expected: { .refused(.corruptRecord, file: last, offset: Int64(lastRecordOffset)) }),
         Case(
