@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "walrusd", targets: ["walrusd"]),
         .executable(name: "walrus", targets: ["walrus"]),
         .executable(name: "walrus-bench", targets: ["walrus-bench"]),
+        .executable(name: "walrus-fuzz", targets: ["walrus-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -151,6 +152,22 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Fuzz targets (no ArgumentParser, no NIOPosix: the fuzz build instruments only what it reads).
+        .target(name: "CFuzzerDriver"),
+        .target(
+            name: "WalrusFuzzTargets",
+            dependencies: [
+                "WALCore", "WalrusStore", "WalrusProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "walrus-fuzz",
+            dependencies: ["WalrusFuzzTargets", "CFuzzerDriver"],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "WalrusTestKit",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -180,6 +197,7 @@ let package = Package(
             name: "WalrusServerTests",
             dependencies: [
                 "WalrusServer", "WalrusStore", "WalrusTestKit", "WalrusClient", "walrusd", "walrusctl", "walrus-bench",
+                "WalrusFuzzTargets",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),

@@ -3,6 +3,7 @@ public import Logging
 public import WALCore
 public import WalrusStore
 public import WalrusReplication
+import WalrusProtocol
 
 /// What the control socket can do. Each verb takes a JSON object and returns one; a thrown
 /// `ControlError` becomes `{"ok": false, "error": "…"}`.
@@ -34,86 +35,65 @@ public final class ControlCommands: Sendable {
         self.reload = reload
     }
 
-    static let verbs = [
-        "status", "flush", "checkpoint", "log-level", "reload", "replicas", "digest", "promote", "follow", "switchover",
-    ]
-
     /// Run one request (on a thread that may block: checkpoints write a whole snapshot).
-    func run(_ request: [String: Any]) throws -> [String: Any] {
-        guard let verb = request["verb"] as? String else {
-            throw ControlError("The request has no \"verb\"; send one JSON object per line, e.g. {\"verb\":\"status\"}.")
-        }
-        switch verb {
-        case "status":
+    func run(_ request: ControlRequest) throws -> [String: Any] {
+        switch request {
+        case .status:
             return self.status()
-        case "flush":
+        case .flush:
             try self.store.commitBlocking()
             return ["sealedIndex": self.store.wal.sealedIndex]
-        case "checkpoint":
+        case .checkpoint:
             let report = try self.store.checkpointBlocking()
             return [
                 "index": report.index, "path": report.path, "bytes": report.bytes, "keys": report.keys,
                 "removedSegments": report.removedSegments, "removedSnapshots": report.removedSnapshots,
                 "milliseconds": report.nanoseconds / 1_000_000,
             ]
-        case "log-level":
-            guard let name = request["level"] as? String else {
-                return ["level": self.logLevel.current.rawValue]
-            }
+        case .logLevel(nil):
+            return ["level": self.logLevel.current.rawValue]
+        case .logLevel(let name?):
             guard let level = Logger.Level(rawValue: name.lowercased()) else {
                 throw ControlError(
-                    "Unknown log level '\(name)'; use one of trace, debug, info, notice, warning, error, critical.")
+                    "Unknown log level '\(name.prefix(64))'; use one of trace, debug, info, notice, warning, error, critical.")
             }
             let previous = self.logLevel.current
             self.logLevel.current = level
             self.logger.notice(
                 "Log level changed", metadata: ["log.previous": "\(previous)", "log.level": "\(level)"])
             return ["level": level.rawValue, "previous": previous.rawValue]
-        case "reload":
+        case .reload:
             return ["result": self.reload()]
-        case "replicas":
+        case .replicas:
             guard let replication = self.replication else { return ["replicas": [Any]()] }
             if replication.isFollower {
                 throw ControlError("This node is a follower; run 'walrusctl replicas' on its primary (see 'walrusctl status').")
             }
             return ["replicas": replication.primary.replicas().map(Self.replicaJSON)]
-        case "digest":
+        case .digest:
             let digest = self.store.digest()
             return ["digest": digest.digest, "index": digest.index, "keys": digest.keys]
-        case "promote":
+        case .promote(let force):
             guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
             do {
-                let result = try replication.promote(force: request["force"] as? Bool ?? false)
+                let result = try replication.promote(force: force)
                 var reply: [String: Any] = ["epoch": result.epoch, "index": result.index, "role": "primary"]
                 if !result.note.isEmpty { reply["note"] = result.note }
                 return reply
             } catch let error as ReplicationError {
                 throw ControlError(error.message)
             }
-        case "follow":
+        case .follow(let host, let port):
             guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
-            guard let target = request["target"] as? String, let colon = target.lastIndex(of: ":"),
-                let port = Int(target[target.index(after: colon)...]), (1...65535).contains(port), colon > target.startIndex
-            else {
-                throw ControlError("follow needs \"target\": \"HOST:PORT\" (the primary's replication port, e.g. 10.0.0.1:7380).")
-            }
-            var host = String(target[..<colon])
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
             replication.follow(host: host, port: port)
-            return ["role": "follower", "primary": target]
-        case "switchover":
+            return ["role": "follower", "primary": host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"]
+        case .switchover(let target, let timeout):
             guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
-            guard let target = request["target"] as? String, !target.isEmpty else {
-                throw ControlError("switchover needs \"target\": a follower's node id or host:port (see 'walrusctl replicas').")
-            }
-            let timeout = (request["timeoutMilliseconds"] as? Int) ?? 10_000
             do {
                 return try replication.switchover(to: target, timeoutMilliseconds: timeout)
             } catch let error as ReplicationError {
                 throw ControlError(error.message)
             }
-        default:
-            throw ControlError("Unknown verb '\(verb)'; the verbs are: \(Self.verbs.joined(separator: ", ")).")
         }
     }
 
