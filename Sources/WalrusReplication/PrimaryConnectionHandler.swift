@@ -20,8 +20,28 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     private var wal: WriteAheadLog { self.primary.store.wal }
 
+    /// Whether this connection counts against `ReplicationPrimary.maxPendingHandshakes`.
+    private var pending = false
+    private var handshakeDeadline: Scheduled<Void>?
+
     func channelActive(context: ChannelHandlerContext) {
         self.peer = context.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+        // A peer that connects and never says HELLO (a half-open flood, a slowloris, a port scan)
+        // holds a slot only until the deadline, and only up to the limit of such slots.
+        guard self.primary.beginHandshake() else {
+            self.primary.noteRefusedHandshake(peer: self.peer)
+            context.close(promise: nil)
+            return
+        }
+        self.pending = true
+        let timeout = self.primary.configuration.timeoutMilliseconds
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.handshakeDeadline = context.eventLoop.scheduleTask(in: .milliseconds(Int64(timeout))) {
+            let (handler, context) = bound.value
+            if handler.session == nil {
+                handler.drop(context: context, reason: "no HELLO within \(timeout) ms (repl-timeout) of connecting")
+            }
+        }
         self.nonce = ReplicationAuth.nonce()
         let meta = self.wal.meta
         let challenge = ReplicationChallenge(
@@ -141,6 +161,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         }
         let session = FollowerSession(primary: self.primary, channel: context.channel)
         self.session = session
+        self.endHandshake()
         session.start(hello: hello, plan: plan)
     }
 
@@ -158,7 +179,17 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         self.drop(context: context, reason: "\(error)")
     }
 
+    private func endHandshake() {
+        self.handshakeDeadline?.cancel()
+        self.handshakeDeadline = nil
+        if self.pending {
+            self.pending = false
+            self.primary.endHandshake()
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        self.endHandshake()
         if let session = self.session {
             session.stop(reason: "connection closed")
             self.primary.unregister(session)

@@ -118,6 +118,35 @@ public final class ReplicationPrimary: @unchecked Sendable {
     private let snapshotCounts = Mutex<[String: Int]>([:])
     private let channel = Mutex<(any Channel)?>(nil)
     private let boundPort = Atomic<Int>(0)
+
+    /// Connections that have not said HELLO yet, at most `maxPendingHandshakes`; refusals counted.
+    private let pendingHandshakes = Atomic<Int>(0)
+    private let refusedHandshakes = Atomic<Int>(0)
+    public static let maxPendingHandshakes = 128
+
+    func beginHandshake() -> Bool {
+        if self.pendingHandshakes.add(1, ordering: .relaxed).newValue <= Self.maxPendingHandshakes { return true }
+        self.pendingHandshakes.subtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func endHandshake() { self.pendingHandshakes.subtract(1, ordering: .relaxed) }
+
+    /// Connections refused because too many others had not said HELLO yet.
+    public var refusedHandshakeCount: Int { self.refusedHandshakes.load(ordering: .relaxed) }
+
+    /// Log the first refusal and then every 1000th (a flood must not flood the journal too).
+    func noteRefusedHandshake(peer: String) {
+        let count = self.refusedHandshakes.add(1, ordering: .relaxed).newValue
+        if count == 1 || count % 1000 == 0 {
+            self.logger.warning(
+                "Refused replication connections: too many have not said HELLO yet",
+                metadata: [
+                    "repl.address": "\(peer)", "repl.refused": "\(count)",
+                    "repl.pendingLimit": "\(Self.maxPendingHandshakes)",
+                ])
+        }
+    }
     private let warned = Mutex<Set<String>>([])
     /// The replication port once bound.
     public var port: Int? {
@@ -151,8 +180,8 @@ public final class ReplicationPrimary: @unchecked Sendable {
                         IdleStateHandler(readTimeout: .milliseconds(Int64(self.configuration.timeoutMilliseconds))))
                     try sync.addHandler(
                         ByteToMessageHandler(
-                            ReplicationFrameDecoder(
-                                maxPayloadBytes: self.configuration.maxPayloadBytes, checksum: FrameBuilder.checksum)))
+                            // A follower sends only HELLO, ACK, heartbeats and PROMOTED: small frames.
+                            ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: FrameBuilder.checksum)))
                     try sync.addHandler(PrimaryConnectionHandler(primary: self))
                 }
             }

@@ -2,8 +2,10 @@ import Foundation
 public import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 public import ServiceLifecycle
 import WALCore
+import WalrusProtocol
 
 /// The control socket: a Unix stream socket (mode 0660), one JSON request per line, one JSON reply
 /// per line. Each connection's peer credentials (SO_PEERCRED) are checked: root, the daemon's own
@@ -29,12 +31,15 @@ public final class ControlSocketService: Service, Sendable {
         let logger = self.logger
         // The group that may use the socket is the socket file's group (the daemon's primary group,
         // or what the operator chgrp'ed the runtime directory to).
+        let connections = ControlConnectionHandler.Connections()
         let channel = try await ServerBootstrap(group: self.group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(readTimeout: .seconds(ControlConnectionHandler.idleSeconds)))
                     try sync.addHandler(ByteToMessageHandler(ControlLineDecoder(maxLineBytes: 64 * 1024)))
-                    try sync.addHandler(ControlConnectionHandler(commands: commands, socketPath: self.path, logger: logger))
+                    try sync.addHandler(
+                        ControlConnectionHandler(commands: commands, socketPath: self.path, logger: logger, connections: connections))
                 }
             }
             .bind(unixDomainSocketPath: self.path, cleanupExistingSocketFile: true)
@@ -57,15 +62,58 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     let commands: ControlCommands
     let socketPath: String
     let logger: Logger
+    let connections: Connections
     private var allowed = false
+    private var counted = false
+    /// Requests are run one at a time per connection, in order (so a client cannot start a
+    /// thread per line): lines that arrive while one runs wait here. Past `maxQueued` the socket
+    /// is not read until the queue drains (TCP pushes back on the client; memory stays bounded).
+    private var queued: [Data] = []
+    private var running = false
+    /// A last reply (the line was too long) to send once the queued requests are answered.
+    private var finalReply: [UInt8]?
+    static let maxQueued = 64
+    /// A connection that sends nothing for this long while no request runs is closed.
+    static let idleSeconds: Int64 = 60
+    /// Open control connections, at most `Connections.limit`.
+    final class Connections: Sendable {
+        static let limit = 64
+        let count = Mutex(0)
+    }
 
-    init(commands: ControlCommands, socketPath: String, logger: Logger) {
+    init(commands: ControlCommands, socketPath: String, logger: Logger, connections: Connections) {
         self.commands = commands
         self.socketPath = socketPath
         self.logger = logger
+        self.connections = connections
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if self.counted {
+            self.counted = false
+            self.connections.count.withLock { $0 -= 1 }
+        }
+        context.fireChannelInactive()
     }
 
     func channelActive(context: ChannelHandlerContext) {
+        let admitted = self.connections.count.withLock { count -> Bool in
+            guard count < Connections.limit else { return false }
+            count += 1
+            return true
+        }
+        guard admitted else {
+            self.logger.warning("Refused a control connection: too many open", metadata: ["control.limit": "\(Connections.limit)"])
+            let reply = Self.encode([
+                "ok": false,
+                "error": "Too many control connections are open (\(Connections.limit)); close idle walrusctl sessions and retry.",
+            ])
+            var buffer = context.channel.allocator.buffer(capacity: reply.count)
+            buffer.writeBytes(reply)
+            context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            return
+        }
+        self.counted = true
         // Peer credentials of a Unix socket are fixed at connect time; check them once.
         guard let provider = context.channel as? any SocketOptionProvider else {
             self.refuse(context: context, why: "cannot read the peer's credentials")
@@ -123,7 +171,28 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard self.allowed else { return }
         let line = self.unwrapInboundIn(data)
-        let bytes = Data(line.readableBytesView)
+        self.queued.append(Data(line.readableBytesView))
+        if self.queued.count >= Self.maxQueued { context.channel.setOption(.autoRead, value: false).whenComplete { _ in } }
+        self.runNext(context: context)
+    }
+
+    /// Start the oldest waiting request unless one is running.
+    private func runNext(context: ChannelHandlerContext) {
+        guard !self.running else { return }
+        guard !self.queued.isEmpty else {
+            if let reply = self.finalReply {
+                self.finalReply = nil
+                var buffer = context.channel.allocator.buffer(capacity: reply.count)
+                buffer.writeBytes(reply)
+                context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            }
+            return
+        }
+        self.running = true
+        let bytes = self.queued.removeFirst()
+        if self.queued.count == Self.maxQueued / 2 && self.allowed {
+            context.channel.setOption(.autoRead, value: true).whenComplete { _ in }
+        }
         let commands = self.commands
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         // Requests may block (a checkpoint writes a whole snapshot): run them off the event loop.
@@ -131,16 +200,13 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         Thread.detachNewThread {
             let reply: [String: Any]
             do {
-                guard let request = try JSONSerialization.jsonObject(with: bytes) as? [String: Any] else {
-                    throw ControlCommands.ControlError("The request is not a JSON object; send e.g. {\"verb\":\"status\"}.")
-                }
-                reply = ["ok": true, "result": try commands.run(request)]
+                reply = ["ok": true, "result": try commands.run(ControlRequest.parse(bytes))]
+            } catch let error as ControlRequest.Invalid {
+                reply = ["ok": false, "error": error.message]
             } catch let error as ControlCommands.ControlError {
                 reply = ["ok": false, "error": error.message]
             } catch let error as any StoreErrorDescribable {
                 reply = ["ok": false, "error": error.operatorMessage]
-            } catch let error as NSError where error.domain == NSCocoaErrorDomain {
-                reply = ["ok": false, "error": "The request is not valid JSON (\(error.localizedDescription)); send one JSON object per line."]
             } catch {
                 reply = ["ok": false, "error": "\(error)"]
             }
@@ -150,19 +216,30 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 var buffer = context.channel.allocator.buffer(capacity: encoded.count)
                 buffer.writeBytes(encoded)
                 context.writeAndFlush(handler.wrapOutboundOut(buffer), promise: nil)
+                handler.running = false
+                if context.channel.isActive { handler.runNext(context: context) }
             }
         }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is ControlLineDecoder.LineTooLong {
-            let reply = Self.encode(["ok": false, "error": "The request line is longer than 64 KiB."])
-            var buffer = context.channel.allocator.buffer(capacity: reply.count)
-            buffer.writeBytes(reply)
-            context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            // Answer what came before the long line, then say why and close.
+            self.allowed = false
+            self.finalReply = Self.encode(["ok": false, "error": "The request line is longer than 64 KiB."])
+            self.runNext(context: context)
             return
         }
         context.close(promise: nil)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            // Silent while nothing runs (a long switchover keeps its client waiting, not idle).
+            if !self.running && self.queued.isEmpty { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     /// One JSON object and a newline.
