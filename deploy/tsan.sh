@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test suite under ThreadSanitizer, in its own build folder (.build-tsan). The daemons the
+# tests start are the TSan-built ones too; every process writes its reports to one directory,
+# and any report (after Tests/tsan-suppressions.txt) fails the run.
+#
+#   deploy/tsan.sh [swift test arguments, e.g. --filter ReplicationTests]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reports=$(mktemp -d /tmp/walrus-tsan.XXXXXX)
+swift build --build-tests --sanitize=thread --build-path .build-tsan 2>&1 | tail -1
+status=0
+TSAN_OPTIONS="suppressions=$PWD/Tests/tsan-suppressions.txt log_path=$reports/report second_deadlock_stack=1" \
+    swift test --skip-build --sanitize=thread --build-path .build-tsan "$@" || status=$?
+count=$(ls "$reports" | wc -l)
+if [ "$count" -gt 0 ]; then
+    echo "ThreadSanitizer: $count processes reported (first 200 lines of each):"
+    for f in "$reports"/*; do echo "== $f"; head -200 "$f"; done
+    status=1
+fi
+echo "ThreadSanitizer: $count reports; swift test exit status $status"
+rm -rf "$reports"
+exit $status
