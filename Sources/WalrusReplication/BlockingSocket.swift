@@ -1,4 +1,5 @@
 import Synchronization
+import WALCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -7,7 +8,8 @@ import Glibc
 /// a timeout, send under a lock (the reader thread and the ACK thread both send).
 final class BlockingSocket: @unchecked Sendable {
     private let fd: Int32
-    private let sendLock = Mutex<Void>(())
+    /// Serialises senders (reader and acker threads); holds the bytes sent so far.
+    private let sendLock = LockedValue<Int>(0)
     private let closed = Atomic<Bool>(false)
     let peer: String
 
@@ -89,7 +91,8 @@ final class BlockingSocket: @unchecked Sendable {
 
     /// Send all of `bytes`.
     func send(_ bytes: UnsafeRawBufferPointer) throws {
-        try self.sendLock.withLock { _ in
+        try self.sendLock.withLock { sent in
+            defer { sent &+= bytes.count }
             var done = 0
             while done < bytes.count {
                 let n = Glibc.send(self.fd, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))

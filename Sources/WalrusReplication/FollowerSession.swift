@@ -21,9 +21,9 @@ final class FollowerSession: @unchecked Sendable {
     /// The follower's own replication port (a switchover hands over to host:replicationPort).
     private(set) var replicationPort = 0
     /// Set when the follower reports it promoted itself (switchover).
-    let promotion = Mutex<ReplicationPromotion?>(nil)
+    let promotion = LockedValue<ReplicationPromotion?>(nil)
     private let primary: ReplicationPrimary
-    private let lock = Mutex(Positions())
+    private let lock = LockedValue(Positions())
     private let stopped = Atomic<Bool>(false)
     private var thread: DedicatedThread?
 

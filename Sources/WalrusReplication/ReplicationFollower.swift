@@ -51,7 +51,7 @@ public final class ReplicationFollower: @unchecked Sendable {
     let host: String
     let port: Int
     private let onLinkChange: @Sendable (FollowerLinkStatus) -> Void
-    private let link: Mutex<FollowerLinkStatus>
+    private let link: LockedValue<FollowerLinkStatus>
     private let stopping = Atomic<Bool>(false)
     /// The socket the ACK thread sends on (nil between connections), a dirty flag, and a condition.
     private let ackState = ConditionLock<(socket: BlockingSocket?, dirty: Bool, received: UInt64)>((nil, false, 0))
@@ -77,7 +77,7 @@ public final class ReplicationFollower: @unchecked Sendable {
         self.logger = logger
         self.onLinkChange = onLinkChange
         let durable = store.wal.sealedIndex
-        self.link = Mutex(
+        self.link = LockedValue(
             FollowerLinkStatus(
                 primaryHost: host, primaryPort: port, primaryNodeID: "", state: .connecting, linkUp: false,
                 lastIOSecondsAgo: 0, primarySealedIndex: 0, received: durable, durable: durable,

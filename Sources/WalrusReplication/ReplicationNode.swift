@@ -22,7 +22,7 @@ public final class ReplicationNode: Sendable {
     public let configuration: ReplicationConfiguration
     public let primary: ReplicationPrimary
     let logger: Logger
-    private let follower = Mutex<ReplicationFollower?>(nil)
+    private let follower = LockedValue<ReplicationFollower?>(nil)
     private let followerFlag = Atomic<Bool>(false)
     private let clientPortValue = Atomic<Int>(0)
 
@@ -67,7 +67,7 @@ public final class ReplicationNode: Sendable {
 
     private let fencedFlag = Atomic<Bool>(false)
     /// Set during a switchover: where the writes are going.
-    private let pausedFor = Mutex<String?>(nil)
+    private let pausedFor = LockedValue<String?>(nil)
     private let pausedFlag = Atomic<Bool>(false)
 
     private func pause(for target: String?) {

@@ -53,10 +53,10 @@ public final class ReplicationPrimary: @unchecked Sendable {
     /// The sealed index and when each index was sealed (for data age), guarded with a condition
     /// the senders sleep on.
     let seals = ConditionLock(SealHistory())
-    private let sessions = Mutex<[UInt64: FollowerSession]>([:])
+    private let sessions = LockedValue<[UInt64: FollowerSession]>([:])
     /// Followers that disconnected, by node id, for status and retention (seen recently).
-    private let departed = Mutex<[String: (status: ReplicaStatus, at: UInt64)]>([:])
-    private let waiters = Mutex<[UInt64: ReplicaWaiter]>([:])
+    private let departed = LockedValue<[String: (status: ReplicaStatus, at: UInt64)]>([:])
+    private let waiters = LockedValue<[UInt64: ReplicaWaiter]>([:])
     private let nextID = Atomic<UInt64>(1)
     /// Whether HELLOs are served (false while this node is a follower).
     let servingFlag = Atomic<Bool>(true)
@@ -65,9 +65,9 @@ public final class ReplicationPrimary: @unchecked Sendable {
         set { self.servingFlag.store(newValue, ordering: .relaxed) }
     }
     /// Set when this node learned of a newer epoch than its own (it is a stale primary).
-    private let fence = Mutex<String?>(nil)
+    private let fence = LockedValue<String?>(nil)
     /// Called when this primary is fenced off (the node stops taking writes).
-    let onFenced = Mutex<(@Sendable (String) -> Void)?>(nil)
+    let onFenced = LockedValue<(@Sendable (String) -> Void)?>(nil)
 
     /// Why this node refuses writes as a stale primary, if it does.
     public var fencedReason: String? { self.fence.withLock { $0 } }
@@ -115,8 +115,8 @@ public final class ReplicationPrimary: @unchecked Sendable {
     }
 
     /// Snapshots sent by node id (tests check a resumed follower got none).
-    private let snapshotCounts = Mutex<[String: Int]>([:])
-    private let channel = Mutex<(any Channel)?>(nil)
+    private let snapshotCounts = LockedValue<[String: Int]>([:])
+    private let channel = LockedValue<(any Channel)?>(nil)
     private let boundPort = Atomic<Int>(0)
 
     /// Connections that have not said HELLO yet, at most `maxPendingHandshakes`; refusals counted.
@@ -147,14 +147,14 @@ public final class ReplicationPrimary: @unchecked Sendable {
                 ])
         }
     }
-    private let warned = Mutex<Set<String>>([])
+    private let warned = LockedValue<Set<String>>([])
     /// The replication port once bound.
     public var port: Int? {
         let port = self.boundPort.load(ordering: .relaxed)
         return port == 0 ? nil : port
     }
     /// Runs the sync-replicas timeouts.
-    private let timerLoop = Mutex<(any EventLoop)?>(nil)
+    private let timerLoop = LockedValue<(any EventLoop)?>(nil)
 
     public init(store: KeyValueStore, configuration: ReplicationConfiguration, logger: Logger) {
         self.store = store

@@ -78,7 +78,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     /// Open control connections, at most `Connections.limit`.
     final class Connections: Sendable {
         static let limit = 64
-        let count = Mutex(0)
+        let count = LockedValue(0)
     }
 
     init(commands: ControlCommands, socketPath: String, logger: Logger, connections: Connections) {

@@ -1,12 +1,13 @@
 public import Logging
 import Synchronization
+import WALCore
 
 /// A log level that can change while the daemon runs (`walrusctl log-level`, reload). Loggers are
 /// values copied everywhere, so their handler asks this shared level on every call instead.
 public final class DynamicLogLevel: Sendable {
-    private let level: Mutex<Logger.Level>
+    private let level: LockedValue<Logger.Level>
 
-    public init(_ level: Logger.Level) { self.level = Mutex(level) }
+    public init(_ level: Logger.Level) { self.level = LockedValue(level) }
 
     /// The current level.
     public var current: Logger.Level {

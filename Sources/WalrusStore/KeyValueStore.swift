@@ -18,12 +18,12 @@ public final class KeyValueStore: Sendable {
     public let wal: WriteAheadLog
     /// What recovery did.
     public let recovery: StoreRecoveryReport
-    private let state: Mutex<StoreState>
-    private let checkpointing = Mutex<Bool>(false)
+    private let state: LockedValue<StoreState>
+    private let checkpointing = LockedValue<Bool>(false)
     /// Tells a checkpoint the first index some reader (a follower) still needs, if any.
-    private let retentionGuard = Mutex<(@Sendable () -> UInt64?)?>(nil)
+    private let retentionGuard = LockedValue<(@Sendable () -> UInt64?)?>(nil)
     /// Key and value limits in force (a reload can change them).
-    private let limits: Mutex<(key: Int, value: Int)>
+    private let limits: LockedValue<(key: Int, value: Int)>
     let logger: Logger
 
     private init(
@@ -32,8 +32,8 @@ public final class KeyValueStore: Sendable {
     ) {
         self.configuration = configuration
         self.wal = wal
-        self.state = Mutex(state)
-        self.limits = Mutex((configuration.maxKeyBytes, configuration.maxValueBytes))
+        self.state = LockedValue(state)
+        self.limits = LockedValue((configuration.maxKeyBytes, configuration.maxValueBytes))
         self.recovery = recovery
         self.logger = logger
     }

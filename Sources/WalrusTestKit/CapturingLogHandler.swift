@@ -1,5 +1,6 @@
 public import Logging
 import Synchronization
+import WALCore
 
 /// Keeps every log message in memory so tests can assert what an operator would read.
 public final class LogCapture: Sendable {
@@ -10,7 +11,7 @@ public final class LogCapture: Sendable {
         public var metadata: [String: String]
     }
 
-    private let storage = Mutex<[Entry]>([])
+    private let storage = LockedValue<[Entry]>([])
 
     public init() {}
 

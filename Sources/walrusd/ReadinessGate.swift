@@ -1,12 +1,13 @@
 import Synchronization
+import WALCore
 
 /// Calls `ready` once every listener has reported that it is bound.
 final class ReadinessGate: Sendable {
-    private let state: Mutex<(remaining: Int, port: Int?)>
+    private let state: LockedValue<(remaining: Int, port: Int?)>
     private let ready: @Sendable (Int) -> Void
 
     init(listeners: Int, ready: @escaping @Sendable (Int) -> Void) {
-        self.state = Mutex((listeners, nil))
+        self.state = LockedValue((listeners, nil))
         self.ready = ready
     }
 

@@ -88,7 +88,7 @@ struct DiskFullTests {
         for i in 0..<50 {
             #expect(try client.command("SET", "k\(i)", "v\(i)") == .simple("OK"))
         }
-        FileManager.default.createFile(atPath: trigger, contents: Data())
+        _ = FileManager.default.createFile(atPath: trigger, contents: Data())
         let failed = try client.command("SET", "lost", "x")
         guard case .error(let message) = failed else {
             Issue.record("a write whose fdatasync failed was acknowledged: \(failed)")
