@@ -169,6 +169,7 @@ extension WriteAheadLog {
             let published = writer.unsynced
             if sync { writer.unsynced.removeAll(keepingCapacity: true) }
             let writtenIndex = writer.writtenIndex
+            var sealedRecords: UInt64 = 0
             let (ready, observers, sealed, recoveredFromFull) = self.lock.withLock {
                 state -> ([WALState.Waiter], [@Sendable (UInt64) -> Void], UInt64, Bool) in
                 if let current = batch {
@@ -186,12 +187,17 @@ extension WriteAheadLog {
                         state.segments[position].sealedCount = value.count
                     }
                 }
+                sealedRecords = writtenIndex &- state.sealedIndex
                 state.sealedIndex = writtenIndex
                 state.statistics.fsyncCount += 1
                 state.statistics.fsyncNanosecondsTotal += fsyncNanoseconds
                 state.statistics.lastFsyncNanoseconds = fsyncNanoseconds
                 state.statistics.maxFsyncNanoseconds = max(state.statistics.maxFsyncNanoseconds, fsyncNanoseconds)
                 return (state.takeSealedWaiters(), state.sealObservers, state.sealedIndex, wasFull)
+            }
+            if sync {
+                self.metrics.fsync.recordNanoseconds(Int64(fsyncNanoseconds))
+                self.metrics.groupCommit.record(Int64(sealedRecords))
             }
             if recoveredFromFull {
                 self.logger.notice(

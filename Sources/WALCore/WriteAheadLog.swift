@@ -56,6 +56,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// What recovery found.
     public let recoveryReport: RecoveryReport
     let logger: Logger
+    let metrics = WALMetrics()
     let lock: ConditionLock<WALState>
     let directoryLock: DirectoryLock
     private let metaLock = ConditionLock<MetaFile>(MetaFile())

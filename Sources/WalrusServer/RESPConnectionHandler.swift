@@ -14,6 +14,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     final class Reply {
         var buffer: ByteBuffer?
         var closeAfter = false
+        /// Set when metrics are on: which command, and when it arrived.
+        var metric: CommandMetrics.Entry?
+        var startedNanoseconds: UInt64 = 0
         init(_ buffer: ByteBuffer? = nil) { self.buffer = buffer }
     }
 
@@ -25,10 +28,13 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var closing = false
     private var session = CommandExecutor.Session()
 
-    init(executor: CommandExecutor, statistics: ServerStatistics, logger: Logger) {
+    private let metrics: CommandMetrics?
+
+    init(executor: CommandExecutor, statistics: ServerStatistics, logger: Logger, metrics: CommandMetrics? = nil) {
         self.executor = executor
         self.statistics = statistics
         self.logger = logger
+        self.metrics = metrics
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -39,6 +45,10 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard !command.arguments.isEmpty, !self.closing else { return }
         self.statistics.totalCommands.add(1, ordering: .relaxed)
         let reply = Reply()
+        if let metrics = self.metrics {
+            reply.metric = metrics.entry(for: command.arguments[0])
+            reply.startedNanoseconds = monotonicNanoseconds()
+        }
         self.replies.append(reply)
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
@@ -74,6 +84,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         var wrote = false
         while let first = self.replies.first, let buffer = first.buffer {
             self.replies.removeFirst()
+            if let metric = first.metric { self.metrics?.record(metric, reply: buffer, startedNanoseconds: first.startedNanoseconds) }
             if first.closeAfter {
                 // QUIT or a protocol error: the reply goes out, then the connection closes.
                 let promise = context.eventLoop.makePromise(of: Void.self)

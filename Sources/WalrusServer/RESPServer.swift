@@ -19,7 +19,7 @@ public final class RESPServer: Service, Sendable {
     let group: MultiThreadedEventLoopGroup
     /// Counters for INFO.
     public let statistics: ServerStatistics
-    private let boundPort = Mutex<Int?>(nil)
+    private let boundPort = LockedValue<Int?>(nil)
     /// Connections beyond this are refused; changes take effect for the next connection (reload).
     public let maxClients: Atomic<Int>
     /// The decoder's bulk limit for new connections (reload raises it with max-value-bytes).
@@ -27,13 +27,16 @@ public final class RESPServer: Service, Sendable {
     private let onBound: @Sendable (Int) -> Void
     /// Replication (nil: a standalone primary, as in the embedded tests).
     public let replication: ReplicationNode?
+    /// Per-command counters and latency (nil: metrics off).
+    let commandMetrics: CommandMetrics?
 
     /// - Parameter onBound: called with the bound port once listening (READY=1 goes here).
     public init(
         store: KeyValueStore, configuration: ServerConfiguration, logger: Logger, replication: ReplicationNode? = nil,
-        onBound: @escaping @Sendable (Int) -> Void = { _ in }
+        commandMetrics: CommandMetrics? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.replication = replication
+        self.commandMetrics = commandMetrics
         self.store = store
         self.configuration = configuration
         self.logger = logger
@@ -52,7 +55,7 @@ public final class RESPServer: Service, Sendable {
             // for it forever: whichever of the loop and a sleeping Task answers first wins.
             let answered = loop.submit { true }
             let ok = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                let decided = Mutex(false)
+                let decided = LockedValue(false)
                 let finish: @Sendable (Bool) -> Void = { value in
                     let first = decided.withLock { done -> Bool in
                         defer { done = true }
@@ -116,7 +119,8 @@ public final class RESPServer: Service, Sendable {
                     var connectionLimits = limits
                     connectionLimits.maxBulkBytes = server.maxBulkBytes.load(ordering: .relaxed)
                     try sync.addHandler(ByteToMessageHandler(RESPCommandDecoder(limits: connectionLimits)))
-                    try sync.addHandler(RESPConnectionHandler(executor: executor, statistics: statistics, logger: logger))
+                    try sync.addHandler(
+                        RESPConnectionHandler(executor: executor, statistics: statistics, logger: logger, metrics: self.commandMetrics))
                 }
             }
         let channel = try await bootstrap.bind(host: serverConfiguration.bindAddress, port: serverConfiguration.port).get()

@@ -57,6 +57,10 @@ struct DaemonConfiguration: Equatable, Sendable {
     /// `repl-retention-seconds` (integer, default 3600): a follower that went away keeps its log
     /// for this long (within repl-retention-bytes).
     var replRetentionSeconds = 3600
+    /// `metrics-port` (integer, default none = off; 0 picks a free port and logs it) and
+    /// `metrics-bind` (string, default `127.0.0.1`): a Prometheus endpoint, `GET /metrics`.
+    var metricsPort: Int? = nil
+    var metricsBind = "127.0.0.1"
 
     /// `follow` split into host and port.
     var followTarget: (host: String, port: Int)? {
@@ -168,8 +172,8 @@ struct DaemonConfiguration: Equatable, Sendable {
         case "repl-snapshot-rate": self.replSnapshotRate = try integer(0...Int.max)
         case "repl-retention-bytes": self.replRetentionBytes = try integer(0...Int.max)
         case "repl-retention-seconds": self.replRetentionSeconds = try integer(0...Int.max)
-        case "metrics-port":
-            throw FileError(description: "\(key) belongs to metrics, which this walrusd does not have yet")
+        case "metrics-port": self.metricsPort = try integer(0...65535)
+        case "metrics-bind": self.metricsBind = value
         default:
             throw FileError(description: "unknown key '\(key)'")
         }
@@ -199,6 +203,8 @@ struct DaemonConfiguration: Equatable, Sendable {
         if self.syncReplicasTimeout != other.syncReplicasTimeout { keys.append("sync-replicas-timeout") }
         if self.replAuthFile != other.replAuthFile { keys.append("repl-auth-file") }
         if self.replTimeout != other.replTimeout { keys.append("repl-timeout") }
+        if self.metricsPort != other.metricsPort { keys.append("metrics-port") }
+        if self.metricsBind != other.metricsBind { keys.append("metrics-bind") }
         if self.replSnapshotRate != other.replSnapshotRate { keys.append("repl-snapshot-rate") }
         if self.replRetentionBytes != other.replRetentionBytes { keys.append("repl-retention-bytes") }
         if self.replRetentionSeconds != other.replRetentionSeconds { keys.append("repl-retention-seconds") }

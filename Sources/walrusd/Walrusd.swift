@@ -1,5 +1,7 @@
 import ArgumentParser
+import CoreMetrics
 import Logging
+import Prometheus
 import ServiceLifecycle
 import Synchronization
 import WALCore
@@ -60,6 +62,10 @@ struct Walrusd: AsyncParsableCommand {
     var replSnapshotRate: String?
     @Option(name: .customLong("repl-retention-bytes"), help: "At most this much log is kept for a lagging follower (default 1 GiB).")
     var replRetentionBytes: String?
+    @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics at GET /metrics on this port (default: off; 0 picks a free one).")
+    var metricsPort: String?
+    @Option(name: .customLong("metrics-bind"), help: "The address of the metrics endpoint (default 127.0.0.1).")
+    var metricsBind: String?
 
     /// The flags given, as config keys.
     var flagValues: [(String, String)] {
@@ -71,6 +77,7 @@ struct Walrusd: AsyncParsableCommand {
             ("sync-replicas", self.syncReplicas), ("sync-replicas-timeout", self.syncReplicasTimeout),
             ("repl-auth-file", self.replAuthFile), ("repl-timeout", self.replTimeout),
             ("repl-snapshot-rate", self.replSnapshotRate), ("repl-retention-bytes", self.replRetentionBytes),
+            ("metrics-port", self.metricsPort), ("metrics-bind", self.metricsBind),
         ].compactMap { key, value in value.map { (key, $0) } }
     }
 
@@ -106,6 +113,21 @@ struct Walrusd: AsyncParsableCommand {
         }
         let notifier = SystemdNotifier()
         let directory = settings.data
+        // Metrics: swift-metrics with a Prometheus registry behind it, bootstrapped before the log
+        // opens (the log's flusher records fdatasync latency and group-commit sizes through it).
+        var registry: PrometheusCollectorRegistry? = nil
+        if settings.metricsPort != nil {
+            let prometheus = PrometheusCollectorRegistry()
+            var factory = PrometheusMetricsFactory(registry: prometheus)
+            factory.defaultDurationHistogramBuckets = [
+                .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+                .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+                .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(5),
+            ]
+            factory.defaultValueHistogramBuckets = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384]
+            MetricsSystem.bootstrap(factory)
+            registry = prometheus
+        }
 
         var storeConfiguration = StoreConfiguration(directory: directory)
         storeConfiguration.wal.fsyncMode = settings.fsync == "always" ? .always : .interval(milliseconds: settings.fsyncInterval)
@@ -192,11 +214,14 @@ struct Walrusd: AsyncParsableCommand {
         let bindAddress = settings.bind
         // READY=1 only once recovery is done and every listener is bound.
         let role = settings.follow.map { "follower of \($0)" } ?? "primary"
-        let readiness = ReadinessGate(listeners: 3) { port in
+        let readiness = ReadinessGate(listeners: registry == nil ? 3 : 4) { port in
             notifier.ready(status: "\(role) · listening on \(bindAddress):\(port) · \(store.count) keys")
             logger.info("Ready", metadata: ["server.port": "\(port)", "walrusd.role": "\(role)"])
         }
-        let server = RESPServer(store: store, configuration: serverConfiguration, logger: logger, replication: replication) { port in
+        let server = RESPServer(
+            store: store, configuration: serverConfiguration, logger: logger, replication: replication,
+            commandMetrics: registry == nil ? nil : CommandMetrics()
+        ) { port in
             replication.clientPort = port
             readiness.bound(port: port)
         }
@@ -220,15 +245,23 @@ struct Walrusd: AsyncParsableCommand {
             commands: ControlCommands(
                 store: store, server: server, logLevel: level, logger: logger, replication: replication, reload: reloadAction),
             logger: logger, onBound: { readiness.bound(port: nil) })
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: replicationService, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: control, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: status, failureTerminationBehavior: .gracefullyShutdownGroup),
+            .init(service: reload),
+        ]
+        if let registry, let metricsPort = settings.metricsPort {
+            let collector = MetricsCollector(registry: registry, store: store, server: server, replication: replication)
+            let metrics = MetricsService(
+                collector: collector, host: settings.metricsBind, port: metricsPort, logger: logger,
+                onBound: { _ in readiness.bound(port: nil) })
+            services.append(.init(service: metrics, failureTerminationBehavior: .gracefullyShutdownGroup))
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [
-                    .init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: replicationService, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: control, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: status, failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: reload),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {
@@ -301,7 +334,7 @@ extension Walrusd {
 
 /// The server, once made (the link-change callback is created before it).
 final class ServerBox: @unchecked Sendable {
-    private let lock = Mutex<RESPServer?>(nil)
+    private let lock = LockedValue<RESPServer?>(nil)
     var server: RESPServer? {
         get { self.lock.withLock { $0 } }
         set { self.lock.withLock { $0 = newValue } }
@@ -310,6 +343,6 @@ final class ServerBox: @unchecked Sendable {
 
 /// The configuration in force, shared with the reload action.
 final class ConfigurationBox: Sendable {
-    let state: Mutex<DaemonConfiguration>
-    init(_ configuration: DaemonConfiguration) { self.state = Mutex(configuration) }
+    let state: LockedValue<DaemonConfiguration>
+    init(_ configuration: DaemonConfiguration) { self.state = LockedValue(configuration) }
 }

@@ -40,7 +40,7 @@ struct DaemonConfigurationTests {
         ("bind = \"open", "unterminated string"),
         ("follow = \"10.0.0.1\"", "follow must be host:port"),
         ("sync-replicas = -1", "sync-replicas must be an integer"),
-        ("metrics-port = 9100", "metrics, which this walrusd does not have yet"),
+        ("metrics-port = 99999", "metrics-port must be an integer in 0…65535"),
     ])
     func reportsMistakes(line: String, expected: String) {
         var configuration = DaemonConfiguration()
