@@ -15,6 +15,7 @@ packages=(
   nftables        # nft: the drill's partitions and packet loss
   redis-tools     # redis-cli and redis-benchmark: the real clients the tests drive walrusd with
   redis-server    # the peer walrus-bench measures against
+  gnuplot-nox     # walrus-bench report draws its charts with it
   python3-pip     # for redis-py below
 )
 

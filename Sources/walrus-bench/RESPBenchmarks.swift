@@ -6,10 +6,13 @@ struct RESPBenchmarks {
     let directory: String
     let requests: Int
     let repetitions: Int
+    /// Attach a follower to walrusd and a replica to redis-server (as `walrus-bench report` does).
+    var replicas = false
 
     struct Server {
         let process: Process
         let port: Int
+        var replicationPort = 0
     }
 
     func run() throws {
@@ -44,7 +47,18 @@ struct RESPBenchmarks {
         for mode in modes {
             let walrus = try self.startWalrusd(walrusd, mode.walrus)
             let redis = try Self.startRedis(directory: self.directory, name: "redis", ["--appendonly", "yes"] + mode.redis)
+            var attached: [Server] = []
+            if self.replicas {
+                attached.append(try self.startWalrusd(walrusd, mode.walrus + ["--follow", "127.0.0.1:\(walrus.replicationPort)"]))
+                attached.append(
+                    try Self.startRedis(
+                        directory: self.directory, name: "replica", ["--appendonly", "yes", "--replicaof", "127.0.0.1", String(redis.port)] + mode.redis))
+            }
             defer {
+                for server in attached {
+                    kill(server.process.processIdentifier, SIGKILL)
+                    server.process.waitUntilExit()
+                }
                 // Children spawned from a Dispatch thread inherit its blocked signals, so SIGTERM
                 // may never reach them: stop them with SIGKILL (their data is scratch).
                 kill(walrus.process.processIdentifier, SIGKILL)
@@ -56,12 +70,20 @@ struct RESPBenchmarks {
             for (name, arguments) in mode.workloads {
                 var ours: [Double] = []
                 var theirs: [Double] = []
+                // One client waiting for each fdatasync manages a few thousand a second: fewer requests.
+                let requests = arguments.suffix(2) == ["-c", "1"] && mode.walrus.contains("always") ? min(self.requests, 10_000) : self.requests
                 for _ in 0..<self.repetitions {
-                    ours.append(try self.benchmark(port: walrus.port, arguments))
-                    theirs.append(try self.benchmark(port: redis.port, arguments))
+                    ours.append(try self.benchmark(port: walrus.port, arguments, requests: requests))
+                    theirs.append(try self.benchmark(port: redis.port, arguments, requests: requests))
                 }
                 let (w, r) = (Bench.median(ours), Bench.median(theirs))
                 rows.append([name, Bench.format(w), Bench.format(r), Bench.ratio(w, r)])
+                let durable = mode.walrus.contains("always")
+                let goal: Double? = durable ? (name == "SET -c 50" ? 1.5 : nil) : (name.contains("-c 50") ? 1.0 : nil)
+                Report.add(
+                    section: durable ? "RESP, durable (fsync=always ↔ appendfsync always)" : "RESP, periodic (fsync=interval 1 s ↔ everysec)",
+                    workload: name + (self.replicas ? ", follower attached" : ""), walrus: w, peer: r, peerName: "redis-server",
+                    unit: "ops/s", goal: goal.map { .atLeast($0) }, limit: durable ? "fdatasync rate × batch (see WAL rows)" : "")
             }
             Bench.table(mode.title, ["workload", "walrusd ops/s", "redis-server ops/s", "walrus ÷ redis"], rows)
         }
@@ -84,16 +106,20 @@ struct RESPBenchmarks {
         return text.split(separator: " ").first { $0.hasPrefix("v=") }.map { "redis-server \($0.dropFirst(2))." } ?? ""
     }
 
-    private func startWalrusd(_ binary: String, _ arguments: [String]) throws -> Server {
+    func startWalrusd(_ binary: String, _ arguments: [String]) throws -> Server {
         let port = Self.freePort()
+        let replicationPort = Self.freePort()
         let data = Bench.scratch(self.directory, "walrusd-\(port)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--data", data, "--port", String(port), "--log-level", "warning", "--control-socket", data + "/c.sock"] + arguments
+        process.arguments = [
+            "--data", data, "--port", String(port), "--repl-port", String(replicationPort), "--log-level", "warning",
+            "--control-socket", data + "/c.sock",
+        ] + arguments
         process.standardError = FileHandle.nullDevice
         try process.run()
         try Self.waitForPing(port)
-        return Server(process: process, port: port)
+        return Server(process: process, port: port, replicationPort: replicationPort)
     }
 
     /// A redis-server on a free loopback port, data in `directory/name-PORT`, no RDB saves; the
@@ -113,10 +139,10 @@ struct RESPBenchmarks {
     }
 
     /// ops/s from `redis-benchmark -q`.
-    private func benchmark(port: Int, _ arguments: [String]) throws -> Double {
+    func benchmark(port: Int, _ arguments: [String], requests: Int? = nil) throws -> Double {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
-        process.arguments = ["-p", String(port), "-n", String(self.requests), "-d", "100", "-r", "100000", "-q"] + arguments
+        process.arguments = ["-p", String(port), "-n", String(requests ?? self.requests), "-d", "100", "-r", "100000", "-q"] + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = FileHandle.nullDevice

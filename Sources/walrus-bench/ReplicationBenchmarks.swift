@@ -67,6 +67,7 @@ struct ReplicationBenchmarks {
         let writes = self.quick ? 2000 : 10_000
         var rows: [[String]] = []
         var figures: [String: (p50: Double, p99: Double, max: Double)] = [:]
+        var samples: [String: [Double]] = [:]
         let setups: [(String, () throws -> (primary: Int, follower: Int, stop: () -> Void))] = [
             ("walrusd fsync=always", { try self.walrusPair(["--fsync", "always"]) }),
             ("walrusd fsync=interval (100 ms)", { try self.walrusPair(["--fsync", "interval", "--fsync-interval", "100"]) }),
@@ -76,6 +77,7 @@ struct ReplicationBenchmarks {
             let pair = try start()
             defer { pair.stop() }
             let lags = try Self.measureLag(primary: pair.primary, follower: pair.follower, writes: writes, rate: rate)
+            samples[name] = lags
             let figure = (Self.percentile(lags, 0.5), Self.percentile(lags, 0.99), lags.max() ?? .nan)
             figures[name] = figure
             rows.append([
@@ -88,6 +90,15 @@ struct ReplicationBenchmarks {
             ["setup", "p50 ms", "p99 ms", "max ms"], rows)
         if let ours = figures["walrusd fsync=always"], let theirs = figures["redis-server (no persistence)"] {
             let goal = theirs.p99 + fsyncP50
+            Report.add(
+                section: "Replication", workload: "visibility lag p50 at \(Int(rate)) SET/s (fsync=always)", walrus: ours.p50 * 1000,
+                peer: theirs.p50 * 1000, peerName: "redis-server", unit: "ms", lowerIsBetter: true)
+            Report.add(
+                section: "Replication", workload: "visibility lag p99 at \(Int(rate)) SET/s (fsync=always)", walrus: ours.p99 * 1000,
+                peer: theirs.p99 * 1000, peerName: "redis-server", unit: "ms", lowerIsBetter: true,
+                goal: .absolute(goal * 1000, lowerIsBetter: true),
+                limit: String(format: "one fdatasync p50 %.3f ms", fsyncP50 * 1000))
+            Report.lagSamples.withLock { $0 = samples }
             print("")
             print(
                 String(
@@ -153,6 +164,10 @@ struct ReplicationBenchmarks {
         defer { follower.stop() }
         let reached = try Self.waitForOffset(port: follower.port, UInt64(records), seconds: 300)
         let seconds = Bench.now() - started
+        Report.add(
+            section: "Replication", workload: "follower catch-up, \(Bench.format(Double(records))) records",
+            walrus: Double(logBytes) / seconds / 1e6, peer: nil, peerName: "", unit: "MB/s", goal: .absolute(200),
+            limit: Report.limits.withLock { $0.loopbackMBps.map { "loopback TCP \(Bench.format($0)) MB/s" } ?? "" })
         Bench.table(
             "follower catch-up: a new follower streams \(records) records (\(Bench.format(Double(logBytes) / 1_048_576)) MiB of log) from the primary's segments",
             ["records/s", "MB/s", "seconds", "goal ≥ 200 MB/s"],
@@ -200,6 +215,9 @@ struct ReplicationBenchmarks {
             var seconds = Double.nan
             if try Self.waitForRedisSync(port: replica.port, keys: keys, seconds: 300) { seconds = Bench.now() - started }
             rows.append([name, String(format: "%.2f", seconds), Bench.ratio(seconds, walrusSeconds)])
+            Report.add(
+                section: "Replication", workload: "bootstrap \(Bench.format(Double(keys))) keys vs \(name.replacingOccurrences(of: "redis-server ", with: ""))",
+                walrus: walrusSeconds, peer: seconds, peerName: "redis-server", unit: "s", lowerIsBetter: true)
         }
         Bench.table(
             "bootstrap a new follower with \(keys) keys of 100-byte values (primary's log already dropped) vs a Redis replica's full resync",

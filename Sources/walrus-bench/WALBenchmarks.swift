@@ -51,6 +51,13 @@ struct WALBenchmarks {
             let rawNs = Bench.median(raw)
             let oursNs = Bench.median(ours)
             let original = Self.originalNanosecondsPerRecord[batch] ?? .nan
+            Report.add(
+                section: "WAL (the original's benchmarks)", workload: "batch \(batch): ns per record, one fdatasync per batch",
+                walrus: oursNs, peer: rawNs, peerName: "raw write+fdatasync", unit: "ns/record", lowerIsBetter: true,
+                goal: .atMost(1.25), limit: "raw write+fdatasync: \(Bench.format(rawNs)) ns/record")
+            Report.add(
+                section: "WAL (the original's benchmarks)", workload: "batch \(batch): vs the original Go walrus",
+                walrus: oursNs, peer: original, peerName: "original Go (quoted)", unit: "ns/record", lowerIsBetter: true)
             rows.append([
                 "\(batch)", Bench.format(oursNs), Bench.format(Bench.median(appends)), Bench.format(rawNs),
                 Bench.ratio(oursNs, rawNs), Bench.format(original), Bench.ratio(original, oursNs),
@@ -111,6 +118,10 @@ struct WALBenchmarks {
             }
             let recordsPerSecond = Bench.median(runs.map(\.records))
             let fsyncsPerSecond = Bench.median(runs.map(\.fsyncs))
+            Report.add(
+                section: "WAL (the original's benchmarks)", workload: "group commit, \(writers) writers (fsync=always)",
+                walrus: recordsPerSecond, peer: nil, peerName: "", unit: "durable records/s",
+                limit: "\(writers) × raw fdatasync/s = \(Bench.format(rawFsyncsPerSecond * Double(writers)))")
             rows.append([
                 "\(writers)", Bench.format(recordsPerSecond), Bench.format(fsyncsPerSecond),
                 Bench.format(recordsPerSecond / max(fsyncsPerSecond, 1), decimals: 1),
@@ -256,6 +267,10 @@ struct WALBenchmarks {
         let scanSeconds = Bench.median(scan)
         let fullSeconds = Bench.median(full)
         let megabytes = Double(bytes) / 1e6
+        Report.add(
+            section: "WAL (the original's benchmarks)", workload: "recovery of \(Bench.format(Double(count))) records (fresh process)",
+            walrus: Double(count) / fullSeconds, peer: 349_000, peerName: "original Go (quoted)", unit: "records/s",
+            goal: .absolute(3_000_000), limit: "log scan alone: \(Bench.format(Double(count) / scanSeconds)) records/s")
         Bench.table(
             "Recovery of \(Bench.format(Double(count))) SETs (12-byte keys, 100-byte values, \(Bench.format(megabytes)) MB of log)",
             ["", "walrus", "original Go (quoted)", "goal"],

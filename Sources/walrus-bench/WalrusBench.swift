@@ -8,7 +8,7 @@ struct WalrusBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrus-bench",
         abstract: "Measure walrus beside the baselines a user would compare it with, in one run.",
-        subcommands: [WAL.self, RESP.self, Repl.self, PowerCut.self, RecoveryProbe.self],
+        subcommands: [WAL.self, RESP.self, Repl.self, ReportCommand.self, PowerCut.self, RecoveryProbe.self],
         defaultSubcommand: WAL.self)
 
     struct WAL: AsyncParsableCommand {
