@@ -10,7 +10,14 @@ public struct RESPCommand: Sendable, Equatable {
     /// The command name, upper-cased (command names are ASCII).
     public var name: String {
         guard let first = self.arguments.first else { return "" }
-        return String(decoding: first.readableBytesView, as: UTF8.self).uppercased()
+        // ASCII upper-casing in place (command names are ASCII; `uppercased()` goes through
+        // Unicode tables and showed in profiles).
+        return first.withUnsafeReadableBytes { bytes in
+            String(unsafeUninitializedCapacity: bytes.count) { out in
+                for (i, byte) in bytes.enumerated() { out[i] = byte >= 97 && byte <= 122 ? byte - 32 : byte }
+                return bytes.count
+            }
+        }
     }
 }
 

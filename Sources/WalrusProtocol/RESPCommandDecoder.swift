@@ -31,7 +31,7 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
                 self.arguments.append(argument)
                 continue
             }
-            guard let first = buffer.readableBytesView.first else { return nil }
+            guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
             if first == UInt8(ascii: "*") {
                 guard let count = try self.readLength(&buffer, prefix: "*", limit: self.limits.maxArguments, what: "multibulk")
                 else { return nil }
@@ -51,7 +51,7 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
     /// `$<n>\r\n<n bytes>\r\n`, or nil until all of it has arrived.
     private mutating func readBulk(_ buffer: inout ByteBuffer) throws -> ByteBuffer? {
         if self.pendingBulk == nil {
-            guard let first = buffer.readableBytesView.first else { return nil }
+            guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
             guard first == UInt8(ascii: "$") else {
                 throw RESPProtocolError("Protocol error: expected '$', got '\(Self.show(first))'")
             }
@@ -62,8 +62,7 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
         }
         let length = self.pendingBulk!
         guard buffer.readableBytes >= length + 2 else { return nil }
-        let terminator = buffer.getBytes(at: buffer.readerIndex + length, length: 2)
-        guard terminator == [13, 10] else {
+        guard buffer.getInteger(at: buffer.readerIndex + length, as: UInt16.self) == 0x0D0A else {
             throw RESPProtocolError("Protocol error: bulk string of \(length) bytes is not followed by CRLF")
         }
         let bulk = buffer.readSlice(length: length)!
@@ -72,40 +71,52 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
         return bulk
     }
 
-    /// `<prefix><digits>\r\n` → the number, or nil if the line is not complete yet.
+    /// `<prefix><digits>\r\n` → the number, or nil if the line is not complete yet. Scans the
+    /// bytes in place (this runs twice per argument: no views, no copies).
     private func readLength(_ buffer: inout ByteBuffer, prefix: Character, limit: Int, what: String) throws -> Int? {
-        let view = buffer.readableBytesView
-        // A length line is short; refuse one that keeps going without CRLF.
-        guard let newline = view.prefix(32).firstIndex(of: UInt8(ascii: "\n")) else {
-            if view.count >= 32 { throw RESPProtocolError("Protocol error: invalid \(what) length") }
-            return nil
-        }
-        let lineEnd = newline - view.startIndex
-        guard lineEnd >= 2, view[view.startIndex + lineEnd - 1] == 13 else {
-            throw RESPProtocolError("Protocol error: invalid \(what) length")
-        }
-        let digits = view[(view.startIndex + 1)..<(view.startIndex + lineEnd - 1)]
-        var value = 0
-        var negative = false
-        for (position, byte) in digits.enumerated() {
-            if position == 0 && byte == UInt8(ascii: "-") {
+        enum Scan { case incomplete, invalid, tooLarge, value(Int, consumed: Int) }
+        let scan = buffer.withUnsafeReadableBytes { bytes -> Scan in
+            // A length line is short; refuse one that keeps going without CRLF.
+            let window = min(bytes.count, 32)
+            var newline = -1
+            for i in 0..<window where bytes[i] == 10 {
+                newline = i
+                break
+            }
+            guard newline >= 0 else { return bytes.count >= 32 ? .invalid : .incomplete }
+            guard newline >= 2, bytes[newline - 1] == 13 else { return .invalid }
+            var position = 1
+            let end = newline - 1
+            var negative = false
+            if position < end && bytes[position] == UInt8(ascii: "-") {
                 negative = true
-                continue
+                position += 1
             }
-            guard byte >= 48 && byte <= 57 else { throw RESPProtocolError("Protocol error: invalid \(what) length") }
-            value = value * 10 + Int(byte - 48)
-            if value > limit {
-                throw RESPProtocolError(
-                    what == "bulk"
-                        ? "Protocol error: invalid bulk length (over the \(limit)-byte limit, proto-max-bulk-len)"
-                        : "Protocol error: invalid multibulk length (over the \(limit)-argument limit)")
+            guard position < end else { return .invalid }
+            var value = 0
+            while position < end {
+                let byte = bytes[position]
+                guard byte >= 48 && byte <= 57 else { return .invalid }
+                value = value * 10 + Int(byte - 48)
+                if value > limit { return .tooLarge }
+                position += 1
             }
+            return .value(negative ? -value : value, consumed: newline + 1)
         }
-        guard !digits.isEmpty, !(negative && digits.count == 1) else {
+        switch scan {
+        case .incomplete:
+            return nil
+        case .invalid:
             throw RESPProtocolError("Protocol error: invalid \(what) length")
+        case .tooLarge:
+            throw RESPProtocolError(
+                what == "bulk"
+                    ? "Protocol error: invalid bulk length (over the \(limit)-byte limit, proto-max-bulk-len)"
+                    : "Protocol error: invalid multibulk length (over the \(limit)-argument limit)")
+        case .value(let value, let consumed):
+            buffer.moveReaderIndex(forwardBy: consumed)
+            return value
         }
-        buffer.moveReaderIndex(forwardBy: lineEnd + 1)
-        return negative ? -value : value
     }
 
     /// An inline command: words separated by spaces, up to `\n`.

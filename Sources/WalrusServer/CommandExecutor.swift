@@ -80,10 +80,9 @@ final class CommandExecutor: Sendable {
             return reply { $0.writeBulkReply(arguments[0]) }
         case "GET":
             if let error = arity(arguments.count == 1) { return error }
-            _ = arguments[0].withUnsafeReadableBytes { key in
-                self.store.withValue(key: key) { value -> Bool in
+            arguments[0].withUnsafeReadableBytes { key in
+                self.store.readValue(key: key) { value in
                     if let value { out.writeBulkReply(value) } else { out.writeNullReply(resp3: resp3) }
-                    return true
                 }
             }
             return .reply(out)

@@ -6,8 +6,12 @@ import WalrusStore
 
 /// One client connection: runs its commands against the store and writes the replies in request
 /// order, also when a pipelined SET waits for its fdatasync while a GET behind it is ready at once.
+///
+/// It decodes the requests itself (not a ByteToMessageHandler in front): a command handed between
+/// two handlers travels boxed in `NIOAny` (an allocation and a dynamic cast per command), which
+/// cost a tenth of the CPU of a pipelined GET.
 final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = RESPCommand
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     /// A reply slot: filled at once, or when the write it answers is durable.
@@ -29,19 +33,44 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var session = CommandExecutor.Session()
 
     private let metrics: CommandMetrics?
+    private var decoder: RESPCommandDecoder
+    /// Bytes of a request that has not fully arrived.
+    private var pending: ByteBuffer?
 
-    init(executor: CommandExecutor, statistics: ServerStatistics, logger: Logger, metrics: CommandMetrics? = nil) {
+    init(executor: CommandExecutor, statistics: ServerStatistics, logger: Logger, limits: RESPLimits, metrics: CommandMetrics? = nil) {
         self.executor = executor
         self.statistics = statistics
         self.logger = logger
         self.metrics = metrics
+        self.decoder = RESPCommandDecoder(limits: limits)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let command = self.unwrapInboundIn(data)
+        guard !self.closing else { return }
+        var buffer = self.unwrapInboundIn(data)
+        if var pending = self.pending {
+            self.pending = nil
+            pending.writeBuffer(&buffer)
+            buffer = pending
+        }
+        do {
+            while !self.closing, let command = try self.decoder.decode(buffer: &buffer) {
+                self.handle(command, context: context)
+            }
+        } catch {
+            self.errorCaught(context: context, error: error)
+            return
+        }
+        if buffer.readableBytes > 0 && !self.closing {
+            if buffer.readerIndex > 64 * 1024 { buffer.discardReadBytes() }
+            self.pending = buffer
+        }
+    }
+
+    private func handle(_ command: RESPCommand, context: ChannelHandlerContext) {
         guard !command.arguments.isEmpty, !self.closing else { return }
         self.statistics.totalCommands.add(1, ordering: .relaxed)
         let reply = Reply()

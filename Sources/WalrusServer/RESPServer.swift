@@ -118,9 +118,10 @@ public final class RESPServer: Service, Sendable {
                     }
                     var connectionLimits = limits
                     connectionLimits.maxBulkBytes = server.maxBulkBytes.load(ordering: .relaxed)
-                    try sync.addHandler(ByteToMessageHandler(RESPCommandDecoder(limits: connectionLimits)))
                     try sync.addHandler(
-                        RESPConnectionHandler(executor: executor, statistics: statistics, logger: logger, metrics: self.commandMetrics))
+                        RESPConnectionHandler(
+                            executor: executor, statistics: statistics, logger: logger, limits: connectionLimits,
+                            metrics: self.commandMetrics))
                 }
             }
         let channel = try await bootstrap.bind(host: serverConfiguration.bindAddress, port: serverConfiguration.port).get()

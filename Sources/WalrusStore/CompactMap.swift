@@ -143,6 +143,12 @@ final class CompactMap: @unchecked Sendable {
         return try body(Self.value(of: Self.entry(self.slots[index])))
     }
 
+    /// `withValue` without a result (not generic).
+    func readValue(_ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) -> Void) {
+        let (index, found) = self.probe(key, hash: self.hasher.hash(key))
+        body(found ? Self.value(of: Self.entry(self.slots[index])) : nil)
+    }
+
     /// Whether `key` is present.
     func contains(_ key: UnsafeRawBufferPointer) -> Bool {
         self.probe(key, hash: self.hasher.hash(key)).found

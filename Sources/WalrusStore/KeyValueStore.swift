@@ -240,6 +240,12 @@ public final class KeyValueStore: Sendable {
 
     /// Run `body` with the value's bytes (nil if unset) without copying them; `body` runs under
     /// the store's lock, so keep it short (copy into a network buffer, say).
+    /// The same without a result: not generic, so a GET costs no generic-metadata lookups.
+    public func readValue(key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) -> Void) {
+        nonisolated(unsafe) let key = key
+        self.state.withLock { state in state.map.readValue(key, body) }
+    }
+
     public func withValue<R: Sendable>(key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> R) rethrows -> R {
         // The pointer is only read inside the lock; it does not escape.
         nonisolated(unsafe) let key = key

@@ -24,6 +24,8 @@ struct DaemonConfiguration: Equatable, Sendable {
     var maxClients = 10_000
     /// `idle-timeout` (integer seconds, default 0 = never): close idle client connections.
     var idleTimeout = 0
+    /// `event-loops` (integer, default 0 = half the cores, at least one): threads serving client connections.
+    var eventLoops = 0
     /// `log-level` (trace … critical, default `info`). Live on reload.
     var logLevel: Logger.Level = .info
     /// `segment-size` (integer bytes, default 10485760): rotate log segments past this.
@@ -144,6 +146,7 @@ struct DaemonConfiguration: Equatable, Sendable {
         case "fsync-interval": self.fsyncInterval = try integer(1...3_600_000)
         case "max-clients": self.maxClients = try integer(1...1_000_000)
         case "idle-timeout": self.idleTimeout = try integer(0...31_536_000)
+        case "event-loops": self.eventLoops = try integer(0...256)
         case "log-level":
             guard let level = Logger.Level(rawValue: value.lowercased()) else {
                 throw FileError(description: "log-level must be trace, debug, info, notice, warning, error or critical, not '\(value)'")
@@ -190,6 +193,7 @@ struct DaemonConfiguration: Equatable, Sendable {
         if self.fsyncInterval != other.fsyncInterval { keys.append("fsync-interval") }
         if self.maxClients != other.maxClients { keys.append("max-clients") }
         if self.idleTimeout != other.idleTimeout { keys.append("idle-timeout") }
+        if self.eventLoops != other.eventLoops { keys.append("event-loops") }
         if self.logLevel != other.logLevel { keys.append("log-level") }
         if self.segmentSize != other.segmentSize { keys.append("segment-size") }
         if self.maxKeyBytes != other.maxKeyBytes { keys.append("max-key-bytes") }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import CoreMetrics
 import Logging
 import Prometheus
@@ -62,6 +63,8 @@ struct Walrusd: AsyncParsableCommand {
     var replSnapshotRate: String?
     @Option(name: .customLong("repl-retention-bytes"), help: "At most this much log is kept for a lagging follower (default 1 GiB).")
     var replRetentionBytes: String?
+    @Option(name: .customLong("event-loops"), help: "Threads serving client connections (default 0: half the cores, at least one).")
+    var eventLoops: String?
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics at GET /metrics on this port (default: off; 0 picks a free one).")
     var metricsPort: String?
     @Option(name: .customLong("metrics-bind"), help: "The address of the metrics endpoint (default 127.0.0.1).")
@@ -77,7 +80,7 @@ struct Walrusd: AsyncParsableCommand {
             ("sync-replicas", self.syncReplicas), ("sync-replicas-timeout", self.syncReplicasTimeout),
             ("repl-auth-file", self.replAuthFile), ("repl-timeout", self.replTimeout),
             ("repl-snapshot-rate", self.replSnapshotRate), ("repl-retention-bytes", self.replRetentionBytes),
-            ("metrics-port", self.metricsPort), ("metrics-bind", self.metricsBind),
+            ("metrics-port", self.metricsPort), ("metrics-bind", self.metricsBind), ("event-loops", self.eventLoops),
         ].compactMap { key, value in value.map { (key, $0) } }
     }
 
@@ -210,6 +213,10 @@ struct Walrusd: AsyncParsableCommand {
         serverConfiguration.port = settings.port
         serverConfiguration.maxClients = settings.maxClients
         serverConfiguration.idleTimeoutSeconds = settings.idleTimeout
+        // Default: half the cores (at least one). Measured on 2 cores with the client on the same
+        // machine: one loop serves -c 50 GET/SET 27–44% faster than two, which contend for the
+        // store and the cores the flusher and the clients need.
+        serverConfiguration.eventLoopThreads = settings.eventLoops > 0 ? settings.eventLoops : max(1, ProcessInfo.processInfo.activeProcessorCount / 2)
         serverConfiguration.maxBulkBytes = max(settings.maxValueBytes, settings.maxKeyBytes) + 1024
         let bindAddress = settings.bind
         // READY=1 only once recovery is done and every listener is bound.
