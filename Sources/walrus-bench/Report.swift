@@ -425,7 +425,7 @@ struct Charts {
             }
             try self.plot(gnuplot, "lag.png", data: data, script: """
                 set title "Replication visibility lag at 2,000 SET/s (acknowledged on the primary → readable on the follower)"
-                set xlabel "lag, ms (log scale)"; set ylabel "fraction of writes"; set logscale x; set key bottom right; set grid
+                set xlabel "lag, ms (log scale)"; set ylabel "fraction of writes"; set logscale x; set format x "%g"; set key bottom right; set grid
                 plot \(plots.joined(separator: ", "))
                 """)
             drawn.append("lag.png")
@@ -448,7 +448,7 @@ struct Charts {
             }
             try self.plot(gnuplot, "cost-vs-keys.png", data: data, script: """
                 set title "Cost growth: redis-benchmark -c 50 over N existing keys"
-                set xlabel "keys stored (log scale)"; set ylabel "ops/s"; set logscale x; set key bottom left; set grid
+                set xlabel "keys stored (log scale)"; set ylabel "ops/s"; set logscale x; set format x "%.0s%c"; set key bottom left; set grid
                 plot \(plots.joined(separator: ", "))
                 """)
             drawn.append("cost-vs-keys.png")
