@@ -340,7 +340,7 @@ struct ScaleBenchmarks {
     /// SET key:N <value> for N in 0..<keys, in RESP, for `redis-cli --pipe`.
     func protocolFile(keys: Int, value: String) throws -> String {
         let path = self.directory + "/load-\(keys).resp"
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
         defer { try? handle.close() }
         var chunk = ""

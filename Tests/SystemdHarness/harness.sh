@@ -30,6 +30,14 @@ wait_for 10 test -S /run/systemd/journal/socket || { echo "check journald FAIL n
 mkdir -p /run/user/0; mount -t tmpfs tmpfs /run/user/0
 export XDG_RUNTIME_DIR=/run/user/0 HOME=$work/home
 mkdir -p $HOME/.config/systemd/user
+# Under deploy/tsan.sh the binaries are TSan builds. The units cannot see /tmp (PrivateTmp) nor
+# write outside their directories, so they get a suppressions file next to the binary and report
+# to stderr, i.e. the journal (checked at the end); the manager passes its environment on.
+tsan_suppressions=""
+if [ -n "${TSAN_OPTIONS:-}" ]; then
+  tsan_suppressions=$(echo "$TSAN_OPTIONS" | tr ' :' '\n\n' | sed -n 's/^suppressions=//p')
+  export TSAN_OPTIONS="suppressions=/usr/local/bin/tsan-suppressions.txt"
+fi
 /lib/systemd/systemd --user --log-target=journal & MPID=$!
 cleanup() { systemctl --user stop walrusd.service walrusd@follower.service >/dev/null 2>&1; kill $MPID $JPID 2>/dev/null; wait 2>/dev/null; }
 trap cleanup EXIT
@@ -40,6 +48,7 @@ wait_for 20 test -S $XDG_RUNTIME_DIR/systemd/private || { echo "check manager FA
 # this mount namespace sees, so the host is not touched.
 mount -t tmpfs tmpfs /usr/local/bin
 install -m 0755 "$bin_dir/walrusd" /usr/local/bin/walrusd
+if [ -n "$tsan_suppressions" ]; then cp "$tsan_suppressions" /usr/local/bin/tsan-suppressions.txt; else touch /usr/local/bin/tsan-suppressions.txt; fi
 cp "$unit_dir/walrusd.service" "$unit_dir/walrusd@.service" $HOME/.config/systemd/user/
 # ConfigurationDirectory= of a user unit is ~/.config/walrus.
 mkdir -p $HOME/.config/walrus
@@ -184,6 +193,12 @@ check slow-recovery-extends-timeout $([ $rc -eq 0 ] && [ "$state" = active ] && 
   "rc=$rc state=$state start took ${elapsed_ms} ms against TimeoutStartSec=2s, keys=$keys, progress entries=$extended"
 rm -f $HOME/.config/systemd/user/walrusd.service.d/short-timeout.conf
 systemctl --user daemon-reload
+
+if [ -n "${TSAN_OPTIONS:-}" ]; then
+  races=$(journalctl --no-pager -D /run/log/journal | grep -c "WARNING: ThreadSanitizer")
+  check no-thread-sanitizer-reports $([ "$races" -eq 0 ]; echo $?) "$races reports in the journal"
+  [ "$races" -eq 0 ] || journalctl --no-pager -D /run/log/journal | grep -A40 "WARNING: ThreadSanitizer" | head -120
+fi
 
 echo "checks failed: $failures"
 exit $failures
