@@ -122,36 +122,31 @@ struct SegmentScanner {
 
             case .damaged(let damage):
                 let offset = bufferStart + Int64(position)
-                if isLast, try Self.isZeroFilled(fd: fd, from: offset, to: fileSize, path: path) {
-                    info.size = offset
-                    info.sealedSize = offset
-                    info.sealedCount = info.recordCount
-                    return Outcome(
-                        info: info,
-                        tornTail: TornTail(
-                            offset: offset, length: fileSize - offset,
-                            reason: "the segment ends in \(fileSize - offset) zero bytes after its last record"))
+                // Zeros up to the end of the last segment are what a power cut leaves when the
+                // file's size reached the disk but its data did not: zeros right after the last
+                // record, or the last record turning into zeros part-way through it with nothing
+                // valid after. Either way that record was never whole on disk (never acknowledged
+                // in fsync=always): a torn write. Zeros that start after a record's end mean the
+                // record itself is damaged: that stays a refusal.
+                if isLast, let zerosFrom = try Self.zeroTailStart(fd: fd, from: offset, fileSize: fileSize, path: path) {
+                    let claimed = Self.claimedFrameLength(buffer.base + position, available: bufferCount - position)
+                    var reason: String? = nil
+                    if zerosFrom == offset {
+                        reason = "the segment ends in \(fileSize - offset) zero bytes after its last record"
+                    } else if zerosFrom < offset + Int64(claimed),
+                        try self.findValidRecord(fd: fd, after: offset, fileSize: fileSize, path: path) == nil
+                    {
+                        reason = "the last record (\(damage)) turns into zeros at offset \(zerosFrom) up to the end of the file: "
+                            + "its data never reached the disk"
+                    }
+                    if let reason {
+                        info.size = offset
+                        info.sealedSize = offset
+                        info.sealedCount = info.recordCount
+                        return Outcome(info: info, tornTail: TornTail(offset: offset, length: fileSize - offset, reason: reason))
+                    }
                 }
                 let follower = try self.findValidRecord(fd: fd, after: offset, fileSize: fileSize, path: path)
-                // A power cut after the size reached the disk but before all the data did: the last
-                // record's bytes turn into zeros part-way through it, up to the end of the file, and
-                // nothing valid follows. The record was never whole on disk (never acknowledged in
-                // fsync=always), so this is a torn write. Zeros that start after the record's end
-                // mean the record itself is damaged: that stays a refusal.
-                if isLast, follower == nil,
-                    let zerosFrom = try Self.zeroTailStart(fd: fd, after: offset, fileSize: fileSize, path: path),
-                    zerosFrom < offset + Int64(Self.claimedFrameLength(buffer.base + position, available: bufferCount - position))
-                {
-                    info.size = offset
-                    info.sealedSize = offset
-                    info.sealedCount = info.recordCount
-                    return Outcome(
-                        info: info,
-                        tornTail: TornTail(
-                            offset: offset, length: fileSize - offset,
-                            reason: "the last record (\(damage)) turns into zeros at offset \(zerosFrom) up to the end "
-                                + "of the file: its data never reached the disk"))
-                }
                 throw self.corruption(
                     path: path, offset: offset, what: damage.description, validFollowsAt: follower,
                     isLast: isLast, recordsBefore: info.recordCount, firstIndex: firstIndex)
@@ -213,9 +208,10 @@ struct SegmentScanner {
         }
     }
 
-    /// Where the run of zero bytes that ends the file starts, if it starts after `offset` (nil
-    /// when the file's last byte is not zero).
-    static func zeroTailStart(fd: Int32, after offset: Int64, fileSize: Int64, path: String) throws -> Int64? {
+    /// Where the run of zero bytes that ends the file starts, if it starts at or after `offset`
+    /// (nil when the file's last byte is not zero or nothing follows `offset`).
+    static func zeroTailStart(fd: Int32, from offset: Int64, fileSize: Int64, path: String) throws -> Int64? {
+        guard fileSize > offset else { return nil }
         var end = fileSize
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while end > offset {
@@ -231,7 +227,7 @@ struct SegmentScanner {
             }
             end = start
         }
-        return nil
+        return offset
     }
 
     /// The frame length a damaged frame's header claims: its length field when the magic is right
@@ -244,22 +240,6 @@ struct SegmentScanner {
         var length = 0
         for i in 4..<8 { length = length << 8 | Int(base.load(fromByteOffset: i, as: UInt8.self)) }
         return RecordFormat.headerSize + length
-    }
-
-    static func isZeroFilled(fd: Int32, from offset: Int64, to end: Int64, path: String) throws -> Bool {
-        guard end > offset else { return false }
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        var position = offset
-        while position < end {
-            let want = Int(min(Int64(chunk.count), end - position))
-            let n = try chunk.withUnsafeMutableBytes { raw in
-                try FileIO.pread(fd, into: raw.baseAddress!, count: want, at: position, path: path)
-            }
-            if n == 0 { break }
-            if chunk[0..<n].contains(where: { $0 != 0 }) { return false }
-            position += Int64(n)
-        }
-        return true
     }
 
     private func corruption(
