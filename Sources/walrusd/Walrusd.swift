@@ -63,6 +63,18 @@ struct Walrusd: AsyncParsableCommand {
     var replSnapshotRate: String?
     @Option(name: .customLong("repl-retention-bytes"), help: "At most this much log is kept for a lagging follower (default 1 GiB).")
     var replRetentionBytes: String?
+    @Option(name: .customLong("repl-retention-seconds"), help: "A follower that went away keeps its log this long (default 3600).")
+    var replRetentionSeconds: String?
+    @Option(name: .customLong("segment-size"), help: "Rotate log segments past this many bytes (default 10485760).")
+    var segmentSize: String?
+    @Option(name: .customLong("max-key-bytes"), help: "Refuse keys longer than this (default 65536).")
+    var maxKeyBytes: String?
+    @Option(name: .customLong("max-value-bytes"), help: "Refuse values longer than this (default 16777216).")
+    var maxValueBytes: String?
+    @Option(name: .customLong("retention-bytes"), help: "Log kept behind a snapshot, in bytes (default 67108864).")
+    var retentionBytes: String?
+    @Option(name: .customLong("retention-seconds"), help: "Log kept behind a snapshot, in seconds (default 3600).")
+    var retentionSeconds: String?
     @Option(name: .customLong("event-loops"), help: "Threads serving client connections (default 0: half the cores, at least one).")
     var eventLoops: String?
     @Option(name: .customLong("metrics-port"), help: "Serve Prometheus metrics at GET /metrics on this port (default: off; 0 picks a free one).")
@@ -81,6 +93,9 @@ struct Walrusd: AsyncParsableCommand {
             ("repl-auth-file", self.replAuthFile), ("repl-timeout", self.replTimeout),
             ("repl-snapshot-rate", self.replSnapshotRate), ("repl-retention-bytes", self.replRetentionBytes),
             ("metrics-port", self.metricsPort), ("metrics-bind", self.metricsBind), ("event-loops", self.eventLoops),
+            ("repl-retention-seconds", self.replRetentionSeconds), ("segment-size", self.segmentSize),
+            ("max-key-bytes", self.maxKeyBytes), ("max-value-bytes", self.maxValueBytes),
+            ("retention-bytes", self.retentionBytes), ("retention-seconds", self.retentionSeconds),
         ].compactMap { key, value in value.map { (key, $0) } }
     }
 

@@ -13,6 +13,25 @@ struct DaemonConfigurationTests {
         #expect(configuration.segmentSize == 10 * 1024 * 1024 && configuration.maxClients == 10_000)
     }
 
+    /// Every config key is also a flag with the same meaning (README: "every option is a flag").
+    @Test(arguments: [
+        ("data", "/tmp/x"), ("bind", "0.0.0.0"), ("port", "7001"), ("control-socket", "/tmp/c.sock"),
+        ("fsync", "interval"), ("fsync-interval", "50"), ("max-clients", "9"), ("idle-timeout", "30"),
+        ("event-loops", "3"), ("log-level", "debug"), ("segment-size", "8192"), ("max-key-bytes", "100"),
+        ("max-value-bytes", "1000"), ("retention-bytes", "4096"), ("retention-seconds", "60"), ("repl-bind", "0.0.0.0"),
+        ("repl-port", "7002"), ("follow", "10.0.0.1:7380"), ("sync-replicas", "1"), ("sync-replicas-timeout", "99"),
+        ("repl-auth-file", "/tmp/secret"), ("repl-timeout", "1000"), ("metrics-port", "9379"), ("metrics-bind", "0.0.0.0"),
+        ("repl-snapshot-rate", "1000000"), ("repl-retention-bytes", "4096"), ("repl-retention-seconds", "60"),
+    ])
+    func everyKeyIsAFlag(key: String, value: String) throws {
+        let fromFlag = try Walrusd.parse(["--\(key)", value]).resolve()
+        #expect(fromFlag.changedKeys(from: DaemonConfiguration()) == [key])
+        var fromFile = DaemonConfiguration()
+        let literal = Int(value) != nil ? value : "\"\(value)\""
+        try fromFile.apply(text: "\(key) = \(literal)", source: "walrusd.toml")
+        #expect(fromFlag.changedKeys(from: fromFile).isEmpty)
+    }
+
     /// Strings, integers with underscores, comments (not inside strings).
     @Test func parsesTheFlatTOMLSubset() throws {
         var configuration = DaemonConfiguration()
