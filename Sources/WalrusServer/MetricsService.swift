@@ -1,4 +1,4 @@
-public import CoreMetrics
+import CoreMetrics
 import Foundation
 public import Logging
 import NIOCore
@@ -205,23 +205,24 @@ public final class MetricsService: Service, Sendable {
 }
 
 /// One HTTP connection of the metrics endpoint.
-final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
+final class MetricsHTTPHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     let collector: MetricsCollector
-    private let request = NIOLockedHead()
+    /// The request being read (the handler lives on its channel's event loop).
+    private var head: HTTPRequestHead?
 
     init(collector: MetricsCollector) { self.collector = collector }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
-            self.request.head.withLock { $0 = head }
+            self.head = head
         case .body:
             break
         case .end:
-            guard let head = self.request.head.withLock({ $0 }) else { return }
+            guard let head = self.head else { return }
             let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
             let status: HTTPResponseStatus
             var body: [UInt8]
@@ -260,10 +261,4 @@ final class MetricsHTTPHandler: ChannelInboundHandler, Sendable {
         }
         context.fireUserInboundEventTriggered(event)
     }
-}
-
-/// The request head being read (one connection's handler runs on one event loop; the box makes
-/// the handler Sendable without unchecked state).
-final class NIOLockedHead: Sendable {
-    let head = LockedValue<HTTPRequestHead?>(nil)
 }

@@ -107,9 +107,13 @@ struct RESPBenchmarks {
     }
 
     func startWalrusd(_ binary: String, _ arguments: [String]) throws -> Server {
+        try Self.launchWalrusd(binary, data: Bench.scratch(self.directory, "walrusd-\(UInt32.random(in: 0...UInt32.max))"), arguments)
+    }
+
+    /// walrusd on `data` with free client and replication ports, quiet, once it answers PING.
+    static func launchWalrusd(_ binary: String, data: String, _ arguments: [String]) throws -> Server {
         let port = Self.freePort()
         let replicationPort = Self.freePort()
-        let data = Bench.scratch(self.directory, "walrusd-\(port)")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [

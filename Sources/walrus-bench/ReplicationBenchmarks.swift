@@ -264,18 +264,8 @@ struct ReplicationBenchmarks {
     }
 
     private func startWalrusd(data: String, _ arguments: [String]) throws -> Node {
-        let port = RESPBenchmarks.freePort()
-        let replicationPort = RESPBenchmarks.freePort()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: self.walrusd)
-        process.arguments = [
-            "--data", data, "--port", String(port), "--repl-port", String(replicationPort), "--log-level", "warning",
-            "--control-socket", data + "/c.sock",
-        ] + arguments
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        try RESPBenchmarks.waitForPing(port)
-        return Node(process: process, port: port, replicationPort: replicationPort, data: data)
+        let server = try RESPBenchmarks.launchWalrusd(self.walrusd, data: data, arguments)
+        return Node(process: server.process, port: server.port, replicationPort: server.replicationPort, data: data)
     }
 
     /// A redis-server without persistence (its replica applies before any fsync).
