@@ -53,7 +53,10 @@ struct GroupCommitTests {
 /// wake-up (a loop on `wait` inside `withLock` could keep reading a stale copy).
 @Suite struct ConditionLockTests {
     /// No deadline: a waiter that missed the change would sleep for ever, and the time limit fails it.
-    @Test(.timeLimit(.minutes(1))) func waitWhileSeesAnotherThreadsChange() {
+    /// The limit is generous on purpose: it counts from the test's start, and in a full run the
+    /// suites that wait for child processes (the drill, the crash loop, bad input) can hold both
+    /// cooperative threads of a 2-core machine for a minute before this body runs.
+    @Test(.timeLimit(.minutes(5))) func waitWhileSeesAnotherThreadsChange() {
         let lock = ConditionLock(0)
         let setter = DedicatedThread(name: "setter") {
             usleep(20_000)
