@@ -39,9 +39,14 @@ public enum FuzzTargets {
         let whole = self.decodeRESP(input, chunk: max(1, input.count), limits: limits)
         let pieces = self.decodeRESP(input, chunk: Int(first) % 17 + 1, limits: limits)
         precondition(whole.commands == pieces.commands && whole.failed == pieces.failed, "RESP decoding depends on chunking")
+        // The server's in-place GET/SET reader in front of the decoder must not change a thing.
+        let quick = self.decodeRESP(input, chunk: Int(first) % 17 + 1, limits: limits, quick: true)
+        precondition(whole.commands == quick.commands && whole.failed == quick.failed, "the quick GET/SET path disagrees with the decoder")
     }
 
-    static func decodeRESP(_ input: UnsafeRawBufferPointer, chunk: Int, limits: RESPLimits) -> (commands: [RESPCommand], failed: Bool) {
+    static func decodeRESP(
+        _ input: UnsafeRawBufferPointer, chunk: Int, limits: RESPLimits, quick: Bool = false
+    ) -> (commands: [RESPCommand], failed: Bool) {
         var decoder = RESPCommandDecoder(limits: limits)
         var buffer = ByteBufferAllocator().buffer(capacity: 0)
         var commands: [RESPCommand] = []
@@ -51,7 +56,28 @@ public enum FuzzTargets {
             buffer.writeBytes(UnsafeRawBufferPointer(rebasing: input[offset..<end]))
             offset = end
             do {
-                while let command = try decoder.decode(buffer: &buffer) { commands.append(command) }
+                while true {
+                    if quick && decoder.isIdle, let (request, consumed) = buffer.withUnsafeReadableBytes({ RESPQuickRequest.parse($0, limits: limits) }) {
+                        let start = buffer.readerIndex
+                        // "*N\r\n$3\r\n" (the length may have leading zeros), then the 3-byte name.
+                        let nameLine = buffer.readableBytesView.dropFirst(4).firstIndex(of: 10)!
+                        let name = buffer.getSlice(at: nameLine + 1, length: 3)!
+                        switch request {
+                        case .get(let key):
+                            commands.append(RESPCommand(arguments: [name, buffer.getSlice(at: start + key.lowerBound, length: key.count)!]))
+                        case .set(let key, let value):
+                            commands.append(
+                                RESPCommand(arguments: [
+                                    name, buffer.getSlice(at: start + key.lowerBound, length: key.count)!,
+                                    buffer.getSlice(at: start + value.lowerBound, length: value.count)!,
+                                ]))
+                        }
+                        buffer.moveReaderIndex(forwardBy: consumed)
+                        continue
+                    }
+                    guard let command = try decoder.decode(buffer: &buffer) else { break }
+                    commands.append(command)
+                }
             } catch {
                 return (commands, true)
             }

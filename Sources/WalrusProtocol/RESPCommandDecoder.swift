@@ -18,6 +18,10 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
 
     public init(limits: RESPLimits = RESPLimits()) { self.limits = limits }
 
+    /// No request is half-read: the next bytes start a new request (so `RESPQuickRequest.parse`
+    /// may look at them first).
+    public var isIdle: Bool { self.expected == nil && self.pendingBulk == nil }
+
     public mutating func decode(buffer: inout ByteBuffer) throws -> RESPCommand? {
         while true {
             if let expected = self.expected {

@@ -124,6 +124,26 @@ public final class KeyValueStore: Sendable {
         return index
     }
 
+    /// Set `key` to `value` from borrowed bytes (the server's pipelined path): no copies but the
+    /// log record and the map entry, no callback. In `always` mode the caller learns durability
+    /// from `commit(onDurable:)`, which covers every write made before it.
+    @discardableResult
+    public func set(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws -> UInt64 {
+        try self.validate(keyCount: key.count, valueCount: value.count)
+        nonisolated(unsafe) let (key, value) = (key, value)
+        return try self.state.withLock { state throws -> UInt64 in
+            let index: UInt64
+            do {
+                index = try self.wal.append(op: .set, key: key, value: value)
+            } catch let error as WALError {
+                throw StoreError(error)
+            }
+            state.map.set(key, value)
+            state.appliedIndex = index
+            return index
+        }
+    }
+
     /// Delete `key`; returns whether it existed. A missing key writes no record (as Redis's DEL),
     /// and `onDurable` runs at once.
     @discardableResult
@@ -222,12 +242,16 @@ public final class KeyValueStore: Sendable {
     }
 
     private func validate(key: [UInt8], value: [UInt8]) throws {
+        try self.validate(keyCount: key.count, valueCount: value.count)
+    }
+
+    private func validate(keyCount: Int, valueCount: Int) throws {
         let (maxKey, maxValue) = self.limits.withLock { $0 }
-        if key.count > maxKey {
-            throw StoreError(.tooLarge, "The key is \(key.count) bytes; the limit is \(maxKey) (max-key-bytes).")
+        if keyCount > maxKey {
+            throw StoreError(.tooLarge, "The key is \(keyCount) bytes; the limit is \(maxKey) (max-key-bytes).")
         }
-        if value.count > maxValue {
-            throw StoreError(.tooLarge, "The value is \(value.count) bytes; the limit is \(maxValue) (max-value-bytes).")
+        if valueCount > maxValue {
+            throw StoreError(.tooLarge, "The value is \(valueCount) bytes; the limit is \(maxValue) (max-value-bytes).")
         }
     }
 

@@ -53,19 +53,36 @@ struct RESPServerTests {
     }
 
     /// Pipelined requests get their replies in order, and a GET sees the SET before it, also
-    /// when the SET waits for its fdatasync.
+    /// when the SET waits for its fdatasync — with the quick GET/SET path (batched replies, one
+    /// commit per read) interleaved with commands the executor answers.
     @Test(arguments: [FsyncMode.always, .interval(milliseconds: 50)])
     func pipelinedRepliesKeepRequestOrder(fsync: FsyncMode) async throws {
         try await withServer(fsync: fsync) { port, _ in
             let client = try connect(port)
             for i in 0..<200 {
-                try client.send([bytes("SET"), bytes("k\(i % 5)"), bytes("v\(i)")])
+                try client.send([bytes(i % 2 == 0 ? "SET" : "set"), bytes("k\(i % 5)"), bytes("v\(i)")])
                 try client.send([bytes("GET"), bytes("k\(i % 5)")])
+                if i % 7 == 0 {
+                    try client.send([bytes("PING")])
+                    try client.send([bytes("DEL"), bytes("k\(i % 5)")])
+                    try client.send([bytes("GeT"), bytes("k\(i % 5)")])
+                    try client.send([bytes("SET"), bytes("k\(i % 5)"), bytes("v\(i)"), bytes("NX")])
+                }
             }
             for i in 0..<200 {
                 #expect(try client.readReply() == .simple("OK"))
                 #expect(try client.readReply() == .bulk(bytes("v\(i)")))
+                if i % 7 == 0 {
+                    #expect(try client.readReply() == .simple("PONG"))
+                    #expect(try client.readReply() == .integer(1))
+                    #expect(try client.readReply() == .bulk(nil))
+                    guard case .error = try client.readReply() else {
+                        Issue.record("SET with options should be refused")
+                        return
+                    }
+                }
             }
+            #expect(try client.command("INFO", "stats").description.contains("total_commands_processed:"))
         }
     }
 
