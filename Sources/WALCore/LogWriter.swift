@@ -17,6 +17,9 @@ final class LogWriter: @unchecked Sendable {
         var number: Int
         var path: String
         var size: Int64
+        /// The file is longer than `size`: zeros made ahead (`SegmentPreallocator`), cut off
+        /// when the segment is finished.
+        var preallocated = false
     }
 
     /// A batch taken from `pending`, with the segment sizes it brings each segment to.
@@ -39,6 +42,8 @@ final class LogWriter: @unchecked Sendable {
     /// A batch that hit a full disk, retried at `retryAt`.
     var held: Batch?
     var retryAt: UInt64 = 0
+    /// The segment number whose successor was asked of the preallocator.
+    var preallocationAsked = 0
 
     init(segment: OpenSegment, writtenIndex: UInt64) {
         self.segment = segment

@@ -7,9 +7,11 @@ import Darwin
 /// Reads one segment front to back during recovery, in large sequential chunks (no per-record
 /// system calls), checking every frame and handing each record to the caller.
 ///
-/// Only one kind of damage is repairable: an incomplete final record of the last segment (a torn
-/// write), or a tail of zero bytes there (a file extended before its data reached the disk).
-/// Everything else is corruption and stops recovery with the file, the offset and the fix.
+/// Zeros after the last record of the last segment are its end (space made ahead by
+/// `SegmentPreallocator`, or a size that reached the disk before the data did). Only one kind of
+/// damage is repairable: an incomplete final record of the last segment (a torn write), also one
+/// that turns into zeros part-way. Everything else is corruption and stops recovery with the
+/// file, the offset and the fix.
 struct SegmentScanner {
     /// How one segment ended.
     struct Outcome {
@@ -129,21 +131,25 @@ struct SegmentScanner {
                 // in fsync=always): a torn write. Zeros that start after a record's end mean the
                 // record itself is damaged: that stays a refusal.
                 if isLast, let zerosFrom = try Self.zeroTailStart(fd: fd, from: offset, fileSize: fileSize, path: path) {
-                    let claimed = Self.claimedFrameLength(buffer.base + position, available: bufferCount - position)
-                    var reason: String? = nil
                     if zerosFrom == offset {
-                        reason = "the segment ends in \(fileSize - offset) zero bytes after its last record"
-                    } else if zerosFrom < offset + Int64(claimed),
+                        // Zeros from a record boundary to the end: the end of the log — space made
+                        // ahead (`SegmentPreallocator`), or a size that reached the disk before
+                        // the data did. They hold no record: nothing to cut or keep.
+                        return Self.end(at: offset, fileSize: fileSize, info: &info, onBytes: onBytes)
+                    }
+                    let claimed = Self.claimedFrameLength(buffer.base + position, available: bufferCount - position)
+                    // A length no writer would have written (over max-record-bytes) is damage to
+                    // the header, not a record cut short.
+                    if claimed - RecordFormat.headerSize <= self.configuration.maxRecordBytes, zerosFrom < offset + Int64(claimed),
                         try self.findValidRecord(fd: fd, after: offset, fileSize: fileSize, path: path) == nil
                     {
-                        reason = "the last record (\(damage)) turns into zeros at offset \(zerosFrom) up to the end of the file: "
+                        let reason = "the last record (\(damage)) turns into zeros at offset \(zerosFrom) up to the end of the file: "
                             + "its data never reached the disk"
-                    }
-                    if let reason {
                         info.size = offset
                         info.sealedSize = offset
                         info.sealedCount = info.recordCount
-                        return Outcome(info: info, tornTail: TornTail(offset: offset, length: fileSize - offset, reason: reason))
+                        // The bytes up to the zeros are kept aside; the zeros after them are not data.
+                        return Outcome(info: info, tornTail: TornTail(offset: offset, length: zerosFrom - offset, reason: reason))
                     }
                 }
                 let follower = try self.findValidRecord(fd: fd, after: offset, fileSize: fileSize, path: path)
@@ -154,10 +160,23 @@ struct SegmentScanner {
         }
     }
 
+    /// The segment's records end at `offset`; zeros (or nothing) follow.
+    private static func end(at offset: Int64, fileSize: Int64, info: inout SegmentInfo, onBytes: (Int64) -> Void) -> Outcome {
+        info.size = offset
+        info.sealedSize = offset
+        info.sealedCount = info.recordCount
+        onBytes(fileSize)
+        return Outcome(info: info, tornTail: nil)
+    }
+
     private func classifyIncompleteTail(
         fd: Int32, path: String, offset: Int64, fileSize: Int64, isLast: Bool, claimed: Int?,
         info: inout SegmentInfo
     ) throws -> Outcome {
+        if isLast, try Self.zeroTailStart(fd: fd, from: offset, fileSize: fileSize, path: path) == offset {
+            // Fewer zeros than a record header after the last record: the end of the log.
+            return Self.end(at: offset, fileSize: fileSize, info: &info, onBytes: { _ in })
+        }
         let what =
             claimed.map { "an incomplete record (it claims \($0) bytes, \(fileSize - offset) remain)" }
             ?? "an incomplete record header (\(fileSize - offset) bytes)"

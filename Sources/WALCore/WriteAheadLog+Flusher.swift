@@ -289,21 +289,45 @@ extension WriteAheadLog {
             } catch {
                 // Take back a partial write so the file never holds half a record we may retry.
                 try? FileIO.truncate(writer.segment.fd, to: writer.segment.size, path: writer.segment.path)
+                writer.segment.preallocated = false
                 throw error
             }
             writer.segment.size += Int64(run.count)
             batch.done = end
+        }
+        // Half way through a segment, start making the next one.
+        if writer.preallocationAsked != writer.segment.number
+            && writer.segment.size >= Int64(self.configuration.segmentSizeBytes / 2)
+        {
+            writer.preallocationAsked = writer.segment.number
+            self.preallocator.prepare(number: writer.segment.number + 1)
         }
     }
 
     /// Seal the current segment and start the next one.
     private func switchSegment(to number: Int, writer: LogWriter) throws {
         // The old segment must be complete on disk before a later one exists: recovery treats
-        // damage anywhere but in the last segment as corruption.
+        // damage anywhere but in the last segment as corruption — and only the last segment may
+        // end in zeros made ahead, so those are cut off first.
+        if writer.segment.preallocated {
+            try FileIO.truncate(writer.segment.fd, to: writer.segment.size, path: writer.segment.path)
+        }
         try FileIO.fdatasync(writer.segment.fd, path: writer.segment.path)
         let path = FileIO.join(self.configuration.directory, SegmentName.format(number))
+        var preallocated = false
+        if let made = self.preallocator.take(number: number) {
+            // link() refuses an existing name, as the emptiness check below does.
+            if link(made, path) == 0 {
+                preallocated = true
+            } else if errno != EEXIST {
+                self.logger.notice(
+                    "Could not use the preallocated segment; starting an empty one",
+                    metadata: ["wal.segment": "\(path)", "wal.errno": "\(errno)"])
+            }
+            try? FileIO.remove(made)
+        }
         let fd = try FileIO.open(path, O_WRONLY | O_CREAT, mode: 0o644)
-        let size = try FileIO.size(fd, path: path)
+        let size = preallocated ? 0 : try FileIO.size(fd, path: path)
         guard size == 0 else {
             Glibc.close(fd)
             throw WALError(
@@ -315,8 +339,8 @@ extension WriteAheadLog {
         // The new directory entry must be durable before records in it are called sealed.
         try FileIO.fsyncDirectory(self.configuration.directory)
         Glibc.close(writer.segment.fd)
-        writer.segment = LogWriter.OpenSegment(fd: fd, number: number, path: path, size: 0)
-        self.logger.debug("Started a new segment", metadata: ["wal.segment": "\(path)"])
+        writer.segment = LogWriter.OpenSegment(fd: fd, number: number, path: path, size: 0, preallocated: preallocated)
+        self.logger.debug("Started a new segment", metadata: ["wal.segment": "\(path)", "wal.preallocated": "\(preallocated)"])
     }
 }
 

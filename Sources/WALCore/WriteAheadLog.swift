@@ -65,6 +65,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     let ioMutex = PlainMutex()
     /// The segment being written and the unsynced bookkeeping; see `LogWriter`.
     let writer: LogWriter
+    /// Makes the next segment ahead (zero-filled) so fdatasyncs need no journal commit.
+    let preallocator: SegmentPreallocator
     /// The interval of `.interval` mode, changeable while running (reload); 0 in `.always` mode.
     private let intervalMilliseconds: Atomic<Int>
 
@@ -92,7 +94,7 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     private init(
         configuration: WALConfiguration, logger: Logger, directoryLock: DirectoryLock, state: WALState,
-        meta: MetaFile, report: RecoveryReport, fd: Int32, segmentSize: Int64
+        meta: MetaFile, report: RecoveryReport, fd: Int32, segmentSize: Int64, preallocated: Bool
     ) {
         self.configuration = configuration
         self.alwaysMode = configuration.fsyncMode == .always
@@ -107,8 +109,11 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.recoveryReport = report
         let last = state.segments[state.segments.count - 1]
         self.writer = LogWriter(
-            segment: LogWriter.OpenSegment(fd: fd, number: last.number, path: last.path, size: segmentSize),
+            segment: LogWriter.OpenSegment(
+                fd: fd, number: last.number, path: last.path, size: segmentSize, preallocated: preallocated),
             writtenIndex: state.sealedIndex)
+        self.preallocator = SegmentPreallocator(
+            directory: configuration.directory, size: configuration.segmentSizeBytes, logger: logger)
         self.metaLock.withLock { $0 = meta }
     }
 
@@ -139,6 +144,8 @@ public final class WriteAheadLog: @unchecked Sendable {
         var numbers: [Int] = []
         for name in try FileIO.listDirectory(directory) {
             if let number = SegmentName.parse(name) { numbers.append(number) }
+            // A segment made ahead and never used: zeros, nothing to keep.
+            if SegmentPreallocator.isPreallocated(name) { try FileIO.remove(FileIO.join(directory, name)) }
         }
         numbers.sort()
 
@@ -245,7 +252,20 @@ public final class WriteAheadLog: @unchecked Sendable {
                 SegmentInfo(number: number, path: FileIO.join(directory, SegmentName.format(number)), firstIndex: index))
         }
         let last = segments[segments.count - 1]
+        if numbers.isEmpty {
+            // A new log: its first segment is made as zeros now, as later ones are made ahead
+            // (etcd and PostgreSQL do the same); if that fails it simply grows.
+            do {
+                try SegmentPreallocator.fill(path: last.path, directory: directory, size: configuration.segmentSizeBytes)
+            } catch {
+                try? FileIO.remove(last.path)
+                logger.notice(
+                    "Could not preallocate the first segment; it will grow as it is written",
+                    metadata: ["wal.segment": "\(last.path)", "wal.error": "\(error)"])
+            }
+        }
         let fd = try FileIO.open(last.path, O_WRONLY | O_CREAT, mode: 0o644)
+        let preallocated = try FileIO.size(fd, path: last.path) > last.size
         if numbers.isEmpty {
             // A new segment's directory entry must be durable before records in it can be sealed.
             try FileIO.fsyncDirectory(directory)
@@ -257,7 +277,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             segments: segments)
         let wal = WriteAheadLog(
             configuration: configuration, logger: logger, directoryLock: directoryLock, state: state, meta: meta,
-            report: report, fd: fd, segmentSize: last.size)
+            report: report, fd: fd, segmentSize: last.size, preallocated: preallocated)
         wal.startFlusher()
         logger.info(
             "Write-ahead log opened",
@@ -509,6 +529,22 @@ public final class WriteAheadLog: @unchecked Sendable {
         guard !alreadyClosing else { return }
         self.flusher?.join()
         self.flusher = nil
+        self.preallocator.close()
+        // A clean stop leaves the segment as long as its records: only a crash leaves zeros
+        // after them (a later segment copied in by a tool then finds this one whole).
+        self.ioMutex.lock()
+        if self.writer.segment.preallocated {
+            do {
+                try FileIO.truncate(self.writer.segment.fd, to: self.writer.segment.size, path: self.writer.segment.path)
+                try FileIO.fdatasync(self.writer.segment.fd, path: self.writer.segment.path)
+                self.writer.segment.preallocated = false
+            } catch {
+                self.logger.warning(
+                    "Could not cut the preallocated zeros off the last segment; the next start reads them as its end",
+                    metadata: ["wal.segment": "\(self.writer.segment.path)", "wal.error": "\(error)"])
+            }
+        }
+        self.ioMutex.unlock()
         self.directoryLock.release()
     }
 

@@ -194,8 +194,13 @@ struct PowerCut: ParsableCommand {
             }
             let expectedCount = placed.prefix { record in present.contains { $0.index == record.index } }.count
             let expectedIndex = expectedCount == 0 ? 0 : placed[expectedCount - 1].index
+            // A record cut part-way must be kept in a .broken copy; zeros from a record's start
+            // (a preallocated segment's end, or data that never reached the disk) hold nothing.
             let torn = expectedCount < placed.count && testCase.image.lengths.contains { name, length in
-                name == placed[expectedCount].segment && length > placed[expectedCount].offset
+                let next = placed[expectedCount]
+                guard name == next.segment && length > next.offset else { return false }
+                if let zeros = testCase.image.zeros, zeros.segment == name, zeros.from <= next.offset { return false }
+                return true
             }
             var outcome: Outcome
             var problem = ""
@@ -226,7 +231,7 @@ struct PowerCut: ParsableCommand {
                 } else if expectedIndex < durableIndex && testCase.family.contains("fdatasync") {
                     outcome = .mishandled
                     problem = "a durable record is gone"
-                } else if torn || testCase.image.zeros != nil {
+                } else if torn {
                     outcome = broken ? .cut : .mishandled
                     if !broken { problem = "a cut record was dropped without a .broken copy" }
                 } else {

@@ -113,11 +113,13 @@ struct KeyValueStoreTests {
         defer { directory.remove() }
         var store = try KeyValueStore.open(storeConfiguration(directory), logger: quietLogger)
         try await store.set("before", "1")
-        let sizeBefore = TestFiles.read(directory.file("wal-0001.log")).count
+        // Record sizes from the log, not the file: the segment is preallocated (zeros follow).
+        let sizeBefore = Int(store.wal.segmentSummaries[0].bytes)
         try await store.batch((0..<10).map { .set("k\($0)", "v\($0)") })
+        let sizeAfter = Int(store.wal.segmentSummaries[0].bytes)
         store.close()
         let full = TestFiles.read(directory.file("wal-0001.log"))
-        TestFiles.write(directory.file("wal-0001.log"), Array(full[0..<(sizeBefore + (full.count - sizeBefore) / 2)]))
+        TestFiles.write(directory.file("wal-0001.log"), Array(full[0..<(sizeBefore + (sizeAfter - sizeBefore) / 2)]))
         store = try KeyValueStore.open(storeConfiguration(directory), logger: quietLogger)
         defer { store.close() }
         #expect(store.count == 1)
