@@ -17,13 +17,11 @@ public final class WALCursor {
     private var segmentNumber = 0
     private var segmentPath = ""
     private var offset: Int64 = 0
-    private let readBuffer: RecordBuffer
 
     /// A cursor whose first record is `index` (it must still be in the log: ≥ `firstIndex`).
     public init(wal: WriteAheadLog, from index: UInt64) {
         self.wal = wal
         self.nextIndex = max(index, 1)
-        self.readBuffer = RecordBuffer(capacity: 256 * 1024)
     }
 
     deinit { if self.fd >= 0 { close(self.fd) } }
@@ -46,23 +44,23 @@ public final class WALCursor {
                 continue
             }
             let want = Int(min(Int64(max(budget, RecordFormat.headerSize)), available))
-            self.readBuffer.removeAll(maxRetainedCapacity: 64 << 20)
-            let destination = self.readBuffer.reserve(want)
+            // Read straight into the output and keep the whole frames (a frame cut off at the
+            // end is read again next time): one copy, from the page cache, per byte.
+            let destination = output.reserve(want)
             let n = try FileIO.pread(self.fd, into: destination, count: want, at: self.offset, path: self.segmentPath)
-            self.readBuffer.commit(n)
-            let bytes = self.readBuffer.bytes
+            let bytes = UnsafeRawBufferPointer(start: destination, count: n)
             var position = 0
             var consumedAny = false
             while position + RecordFormat.headerSize <= bytes.count {
                 let length = Int(loadBigEndianUInt32(bytes.baseAddress!, position + 4))
                 let frame = RecordFormat.headerSize + length
                 guard position + frame <= bytes.count else { break }
-                output.append(UnsafeRawBufferPointer(rebasing: bytes[position..<(position + frame)]))
                 position += frame
                 added += 1
                 consumedAny = true
                 self.nextIndex += 1
             }
+            output.commit(position)
             if !consumedAny {
                 // One frame is larger than what we read: read exactly it.
                 guard bytes.count >= RecordFormat.headerSize else { break }
