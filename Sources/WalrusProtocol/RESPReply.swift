@@ -24,13 +24,37 @@ extension ByteBuffer {
         self.writeStaticString("\r\n")
     }
 
-    /// `$n\r\n<bytes>\r\n`
+    /// `$n\r\n<bytes>\r\n`, in one write (the GET reply: digits formatted in place, no String).
     public mutating func writeBulkReply(_ bytes: UnsafeRawBufferPointer) {
-        self.writeInteger(UInt8(ascii: "$"))
-        self.writeString(String(bytes.count))
-        self.writeStaticString("\r\n")
-        self.writeBytes(bytes)
-        self.writeStaticString("\r\n")
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: "$", up to 20 digits, CRLF
+        let header = withUnsafeMutableBytes(of: &digits) { out -> Int in
+            var value = bytes.count
+            var reversed = 0
+            var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            withUnsafeMutableBytes(of: &scratch) { tmp in
+                repeat {
+                    tmp[reversed] = UInt8(48 + value % 10)
+                    value /= 10
+                    reversed += 1
+                } while value > 0
+            }
+            out[0] = UInt8(ascii: "$")
+            withUnsafeBytes(of: scratch) { tmp in
+                for i in 0..<reversed { out[1 + i] = tmp[reversed - 1 - i] }
+            }
+            out[1 + reversed] = 13
+            out[2 + reversed] = 10
+            return 3 + reversed
+        }
+        let total = header + bytes.count + 2
+        self.reserveCapacity(minimumWritableBytes: total)
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            withUnsafeBytes(of: digits) { out.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: header) }
+            if bytes.count > 0 { (out.baseAddress! + header).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+            out[header + bytes.count] = 13
+            out[header + bytes.count + 1] = 10
+            return total
+        }
     }
 
     /// `$n\r\n<bytes>\r\n` from a buffer.

@@ -35,24 +35,26 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let executor: CommandExecutor
     private let statistics: ServerStatistics
     private let logger: Logger
-    private var replies = CircularBuffer<Reply>(initialCapacity: 16)
+    // The handler lives on one event loop: the runtime's exclusivity checks on these (a call
+    // each, several per request) buy nothing.
+    @exclusivity(unchecked) private var replies = CircularBuffer<Reply>(initialCapacity: 16)
     private var context: ChannelHandlerContext?
-    private var closing = false
-    private var session = CommandExecutor.Session()
+    @exclusivity(unchecked) private var closing = false
+    @exclusivity(unchecked) private var session = CommandExecutor.Session()
 
     private let metrics: CommandMetrics?
-    private var decoder: RESPCommandDecoder
+    @exclusivity(unchecked) private var decoder: RESPCommandDecoder
     /// Bytes of a request that has not fully arrived.
-    private var pending: ByteBuffer?
+    @exclusivity(unchecked) private var pending: ByteBuffer?
 
     private let limits: RESPLimits
     /// GET and SET read in place (off when metrics are on: those count every command by name).
     private let quick: Bool
     private let alwaysMode: Bool
     /// Replies of quick requests answered in order during this read, written once at its end.
-    private var batch: ByteBuffer
+    @exclusivity(unchecked) private var batch: ByteBuffer
     /// The last quick SET of this read waiting for the read's commit (`always` mode).
-    private var lastUncommitted: Reply?
+    @exclusivity(unchecked) private var lastUncommitted: Reply?
 
     init(executor: CommandExecutor, statistics: ServerStatistics, logger: Logger, limits: RESPLimits, metrics: CommandMetrics? = nil) {
         self.executor = executor
@@ -78,6 +80,11 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             buffer = pending
         }
         var quickCount = 0
+        if self.batch.capacity == 0 {
+            // Room for the replies this read will likely produce (a GET of a 100-byte value
+            // answers about four times its request's size), so the batch rarely grows.
+            self.batch = context.channel.allocator.buffer(capacity: min(max(buffer.readableBytes * 4, 1024), 256 * 1024))
+        }
         do {
             while !self.closing {
                 if self.quick && self.decoder.isIdle && buffer.readableBytes >= 4 {
@@ -205,7 +212,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func writeBatch(context: ChannelHandlerContext) {
         guard self.batch.readableBytes > 0 else { return }
         context.write(self.wrapOutboundOut(self.batch), promise: nil)
-        self.batch = context.channel.allocator.buffer(capacity: 1024)
+        self.batch = ByteBuffer()  // allocated at the next read, sized by it
     }
 
     // MARK: Everything else

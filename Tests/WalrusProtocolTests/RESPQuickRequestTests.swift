@@ -62,3 +62,15 @@ struct RESPQuickRequestTests {
         #expect(decoder.isIdle)
     }
 }
+
+/// The bulk reply formats its length in place; it must read as `$<n>\r\n<bytes>\r\n` for every n.
+struct RESPBulkReplyTests {
+    @Test(arguments: [0, 1, 9, 10, 99, 100, 101, 999, 1000, 65_536, 1_234_567])
+    func formatsEveryLength(_ count: Int) {
+        let payload = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        var buffer = ByteBuffer(string: "x")
+        payload.withUnsafeBytes { buffer.writeBulkReply($0) }
+        let expected = Array("x$\(count)\r\n".utf8) + payload + [13, 10]
+        #expect(Array(buffer.readableBytesView) == expected)
+    }
+}
