@@ -51,6 +51,12 @@ final class LogWriter: @unchecked Sendable {
         self.lastSync = monotonicNanoseconds()
     }
 
+    /// Cut the open segment back to its records (the zeros made ahead, or a partial write).
+    func cutToRecords() throws {
+        try FileIO.truncate(self.segment.fd, to: self.segment.size, path: self.segment.path)
+        self.segment.preallocated = false
+    }
+
     deinit { close(self.segment.fd) }
 }
 

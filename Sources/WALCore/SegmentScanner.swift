@@ -124,18 +124,18 @@ struct SegmentScanner {
 
             case .damaged(let damage):
                 let offset = bufferStart + Int64(position)
-                // Zeros up to the end of the last segment are what a power cut leaves when the
-                // file's size reached the disk but its data did not: zeros right after the last
-                // record, or the last record turning into zeros part-way through it with nothing
-                // valid after. Either way that record was never whole on disk (never acknowledged
-                // in fsync=always): a torn write. Zeros that start after a record's end mean the
+                // Zeros up to the end of the last segment: right after the last record they are
+                // its end; starting part-way through the last record, with nothing valid after,
+                // they are what a power cut leaves when the file's size reached the disk but its
+                // data did not — that record was never whole on disk (never acknowledged in
+                // fsync=always): a torn write. Zeros that start after a record's end mean the
                 // record itself is damaged: that stays a refusal.
                 if isLast, let zerosFrom = try Self.zeroTailStart(fd: fd, from: offset, fileSize: fileSize, path: path) {
                     if zerosFrom == offset {
-                        // Zeros from a record boundary to the end: the end of the log — space made
-                        // ahead (`SegmentPreallocator`), or a size that reached the disk before
-                        // the data did. They hold no record: nothing to cut or keep.
-                        return Self.end(at: offset, fileSize: fileSize, info: &info, onBytes: onBytes)
+                        // Space made ahead (`SegmentPreallocator`), or a size that reached the
+                        // disk before the data did. They hold no record: nothing to cut or keep.
+                        onBytes(fileSize)
+                        return Self.end(at: offset, info: &info)
                     }
                     let claimed = Self.claimedFrameLength(buffer.base + position, available: bufferCount - position)
                     // A length no writer would have written (over max-record-bytes) is damage to
@@ -161,11 +161,10 @@ struct SegmentScanner {
     }
 
     /// The segment's records end at `offset`; zeros (or nothing) follow.
-    private static func end(at offset: Int64, fileSize: Int64, info: inout SegmentInfo, onBytes: (Int64) -> Void) -> Outcome {
+    private static func end(at offset: Int64, info: inout SegmentInfo) -> Outcome {
         info.size = offset
         info.sealedSize = offset
         info.sealedCount = info.recordCount
-        onBytes(fileSize)
         return Outcome(info: info, tornTail: nil)
     }
 
@@ -175,7 +174,7 @@ struct SegmentScanner {
     ) throws -> Outcome {
         if isLast, try Self.zeroTailStart(fd: fd, from: offset, fileSize: fileSize, path: path) == offset {
             // Fewer zeros than a record header after the last record: the end of the log.
-            return Self.end(at: offset, fileSize: fileSize, info: &info, onBytes: { _ in })
+            return Self.end(at: offset, info: &info)
         }
         let what =
             claimed.map { "an incomplete record (it claims \($0) bytes, \(fileSize - offset) remain)" }

@@ -288,8 +288,7 @@ extension WriteAheadLog {
                 try FileIO.pwriteAll(writer.segment.fd, run, at: writer.segment.size, path: writer.segment.path)
             } catch {
                 // Take back a partial write so the file never holds half a record we may retry.
-                try? FileIO.truncate(writer.segment.fd, to: writer.segment.size, path: writer.segment.path)
-                writer.segment.preallocated = false
+                try? writer.cutToRecords()
                 throw error
             }
             writer.segment.size += Int64(run.count)
@@ -309,9 +308,7 @@ extension WriteAheadLog {
         // The old segment must be complete on disk before a later one exists: recovery treats
         // damage anywhere but in the last segment as corruption — and only the last segment may
         // end in zeros made ahead, so those are cut off first.
-        if writer.segment.preallocated {
-            try FileIO.truncate(writer.segment.fd, to: writer.segment.size, path: writer.segment.path)
-        }
+        if writer.segment.preallocated { try writer.cutToRecords() }
         try FileIO.fdatasync(writer.segment.fd, path: writer.segment.path)
         let path = FileIO.join(self.configuration.directory, SegmentName.format(number))
         var preallocated = false

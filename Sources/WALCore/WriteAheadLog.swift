@@ -535,9 +535,8 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.ioMutex.lock()
         if self.writer.segment.preallocated {
             do {
-                try FileIO.truncate(self.writer.segment.fd, to: self.writer.segment.size, path: self.writer.segment.path)
+                try self.writer.cutToRecords()
                 try FileIO.fdatasync(self.writer.segment.fd, path: self.writer.segment.path)
-                self.writer.segment.preallocated = false
             } catch {
                 self.logger.warning(
                     "Could not cut the preallocated zeros off the last segment; the next start reads them as its end",

@@ -8,10 +8,10 @@ import Glibc
 ///   (a 12-byte key and a 100-byte value take one 128-byte malloc chunk; `[ByteKey: [UInt8]]`
 ///   took two arrays with 32-byte headers each, plus the dictionary's buckets).
 /// - The table is an array of 8-byte slots, linear probing, at most 85% full: a slot holds the
-///   entry's address (low 48 bits) and 16 low bits of its hash (the high bits pick the home slot),
-///   so most probes compare a tag and never touch the entry. Capacities are not powers of two (the hash is mapped onto the table with a
-///   multiply), so the table grows by 1.5× instead of doubling. Deletion shifts later entries back
-///   (no tombstones).
+///   entry's address (low 48 bits) and 16 low bits of its hash (the high bits pick the home
+///   slot), so most probes compare a tag and never touch the entry. Capacities are not powers of
+///   two (the hash is mapped onto the table with a multiply), so the table grows by 1.5× instead
+///   of doubling. Deletion shifts later entries back (no tombstones).
 /// - A snapshot copies the slot array only (entries are immutable). While one is open, entries
 ///   that a write replaces or deletes are parked instead of freed, and freed when it closes.
 ///

@@ -112,36 +112,27 @@ public final class KeyValueStore: Sendable {
     /// durable as the fsync mode promises (at once in interval mode).
     @discardableResult
     public func set(key: [UInt8], value: [UInt8], onDurable: WriteAheadLog.SealCallback? = nil) throws -> UInt64 {
-        try self.validate(key: key, value: value)
+        try key.withUnsafeBytes { k in try value.withUnsafeBytes { v in try self.set(key: k, value: v, onDurable: onDurable) } }
+    }
+
+    /// `set` from borrowed bytes (the server's pipelined path copies nothing but the log record
+    /// and the map entry). Without `onDurable`, an `always`-mode caller learns durability from
+    /// `commit(onDurable:)`, which covers every write made before it.
+    @discardableResult
+    public func set(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, onDurable: WriteAheadLog.SealCallback? = nil)
+        throws -> UInt64
+    {
+        try self.validate(keyCount: key.count, valueCount: value.count)
         let waiter = self.sealWaiter(onDurable)
+        nonisolated(unsafe) let (key, value) = (key, value)
         let index = try self.state.withLock { state throws -> UInt64 in
             let index = try self.appendToLog(op: .set, key: key, value: value, onDurable: waiter)
-            key.withUnsafeBytes { k in value.withUnsafeBytes { v in state.map.set(k, v) } }
+            state.map.set(key, value)
             state.appliedIndex = index
             return index
         }
         if waiter == nil { onDurable?(nil) }
         return index
-    }
-
-    /// Set `key` to `value` from borrowed bytes (the server's pipelined path): no copies but the
-    /// log record and the map entry, no callback. In `always` mode the caller learns durability
-    /// from `commit(onDurable:)`, which covers every write made before it.
-    @discardableResult
-    public func set(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) throws -> UInt64 {
-        try self.validate(keyCount: key.count, valueCount: value.count)
-        nonisolated(unsafe) let (key, value) = (key, value)
-        return try self.state.withLock { state throws -> UInt64 in
-            let index: UInt64
-            do {
-                index = try self.wal.append(op: .set, key: key, value: value)
-            } catch let error as WALError {
-                throw StoreError(error)
-            }
-            state.map.set(key, value)
-            state.appliedIndex = index
-            return index
-        }
     }
 
     /// Delete `key`; returns whether it existed. A missing key writes no record (as Redis's DEL),
@@ -152,7 +143,9 @@ public final class KeyValueStore: Sendable {
         let waiter = self.sealWaiter(onDurable)
         let existed = try self.state.withLock { state throws -> Bool in
             guard key.withUnsafeBytes({ state.map.contains($0) }) else { return false }
-            let index = try self.appendToLog(op: .delete, key: key, value: [], onDurable: waiter)
+            let index = try key.withUnsafeBytes { k in
+                try self.appendToLog(op: .delete, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0), onDurable: waiter)
+            }
             key.withUnsafeBytes { _ = state.map.remove($0) }
             state.appliedIndex = index
             return true
@@ -195,14 +188,8 @@ public final class KeyValueStore: Sendable {
         }
         let waiter = self.sealWaiter(onDurable)
         let index = try self.state.withLock { state throws -> UInt64 in
-            let index: UInt64
-            do {
-                index = try self.wal.append(
-                    op: .batch, key: UnsafeRawBufferPointer(start: nil, count: 0), value: payload.bytes,
-                    onSealed: waiter)
-            } catch let error as WALError {
-                throw StoreError(error)
-            }
+            let index = try self.appendToLog(
+                op: .batch, key: UnsafeRawBufferPointer(start: nil, count: 0), value: payload.bytes, onDurable: waiter)
             for command in commands {
                 switch command {
                 case .set(let key, let value):
@@ -226,9 +213,9 @@ public final class KeyValueStore: Sendable {
         return onDurable
     }
 
-    private func appendToLog(op: RecordOp, key: [UInt8], value: [UInt8], onDurable: WriteAheadLog.SealCallback?)
-        throws -> UInt64
-    {
+    private func appendToLog(
+        op: RecordOp, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, onDurable: WriteAheadLog.SealCallback?
+    ) throws -> UInt64 {
         do {
             return try self.wal.append(op: op, key: key, value: value, onSealed: onDurable)
         } catch let error as WALError {
