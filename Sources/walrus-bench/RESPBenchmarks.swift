@@ -1,4 +1,5 @@
 import Foundation
+import WalrusClient
 
 /// walrusd beside redis-server, both started here and driven by redis-benchmark in the same run,
 /// with matching durability: fsync=always ↔ appendfsync always, fsync=interval ↔ everysec.
@@ -95,14 +96,7 @@ struct RESPBenchmarks {
     }
 
     static func redisVersion() -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = ["--version"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try? process.run()
-        process.waitUntilExit()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let text = (try? Bench.run("/usr/bin/redis-server", ["--version"]).text) ?? ""
         return text.split(separator: " ").first { $0.hasPrefix("v=") }.map { "redis-server \($0.dropFirst(2))." } ?? ""
     }
 
@@ -144,15 +138,10 @@ struct RESPBenchmarks {
 
     /// ops/s from `redis-benchmark -q`.
     func benchmark(port: Int, _ arguments: [String], requests: Int? = nil) throws -> Double {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
-        process.arguments = ["-p", String(port), "-n", String(requests ?? self.requests), "-d", "100", "-r", "100000", "-q"] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let text = try Bench.run(
+            "/usr/bin/redis-benchmark",
+            ["-p", String(port), "-n", String(requests ?? self.requests), "-d", "100", "-r", "100000", "-q"] + arguments
+        ).text
         // "SET: 64557.78 requests per second, p50=0.655 msec" (after \r progress lines).
         for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) where line.contains("requests per second") {
             if let value = line.split(separator: " ").dropFirst().first, let number = Double(value) { return number }
@@ -163,27 +152,13 @@ struct RESPBenchmarks {
     static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
+        return Int(Bench.bindLoopback(fd))
     }
 
     static func waitForPing(_ port: Int) throws {
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-            process.arguments = ["-p", String(port), "PING"]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            process.waitUntilExit()
-            if String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).contains("PONG") { return }
+            if (try? RESPConnection(host: "127.0.0.1", port: port, timeoutMilliseconds: 1000).command("PING")) == .simple("PONG") { return }
             usleep(50_000)
         }
         throw BenchError("the server on port \(port) did not answer PING within 30 s")

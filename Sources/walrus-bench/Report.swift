@@ -218,14 +218,8 @@ struct PhysicalLimits {
     static func loopbackMBps(bytes: Int) throws -> Double {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(listener) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let port = Bench.bindLoopback(listener).bigEndian
         listen(listener, 1)
-        let port = address.sin_port
         let sender = DedicatedThread(name: "loopback-sender") {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             defer { close(fd) }
@@ -358,16 +352,9 @@ struct ScaleBenchmarks {
     }
 
     static func pipe(_ input: String, port: Int) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-        process.arguments = ["-p", String(port), "--pipe", "--pipe-timeout", "600"]
-        process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: input))
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let text = try Bench.run(
+            "/usr/bin/redis-cli", ["-p", String(port), "--pipe", "--pipe-timeout", "600"], input: input, errorsToo: true
+        ).text
         guard text.contains("errors: 0") else { throw RESPBenchmarks.BenchError("redis-cli --pipe into port \(port) failed: \(text.suffix(300))") }
     }
 
@@ -465,18 +452,11 @@ struct Charts {
             DATA = "\(dataPath)"
             \(script)
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: gnuplot)
-        let input = Pipe()
-        process.standardInput = input
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        input.fileHandleForWriting.write(Data(full.utf8))
-        try input.fileHandleForWriting.close()
-        process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let scriptPath = self.directory + "/" + name.replacingOccurrences(of: ".png", with: ".gp")
+        try full.write(toFile: scriptPath, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: scriptPath) }
+        let (text, status) = try Bench.run(gnuplot, [scriptPath], errorsToo: true)
+        if status != 0 {
             throw RESPBenchmarks.BenchError("gnuplot failed drawing \(name): \(text.suffix(400))")
         }
     }

@@ -251,14 +251,7 @@ struct WALBenchmarks {
 
             // Full recovery in a fresh process, as a restarting daemon does it (this process has
             // allocated and freed a million keys already, which slows malloc and blurs RSS).
-            let probe = Process()
-            probe.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-            probe.arguments = ["recovery-probe", "--dir", path]
-            let pipe = Pipe()
-            probe.standardOutput = pipe
-            try probe.run()
-            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            probe.waitUntilExit()
+            let text = try Bench.run(CommandLine.arguments[0], ["recovery-probe", "--dir", path]).text
             let fields = text.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
             guard fields.count == 4 else { throw WALError(.io, "recovery-probe failed: \(text)") }
             perKey.append((fields[1] - fields[0]) / max(fields[2], 1))
