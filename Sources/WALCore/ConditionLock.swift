@@ -88,6 +88,14 @@ public func monotonicNanoseconds() -> UInt64 {
     return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
 }
 
+/// The wall clock in milliseconds since the Unix epoch: the unit of every deadline (EXPIRE, SET PX).
+@inline(__always)
+public func wallClockMilliseconds() -> Int64 {
+    var time = timespec()
+    clock_gettime(CLOCK_REALTIME, &time)
+    return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
+}
+
 /// A dedicated OS thread (the flusher blocks in fdatasync and must not hold a cooperative-pool thread).
 public final class DedicatedThread {
     private final class Box {

@@ -64,7 +64,7 @@ public enum RecordDecoder {
                 "CRC mismatch (header 0x\(String(e, radix: 16)), data 0x\(String(a, radix: 16)))"
             case .badLayout: "key and value lengths do not match the record length"
             case .unknownOp(let op):
-                "unknown operation \(op) (written by a newer walrus? this version knows 1-4)"
+                "unknown operation \(op) (written by a newer walrus? this version knows 1-8)"
             case .badBatch: "batch record entries do not parse"
             }
         }
@@ -123,7 +123,7 @@ public enum RecordDecoder {
             frame: UnsafeRawBufferPointer(start: base, count: frameLength)
         )
         if op == .batch, !batchIsWellFormed(view.value) { return .damaged(.badBatch) }
-        if op == .epoch, valueCount != 8 { return .damaged(.badLayout) }
+        guard op.acceptsLayout(keyCount: keyCount, valueCount: valueCount) else { return .damaged(.badLayout) }
         return .record(view, frameLength: frameLength)
     }
 
@@ -152,11 +152,11 @@ public enum RecordDecoder {
             guard payload.count - offset >= RecordFormat.dataHeaderSize else { return false }
             let base = payload.baseAddress! + offset
             let op = RecordOp(rawValue: base.load(as: UInt8.self))
-            guard op == .set || op == .delete else { return false }
+            guard op.isBatchEntry else { return false }
             let keyCount = Int(loadBigEndianUInt32(base, 1))
             let valueCount = Int(loadBigEndianUInt32(base, 5))
             let size = RecordFormat.dataHeaderSize + keyCount + valueCount
-            guard size <= payload.count - offset else { return false }
+            guard size <= payload.count - offset, op.acceptsLayout(keyCount: keyCount, valueCount: valueCount) else { return false }
             offset += size
         }
         return true

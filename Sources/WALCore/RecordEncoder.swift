@@ -55,6 +55,18 @@ public enum RecordEncoder {
         return frameSize
     }
 
+    /// Append one framed record around `data`, an encoded `Data` (op, lengths, key, value);
+    /// returns the frame size.
+    @discardableResult
+    public static func append(data: UnsafeRawBufferPointer, to buffer: RecordBuffer) -> Int {
+        let frameSize = RecordFormat.headerSize + data.count
+        let frame = buffer.reserve(frameSize)
+        (frame + RecordFormat.headerSize).copyMemory(from: data.baseAddress!, byteCount: data.count)
+        sealFrame(at: frame, dataCount: data.count)
+        buffer.commit(frameSize)
+        return frameSize
+    }
+
     /// Append one framed record from byte arrays; returns the frame size.
     @discardableResult
     public static func append(op: RecordOp, key: [UInt8], value: [UInt8], to buffer: RecordBuffer) -> Int {

@@ -31,12 +31,27 @@ public struct RecordOp: RawRepresentable, Hashable, Sendable, CustomStringConver
     public static let delete = RecordOp(rawValue: 2)
     /// A new epoch starts at this record's index; the value is the epoch as 8 bytes big-endian.
     public static let epoch = RecordOp(rawValue: 3)
-    /// Several set/delete operations sealed and applied together; the value is their Data
-    /// encodings back to back, the key is empty. One frame, one CRC: all or nothing.
+    /// Several operations sealed and applied together (a MULTI/EXEC, a script, a multi-key
+    /// command): the value is their Data encodings back to back, the key is empty. One frame, one
+    /// CRC: all or nothing. Entries may be any op but `.epoch` and `.batch`.
     public static let batch = RecordOp(rawValue: 4)
+    /// Set key to value with a deadline: the value is the deadline (ms since the Unix epoch, 8
+    /// bytes big-endian) followed by the value's bytes. Relative expiries (SET EX, SETEX) are
+    /// logged as this absolute form, as Redis logs SET EX as SET PXAT.
+    public static let setExpiring = RecordOp(rawValue: 5)
+    /// Give an existing key a deadline (EXPIRE and its family, logged as PEXPIREAT): the value is
+    /// the deadline, 8 bytes big-endian. A key that is absent stays absent.
+    public static let expireAt = RecordOp(rawValue: 6)
+    /// Remove a key's deadline (PERSIST); key only.
+    public static let persist = RecordOp(rawValue: 7)
+    /// Remove every key (FLUSHALL, FLUSHDB); empty key and value.
+    public static let flushAll = RecordOp(rawValue: 8)
 
     /// Whether this version of walrus knows the operation.
-    public var isKnown: Bool { self.rawValue >= 1 && self.rawValue <= 4 }
+    public var isKnown: Bool { self.rawValue >= 1 && self.rawValue <= 8 }
+
+    /// Whether the operation may stand inside a batch record.
+    public var isBatchEntry: Bool { self.isKnown && self != .epoch && self != .batch }
 
     public var description: String {
         switch self {
@@ -44,7 +59,25 @@ public struct RecordOp: RawRepresentable, Hashable, Sendable, CustomStringConver
         case .delete: "delete"
         case .epoch: "epoch"
         case .batch: "batch"
+        case .setExpiring: "set-expiring"
+        case .expireAt: "expire-at"
+        case .persist: "persist"
+        case .flushAll: "flush-all"
         default: "op\(self.rawValue)"
+        }
+    }
+
+    /// Whether a `Data` of this op with a value of `valueCount` bytes (and a key of `keyCount`)
+    /// is well formed: the fixed-size values and empty keys the op requires.
+    @inlinable
+    public func acceptsLayout(keyCount: Int, valueCount: Int) -> Bool {
+        switch self {
+        case .epoch: valueCount == 8
+        case .setExpiring: valueCount >= 8
+        case .expireAt: valueCount == 8
+        case .persist: valueCount == 0
+        case .flushAll: keyCount == 0 && valueCount == 0
+        default: true
         }
     }
 }

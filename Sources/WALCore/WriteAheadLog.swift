@@ -315,6 +315,24 @@ public final class WriteAheadLog: @unchecked Sendable {
         }
     }
 
+    /// Append one record whose `Data` (op, lengths, key, value) is already encoded — what a store
+    /// transaction builds while it runs; returns its index. `data` must be a well-formed `Data`
+    /// encoding (the caller built it with `RecordEncoder.writeData`).
+    @discardableResult
+    public func append(data: UnsafeRawBufferPointer, onSealed: SealCallback? = nil) throws -> UInt64 {
+        precondition(data.count >= RecordFormat.dataHeaderSize, "a record's data holds at least its op and lengths")
+        guard data.count <= self.configuration.maxRecordBytes else {
+            throw WALError(
+                .recordTooLarge,
+                "A record of \(data.count) bytes is larger than the configured maximum of "
+                    + "\(self.configuration.maxRecordBytes) bytes (max-record-bytes). Split the transaction or raise the limit.")
+        }
+        nonisolated(unsafe) let data = data
+        return try self.appendRecord(size: RecordFormat.headerSize + data.count, onSealed: onSealed) { pending in
+            RecordEncoder.append(data: data, to: pending)
+        }
+    }
+
     @inline(__always)
     private func appendRecord(size frameSize: Int, onSealed: SealCallback?, encode: (RecordBuffer) -> Void) throws -> UInt64 {
         let segmentLimit = Int64(self.configuration.segmentSizeBytes)

@@ -6,7 +6,11 @@ import Glibc
 ///
 /// - Each entry is one immutable malloc'd block `[keyLength u32][valueLength u32][key][value]`
 ///   (a 12-byte key and a 100-byte value take one 128-byte malloc chunk; `[ByteKey: [UInt8]]`
-///   took two arrays with 32-byte headers each, plus the dictionary's buckets).
+///   took two arrays with 32-byte headers each, plus the dictionary's buckets). A key with a
+///   deadline has bit 31 of its length set and the deadline (ms since the Unix epoch, 8 bytes)
+///   after the lengths: only keys that expire pay for one.
+/// - Entries with a deadline are also in `ExpiryIndex` (8 bytes a slot), which the expiry cycle
+///   samples, as Redis samples its `expires` dict.
 /// - The table is an array of 8-byte slots, linear probing, at most 85% full: a slot holds the
 ///   entry's address (low 48 bits) and 16 low bits of its hash (the high bits pick the home
 ///   slot), so most probes compare a tag and never touch the entry. Capacities are not powers of
@@ -20,6 +24,7 @@ final class CompactMap: @unchecked Sendable {
     private static let addressMask: UInt64 = (1 << 48) - 1
     private static let maxLoadNumerator = 85
     private static let headerSize = 8
+    private static let deadlineFlag: UInt32 = 1 << 31
 
     @exclusivity(unchecked) private var slots: UnsafeMutablePointer<UInt64>
     @exclusivity(unchecked) private(set) var capacity: Int
@@ -31,9 +36,12 @@ final class CompactMap: @unchecked Sendable {
     @exclusivity(unchecked) private(set) var openSnapshots = 0
     /// Bytes of entry data held (keys and values, headers included), for status.
     @exclusivity(unchecked) private(set) var entryBytes = 0
+    /// The entries that have a deadline.
+    let expiring: ExpiryIndex
 
     init(capacity: Int = 16, hasher: KeyHasher = KeyHasher()) {
         self.hasher = hasher
+        self.expiring = ExpiryIndex(hasher: hasher)
         self.capacity = max(16, capacity * 100 / Self.maxLoadNumerator + 1)
         self.slots = Self.allocateSlots(self.capacity)
         self.growAt = self.capacity * Self.maxLoadNumerator / 100
@@ -73,32 +81,57 @@ final class CompactMap: @unchecked Sendable {
     }
 
     @inline(__always)
+    static func hasDeadline(_ entry: UnsafeRawPointer) -> Bool {
+        entry.load(as: UInt32.self) & deadlineFlag != 0
+    }
+
+    @inline(__always)
+    private static func dataOffset(_ entry: UnsafeRawPointer) -> Int {
+        hasDeadline(entry) ? headerSize + 8 : headerSize
+    }
+
+    @inline(__always)
     static func key(of entry: UnsafeRawPointer) -> UnsafeRawBufferPointer {
-        let keyCount = Int(entry.load(as: UInt32.self))
-        return UnsafeRawBufferPointer(start: entry + headerSize, count: keyCount)
+        let keyCount = Int(entry.load(as: UInt32.self) & ~deadlineFlag)
+        return UnsafeRawBufferPointer(start: entry + dataOffset(entry), count: keyCount)
     }
 
     @inline(__always)
     static func value(of entry: UnsafeRawPointer) -> UnsafeRawBufferPointer {
-        let keyCount = Int(entry.load(as: UInt32.self))
+        let keyCount = Int(entry.load(as: UInt32.self) & ~deadlineFlag)
         let valueCount = Int(entry.load(fromByteOffset: 4, as: UInt32.self))
-        return UnsafeRawBufferPointer(start: entry + headerSize + keyCount, count: valueCount)
+        return UnsafeRawBufferPointer(start: entry + dataOffset(entry) + keyCount, count: valueCount)
     }
 
-    private static func makeEntry(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> UnsafeMutableRawPointer {
-        let size = headerSize + key.count + value.count
+    /// The entry's deadline (ms since the Unix epoch), if it has one.
+    @inline(__always)
+    static func deadline(of entry: UnsafeRawPointer) -> Int64? {
+        hasDeadline(entry) ? entry.loadUnaligned(fromByteOffset: headerSize, as: Int64.self) : nil
+    }
+
+    /// Bytes an entry takes (for `entryBytes`).
+    @inline(__always)
+    private static func size(of entry: UnsafeRawPointer) -> Int {
+        dataOffset(entry) + key(of: entry).count + value(of: entry).count
+    }
+
+    private static func makeEntry(
+        _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, deadline: Int64?
+    ) -> UnsafeMutableRawPointer {
+        let offset = deadline == nil ? headerSize : headerSize + 8
+        let size = offset + key.count + value.count
         let entry = malloc(max(size, 1))!
-        entry.storeBytes(of: UInt32(key.count), as: UInt32.self)
+        entry.storeBytes(of: UInt32(key.count) | (deadline == nil ? 0 : deadlineFlag), as: UInt32.self)
         entry.storeBytes(of: UInt32(value.count), toByteOffset: 4, as: UInt32.self)
-        if key.count > 0 { (entry + headerSize).copyMemory(from: key.baseAddress!, byteCount: key.count) }
-        if value.count > 0 { (entry + headerSize + key.count).copyMemory(from: value.baseAddress!, byteCount: value.count) }
+        if let deadline { entry.storeBytes(of: deadline, toByteOffset: headerSize, as: Int64.self) }
+        if key.count > 0 { (entry + offset).copyMemory(from: key.baseAddress!, byteCount: key.count) }
+        if value.count > 0 { (entry + offset + key.count).copyMemory(from: value.baseAddress!, byteCount: value.count) }
         precondition(UInt64(UInt(bitPattern: entry)) & ~addressMask == 0, "malloc returned an address above 2^48")
         return entry
     }
 
     private func release(_ entry: UnsafeMutableRawPointer) {
-        let key = Self.key(of: entry)
-        self.entryBytes -= Self.headerSize + key.count + Self.value(of: entry).count
+        self.entryBytes -= Self.size(of: entry)
         if self.openSnapshots > 0 { self.parked.append(entry) } else { free(entry) }
     }
 
@@ -146,26 +179,45 @@ final class CompactMap: @unchecked Sendable {
         return try body(Self.value(of: Self.entry(self.slots[index])))
     }
 
-    /// `withValue` without a result (not generic).
-    func readValue(_ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) -> Void) {
+    /// The value's bytes and deadline for `key`, valid until the next write to the map.
+    @inline(__always)
+    func withEntry<R>(_ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer, Int64?) throws -> R) rethrows -> R? {
         let (index, found) = self.probe(key, hash: self.hasher.hash(key))
-        body(found ? Self.value(of: Self.entry(self.slots[index])) : nil)
+        guard found else { return nil }
+        let entry = Self.entry(self.slots[index])
+        return try body(Self.value(of: entry), Self.deadline(of: entry))
     }
 
-    /// Whether `key` is present.
+    /// `withEntry` without a result (not generic: a GET costs no generic-metadata lookups).
+    func readEntry(_ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?, Int64?) -> Void) {
+        let (index, found) = self.probe(key, hash: self.hasher.hash(key))
+        guard found else { return body(nil, nil) }
+        let entry = Self.entry(self.slots[index])
+        body(Self.value(of: entry), Self.deadline(of: entry))
+    }
+
+    /// Whether `key` is present (expired or not: the map knows nothing of time).
     func contains(_ key: UnsafeRawBufferPointer) -> Bool {
         self.probe(key, hash: self.hasher.hash(key)).found
     }
 
-    /// Set `key` to `value`.
-    func set(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
+    /// The deadline of `key`: nil when absent, `.some(nil)` when present without one.
+    func deadline(_ key: UnsafeRawBufferPointer) -> Int64?? {
+        let (index, found) = self.probe(key, hash: self.hasher.hash(key))
+        guard found else { return nil }
+        return .some(Self.deadline(of: Self.entry(self.slots[index])))
+    }
+
+    /// Set `key` to `value`, with `deadline` (nil: none; a plain SET clears a key's deadline).
+    func set(_ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, deadline: Int64? = nil) {
         let hash = self.hasher.hash(key)
         var (index, found) = self.probe(key, hash: hash)
-        let entry = Self.makeEntry(key, value)
-        self.entryBytes += Self.headerSize + key.count + value.count
+        let entry = Self.makeEntry(key, value, deadline: deadline)
+        self.entryBytes += Self.size(of: entry)
         if found {
             let old = Self.entry(self.slots[index])
             self.slots[index] = UInt64(UInt(bitPattern: entry)) | Self.tag(hash)
+            self.reindex(old: old, new: entry, hash: hash)
             self.release(old)
             return
         }
@@ -174,15 +226,47 @@ final class CompactMap: @unchecked Sendable {
             index = self.probe(key, hash: hash).index
         }
         self.slots[index] = UInt64(UInt(bitPattern: entry)) | Self.tag(hash)
+        if deadline != nil { self.expiring.insert(entry, hash: hash) }
         self.count += 1
+    }
+
+    /// Give `key` a new deadline (nil removes it); returns false when the key is absent.
+    /// The entry is rewritten (entries are immutable: an open snapshot may be reading it).
+    @discardableResult
+    func setDeadline(_ key: UnsafeRawBufferPointer, _ deadline: Int64?) -> Bool {
+        let hash = self.hasher.hash(key)
+        let (index, found) = self.probe(key, hash: hash)
+        guard found else { return false }
+        let old = Self.entry(self.slots[index])
+        if Self.deadline(of: old) == deadline { return true }
+        let entry = Self.makeEntry(key, Self.value(of: old), deadline: deadline)
+        self.entryBytes += Self.size(of: entry)
+        self.slots[index] = UInt64(UInt(bitPattern: entry)) | Self.tag(hash)
+        self.reindex(old: old, new: entry, hash: hash)
+        self.release(old)
+        return true
+    }
+
+    /// Keep the expiry index in step when `old` is replaced by `new` (same key).
+    @inline(__always)
+    private func reindex(old: UnsafeMutableRawPointer, new: UnsafeMutableRawPointer, hash: UInt64) {
+        switch (Self.hasDeadline(old), Self.hasDeadline(new)) {
+        case (false, false): break
+        case (true, true): self.expiring.replace(old, with: new, hash: hash)
+        case (true, false): self.expiring.remove(old, hash: hash)
+        case (false, true): self.expiring.insert(new, hash: hash)
+        }
     }
 
     /// Remove `key`; returns whether it was present.
     @discardableResult
     func remove(_ key: UnsafeRawBufferPointer) -> Bool {
-        let (found, existed) = self.probe(key, hash: self.hasher.hash(key))
+        let hash = self.hasher.hash(key)
+        let (found, existed) = self.probe(key, hash: hash)
         guard existed else { return false }
-        self.release(Self.entry(self.slots[found]))
+        let removed = Self.entry(self.slots[found])
+        if Self.hasDeadline(removed) { self.expiring.remove(removed, hash: hash) }
+        self.release(removed)
         // Backward-shift deletion: move later members of the probe run into the hole when their
         // home position allows it, so lookups never need tombstones.
         var hole = found
@@ -203,6 +287,79 @@ final class CompactMap: @unchecked Sendable {
         self.slots[hole] = 0
         self.count -= 1
         return true
+    }
+
+    /// Remove every entry (FLUSHALL): the table starts over at its smallest size.
+    func removeAll() {
+        for i in 0..<self.capacity where self.slots[i] != 0 { self.release(Self.entry(self.slots[i])) }
+        Self.freeSlots(self.slots, self.capacity)
+        self.capacity = 16
+        self.slots = Self.allocateSlots(self.capacity)
+        self.growAt = self.capacity * Self.maxLoadNumerator / 100
+        self.count = 0
+        self.expiring.removeAll()
+    }
+
+    /// Up to `count` keys that have a deadline, picked from a random place in the expiry index,
+    /// with their deadlines (the expiry cycle's sample).
+    func sampleExpiring(_ count: Int, using generator: inout some RandomNumberGenerator) -> [(key: [UInt8], deadline: Int64)] {
+        self.expiring.sample(count, using: &generator).map { entry in
+            (Array(Self.key(of: entry)), Self.deadline(of: entry) ?? 0)
+        }
+    }
+
+    /// One SCAN step: the keys whose hash is at least `cursor`, about `limit` of them, with their
+    /// deadlines; returns the next cursor (0 when the whole table has been covered).
+    ///
+    /// The cursor is a point in hash space, not a table position: an entry's home slot is
+    /// `hash × capacity >> 64`, monotonic in the hash at every capacity, so "every key whose hash
+    /// is below the cursor was returned" stays true when the table grows or shrinks between
+    /// steps. A step ends at an empty slot `e`: every entry whose home is before `e` lies before
+    /// `e` (linear probing never crosses an empty slot), so every key with a hash below the first
+    /// hash that homes at `e` has been seen. A probe run that wraps past the end of the table
+    /// finishes the scan.
+    func scan(from cursor: UInt64, limit: Int, _ body: (UnsafeRawBufferPointer, Int64?) -> Void) -> UInt64 {
+        var position = self.home(cursor)
+        var returned = 0
+        var wrapped = false
+        while true {
+            let slot = self.slots[position]
+            if slot == 0 {
+                if wrapped { return 0 }
+                if returned >= limit {
+                    // The first hash whose home is `position`: ceil(position × 2^64 / capacity).
+                    let (quotient, remainder) = UInt64(self.capacity).dividingFullWidth((high: UInt64(position), low: 0))
+                    return quotient + (remainder > 0 ? 1 : 0)
+                }
+            } else {
+                let entry = Self.entry(slot)
+                let key = Self.key(of: entry)
+                // Entries stored here from an earlier home were returned by an earlier step.
+                if self.hasher.hash(key) >= cursor {
+                    body(key, Self.deadline(of: entry))
+                    returned += 1
+                }
+            }
+            position += 1
+            if position == self.capacity {
+                // Wrap: the entries at the start whose homes are near the end belong to this step.
+                if wrapped { return 0 }
+                wrapped = true
+                position = 0
+            }
+        }
+    }
+
+    /// The table position of a random entry (RANDOMKEY), nil when empty.
+    func randomEntry(using generator: inout some RandomNumberGenerator) -> (key: UnsafeRawBufferPointer, deadline: Int64?)? {
+        guard self.count > 0 else { return nil }
+        var position = Int.random(in: 0..<self.capacity, using: &generator)
+        while self.slots[position] == 0 {
+            position += 1
+            if position == self.capacity { position = 0 }
+        }
+        let entry = Self.entry(self.slots[position])
+        return (Self.key(of: entry), Self.deadline(of: entry))
     }
 
     /// Make room for `count` entries without growing.
@@ -245,6 +402,17 @@ final class CompactMap: @unchecked Sendable {
         }
     }
 
+    /// Visit every entry with its deadline (in table order).
+    func forEachEntry(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer, Int64?) throws -> Void) rethrows {
+        for i in 0..<self.capacity where self.slots[i] != 0 {
+            let entry = Self.entry(self.slots[i])
+            try body(Self.key(of: entry), Self.value(of: entry), Self.deadline(of: entry))
+        }
+    }
+
+    /// The table's capacity (SCAN cursors are positions in it).
+    var tableSize: Int { self.capacity }
+
     // MARK: Snapshots
 
     /// A frozen view of the map: a copy of the slot array. Entries stay valid until `close()`.
@@ -261,11 +429,11 @@ final class CompactMap: @unchecked Sendable {
 
         deinit { self.slots.deallocate() }
 
-        /// Visit every entry of the frozen view.
-        func forEach(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) rethrows {
+        /// Visit every entry of the frozen view, with its deadline.
+        func forEach(_ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer, Int64?) throws -> Void) rethrows {
             for i in 0..<self.capacity where self.slots[i] != 0 {
                 let entry = CompactMap.entry(self.slots[i])
-                try body(CompactMap.key(of: entry), CompactMap.value(of: entry))
+                try body(CompactMap.key(of: entry), CompactMap.value(of: entry), CompactMap.deadline(of: entry))
             }
         }
     }

@@ -187,17 +187,24 @@ extension KeyValueStore {
         return header
     }
 
-    /// An order-independent checksum of every key and value: equal on two nodes exactly when
+    /// An order-independent checksum of every key, value and deadline: equal on two nodes exactly when
     /// they hold the same state (with overwhelming probability). O(n); runs under the lock at one
     /// index, which it returns with the digest.
     public func digest() -> (index: UInt64, keys: Int, digest: String) {
-        self.withStateReading { state in
+        self.withStateReading { state in Self.digest(of: state) }
+    }
+
+    static func digest(of state: StoreState) -> (index: UInt64, keys: Int, digest: String) {
+        do {
             var sum: UInt64 = 0
             var mixed: UInt64 = 0
             let hasher = KeyHasher(k0: 0x7761_6C72_7573_2D64, k1: 0x6967_6573_742D_7631)  // "walrus-d" "igest-v1"
-            state.map.forEach { key, value in
+            state.map.forEachEntry { key, value, deadline in
                 let h1 = hasher.hash(key) &* 0x9E37_79B9_7F4A_7C15
-                let h2 = hasher.hash(value)
+                var h2 = hasher.hash(value)
+                // A deadline is part of the state (two nodes that disagree on it disagree on when
+                // the key goes); keys without one hash as before deadlines existed.
+                if let deadline { h2 ^= (UInt64(bitPattern: deadline) &+ 0x2545_F491_4F6C_DD1D) &* 0xD6E8_FEB8_6659_FD93 }
                 let entry = (h1 ^ (h2 &+ 0x632B_E59B_D9B4_E019)) &* 0xBF58_476D_1CE4_E5B9
                 sum &+= entry
                 mixed ^= (entry ^ (entry >> 31)) &* 0x94D0_49BB_1331_11EB

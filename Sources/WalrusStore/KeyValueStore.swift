@@ -20,6 +20,17 @@ public final class KeyValueStore: Sendable {
     public let recovery: StoreRecoveryReport
     private let state: LockedValue<StoreState>
     private let checkpointing = LockedValue<Bool>(false)
+    /// Keys deleted because they had passed their deadline.
+    private let expiredKeyCount = Atomic<Int>(0)
+    /// When the last checkpoint finished (Unix seconds; 0: none since the store opened).
+    private let lastCheckpoint = Atomic<Int>(0)
+    /// The key count, keys with a deadline, data bytes and applied index as of the last change,
+    /// published under the lock so status readers (INFO, STATUS=, metrics) never take it — a
+    /// status read from inside a transaction (INFO in a MULTI) cannot deadlock.
+    private let publishedCount = Atomic<Int>(0)
+    private let publishedExpiring = Atomic<Int>(0)
+    private let publishedBytes = Atomic<Int>(0)
+    private let publishedApplied = Atomic<UInt64>(0)
     /// Tells a checkpoint the first index some reader (a follower) still needs, if any.
     private let retentionGuard = LockedValue<(@Sendable () -> UInt64?)?>(nil)
     /// Key and value limits in force (a reload can change them).
@@ -36,6 +47,16 @@ public final class KeyValueStore: Sendable {
         self.limits = LockedValue((configuration.maxKeyBytes, configuration.maxValueBytes))
         self.recovery = recovery
         self.logger = logger
+        self.publish(state)
+    }
+
+    /// Publish the state's figures (call under the lock, after every change).
+    @inline(__always)
+    private func publish(_ state: StoreState) {
+        self.publishedCount.store(state.count, ordering: .relaxed)
+        self.publishedExpiring.store(state.expiringCount, ordering: .relaxed)
+        self.publishedBytes.store(state.map.entryBytes, ordering: .relaxed)
+        self.publishedApplied.store(state.appliedIndex, ordering: .relaxed)
     }
 
     /// Open a data directory and recover: the newest valid snapshot, then the log after it.
@@ -117,7 +138,8 @@ public final class KeyValueStore: Sendable {
 
     /// `set` from borrowed bytes (the server's pipelined path copies nothing but the log record
     /// and the map entry). Without `onDurable`, an `always`-mode caller learns durability from
-    /// `commit(onDurable:)`, which covers every write made before it.
+    /// `commit(onDurable:)`, which covers every write made before it. A plain SET clears the
+    /// key's deadline, as in Redis.
     @discardableResult
     public func set(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, onDurable: WriteAheadLog.SealCallback? = nil)
         throws -> UInt64
@@ -127,8 +149,9 @@ public final class KeyValueStore: Sendable {
         nonisolated(unsafe) let (key, value) = (key, value)
         let index = try self.state.withLock { state throws -> UInt64 in
             let index = try self.appendToLog(op: .set, key: key, value: value, onDurable: waiter)
-            state.map.set(key, value)
+            state.apply(op: .set, key: key, value: value)
             state.appliedIndex = index
+            self.publish(state)
             return index
         }
         if waiter == nil { onDurable?(nil) }
@@ -139,71 +162,87 @@ public final class KeyValueStore: Sendable {
     /// and `onDurable` runs at once.
     @discardableResult
     public func delete(key: [UInt8], onDurable: WriteAheadLog.SealCallback? = nil) throws -> Bool {
-        try self.validate(key: key, value: [])
-        let waiter = self.sealWaiter(onDurable)
-        let existed = try self.state.withLock { state throws -> Bool in
-            guard key.withUnsafeBytes({ state.map.contains($0) }) else { return false }
-            let index = try key.withUnsafeBytes { k in
-                try self.appendToLog(op: .delete, key: k, value: UnsafeRawBufferPointer(start: nil, count: 0), onDurable: waiter)
-            }
-            key.withUnsafeBytes { _ = state.map.remove($0) }
-            state.appliedIndex = index
-            return true
+        let (existed, _) = try self.perform(onDurable: onDurable) { transaction in
+            try key.withUnsafeBytes { try transaction.delete($0) }
         }
-        if !existed || waiter == nil { onDurable?(nil) }
         return existed
     }
 
     /// Apply `commands` atomically: one record, sealed whole or not at all, applied in order.
     @discardableResult
     public func apply(batch commands: [StoreCommand], onDurable: WriteAheadLog.SealCallback? = nil) throws -> UInt64 {
-        guard !commands.isEmpty else {
-            onDurable?(nil)
-            return self.state.withLock { $0.appliedIndex }
-        }
-        var payloadSize = 0
-        for command in commands {
-            switch command {
-            case .set(let key, let value):
-                try self.validate(key: key, value: value)
-                payloadSize += RecordEncoder.dataSize(keyCount: key.count, valueCount: value.count)
-            case .delete(let key):
-                try self.validate(key: key, value: [])
-                payloadSize += RecordEncoder.dataSize(keyCount: key.count, valueCount: 0)
-            }
-        }
-        let payload = RecordBuffer(capacity: payloadSize)
-        for command in commands {
-            let (op, key, value): (RecordOp, [UInt8], [UInt8]) =
-                switch command {
-                case .set(let key, let value): (.set, key, value)
-                case .delete(let key): (.delete, key, [])
-                }
-            key.withUnsafeBytes { k in
-                value.withUnsafeBytes { v in
-                    let destination = payload.reserve(RecordEncoder.dataSize(keyCount: k.count, valueCount: v.count))
-                    payload.commit(RecordEncoder.writeData(op: op, key: k, value: v, to: destination))
-                }
-            }
-        }
-        let waiter = self.sealWaiter(onDurable)
-        let index = try self.state.withLock { state throws -> UInt64 in
-            let index = try self.appendToLog(
-                op: .batch, key: UnsafeRawBufferPointer(start: nil, count: 0), value: payload.bytes, onDurable: waiter)
+        let (_, index) = try self.perform(onDurable: onDurable) { transaction in
             for command in commands {
                 switch command {
-                case .set(let key, let value):
-                    key.withUnsafeBytes { k in value.withUnsafeBytes { v in state.map.set(k, v) } }
-                case .delete(let key):
-                    key.withUnsafeBytes { _ = state.map.remove($0) }
+                case .set(let key, let value): try transaction.set(key, value)
+                case .delete(let key): try key.withUnsafeBytes { _ = try transaction.delete($0) }
                 }
             }
-            state.appliedIndex = index
-            return index
         }
-        if waiter == nil { onDurable?(nil) }
+        return index ?? self.appliedIndex
+    }
+
+    /// Run `body` as one transaction under the store's lock: its reads see the map and its own
+    /// writes; its writes are logged as one record (a batch when there are several) and applied
+    /// when it returns. Returns `body`'s result and the record's index (nil: nothing was written,
+    /// and `onDurable` runs at once). If `body` throws, nothing it wrote is logged or applied.
+    ///
+    /// - Parameters:
+    ///   - expiresKeys: a read that finds a key past its deadline deletes it (a primary that
+    ///     takes writes; a follower and a paused primary only hide such keys).
+    ///   - now: the transaction's clock (ms since the Unix epoch); the wall clock by default.
+    public func perform<R>(
+        expiresKeys: Bool = true, now: Int64? = nil, onDurable: WriteAheadLog.SealCallback? = nil,
+        _ body: (inout StoreTransaction) throws -> R
+    ) throws -> (result: R, index: UInt64?) {
+        let waiter = self.sealWaiter(onDurable)
+        let (maxKey, maxValue) = self.limits.withLock { $0 }
+        let clock = now ?? wallClockMilliseconds()
+        let outcome = try self.state.withLock { state throws -> (R, UInt64?, Int) in
+            var transaction = StoreTransaction(
+                state: state, now: clock, expiresKeys: expiresKeys, maxKeyBytes: maxKey, maxValueBytes: maxValue)
+            let result = try body(&transaction)
+            guard let payload = transaction.payload else { return (result, nil, 0) }
+            let index = try self.commit(transaction.writeCount, payload: payload, to: state, onDurable: waiter)
+            self.publish(state)
+            return (result, index, transaction.expiredKeys)
+        }
+        if outcome.2 > 0 { self.expiredKeyCount.add(outcome.2, ordering: .relaxed) }
+        if outcome.1 == nil || waiter == nil { onDurable?(nil) }
+        return (outcome.0, outcome.1)
+    }
+
+    /// Log a transaction's writes as one record and apply them (under the state lock).
+    private func commit(
+        _ writes: Int, payload: RecordBuffer, to state: StoreState, onDurable: WriteAheadLog.SealCallback?
+    ) throws -> UInt64 {
+        let index: UInt64
+        do {
+            if writes == 1 {
+                index = try self.wal.append(data: payload.bytes, onSealed: onDurable)
+            } else {
+                index = try self.wal.append(
+                    op: .batch, key: UnsafeRawBufferPointer(start: nil, count: 0), value: payload.bytes, onSealed: onDurable)
+            }
+        } catch let error as WALError {
+            throw StoreError(error)
+        }
+        var offset = 0
+        let bytes = payload.bytes
+        while offset < bytes.count {
+            let entry = StoreTransaction.decodeEntry(payload, at: offset)
+            state.apply(op: entry.op, key: entry.key, value: entry.value)
+            offset += RecordFormat.dataHeaderSize + entry.key.count + entry.value.count
+        }
+        state.appliedIndex = index
         return index
     }
+
+    /// When the newest checkpoint was written (Unix seconds; 0 when none was this run), for LASTSAVE.
+    public var lastCheckpointSeconds: Int { self.lastCheckpoint.load(ordering: .relaxed) }
+
+    /// Keys deleted because they had passed their deadline, since the store opened.
+    public var expiredKeys: Int { self.expiredKeyCount.load(ordering: .relaxed) }
 
     /// In `always` mode the caller waits for the seal; in `interval` mode it is acknowledged at once
     /// (the original's behaviour) and the write is sealed within one period.
@@ -222,6 +261,12 @@ public final class KeyValueStore: Sendable {
             throw StoreError(error)
         }
     }
+
+    /// The largest value accepted now (max-value-bytes).
+    public var maxValueBytes: Int { self.limits.withLock { $0.value } }
+
+    /// The largest key accepted now (max-key-bytes).
+    public var maxKeyBytes: Int { self.limits.withLock { $0.key } }
 
     /// Change the key and value limits (reload); writes after this are checked against them.
     public func setLimits(maxKeyBytes: Int, maxValueBytes: Int) {
@@ -250,11 +295,23 @@ public final class KeyValueStore: Sendable {
     }
 
     /// Run `body` with the value's bytes (nil if unset) without copying them; `body` runs under
-    /// the store's lock, so keep it short (copy into a network buffer, say).
-    /// The same without a result: not generic, so a GET costs no generic-metadata lookups.
-    public func readValue(key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) -> Void) {
+    /// the store's lock, so keep it short (copy into a network buffer, say). Not generic, so a GET
+    /// costs no generic-metadata lookups. Returns false, without calling `body`, when the key is
+    /// there but past its deadline: on a primary the caller deletes it through a transaction; a
+    /// follower answers as if it were absent.
+    public func readValue(key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) -> Void) -> Bool {
         nonisolated(unsafe) let key = key
-        self.state.withLock { state in state.map.readValue(key, body) }
+        return self.state.withLock { state in
+            var live = true
+            state.map.readEntry(key) { value, deadline in
+                if let deadline, deadline <= wallClockMilliseconds() {
+                    live = false
+                } else {
+                    body(value)
+                }
+            }
+            return live
+        }
     }
 
     public func withValue<R: Sendable>(key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?) throws -> R) rethrows -> R {
@@ -279,13 +336,16 @@ public final class KeyValueStore: Sendable {
     }
 
     /// How many keys.
-    public var count: Int { self.state.withLock { $0.count } }
+    public var count: Int { self.publishedCount.load(ordering: .relaxed) }
+
+    /// How many keys have a deadline.
+    public var expiringCount: Int { self.publishedExpiring.load(ordering: .relaxed) }
 
     /// Bytes of key and value data held in memory (with an 8-byte header per key).
-    public var dataBytes: Int { self.state.withLock { $0.map.entryBytes } }
+    public var dataBytes: Int { self.publishedBytes.load(ordering: .relaxed) }
 
     /// The index of the last record applied in memory.
-    public var appliedIndex: UInt64 { self.state.withLock { $0.appliedIndex } }
+    public var appliedIndex: UInt64 { self.publishedApplied.load(ordering: .relaxed) }
 
     /// Every key and value, copied into a dictionary at one consistent point (tests and tools; O(n)).
     public func dictionaryCopy() -> [ByteKey: [UInt8]] { self.state.withLock { $0.dictionary() } }
@@ -336,6 +396,7 @@ public final class KeyValueStore: Sendable {
         report.removedSegments = try self.wal.removeSegments(
             coveredBy: covered, policy: self.configuration.retention, nowSeconds: Int64(time(nil)))
         report.nanoseconds = monotonicNanoseconds() - started
+        self.lastCheckpoint.store(Int(time(nil)), ordering: .relaxed)
         self.logger.info(
             "Checkpoint written",
             metadata: [
@@ -357,7 +418,10 @@ public final class KeyValueStore: Sendable {
 
     /// Run `body` on the state under the store's lock (replication applies records here).
     func withState<R: Sendable>(_ body: (StoreState) throws -> R) throws -> R {
-        try self.state.withLock { state throws -> R in try body(state) }
+        try self.state.withLock { state throws -> R in
+            defer { self.publish(state) }
+            return try body(state)
+        }
     }
 
     /// Read the state under the store's lock.
@@ -365,9 +429,23 @@ public final class KeyValueStore: Sendable {
         self.state.withLock { state -> R in body(state) }
     }
 
+    /// Run `body` on the state under the store's lock.
+    func withStateLocked(_ body: (StoreState) -> Void) {
+        self.state.withLock { state in body(state) }
+    }
+
     /// Swap in a whole new state (a snapshot from the primary).
     func replaceState(_ fresh: StoreState) {
-        self.state.withLock { $0 = fresh }
+        self.state.withLock { state in
+            // Every watched key may have changed: their EXECs fail (Redis does the same when a
+            // replica loads a full sync).
+            if let watches = state.watches {
+                watches.touchAll { _ in true }
+                fresh.watches = watches
+            }
+            state = fresh
+            self.publish(state)
+        }
     }
 
     /// Seal everything and close the log (and release the directory).

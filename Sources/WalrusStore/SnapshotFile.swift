@@ -7,16 +7,22 @@ public import WALCore
 ///
 /// Big-endian throughout:
 /// ```
-/// "WLRSNAP1"                          8 bytes, magic and version
+/// "WLRSNAP2"                          8 bytes, magic and version
 /// index u64, epoch u64                the state is every record up to `index` applied
 /// historyCount u32, then per entry    epoch u64, firstIndex u64
-/// entryCount u64, then per entry      keyLength u32, valueLength u32, key, value
+/// entryCount u64, then per entry      keyLength u32, valueLength u32, [deadline i64], key, value
 /// "WLRSEND1", crc32 u32               CRC-32 (IEEE) of every byte before the CRC field
 /// ```
+/// Bit 31 of `keyLength` says a deadline (ms since the Unix epoch) follows the lengths; keys
+/// without one take no room for it. Version 1 (`WLRSNAP1`, no deadlines: the flag bit is never
+/// set there) still loads.
 /// Written to `snapshot-<index>.snap.tmp`, fsync'ed, renamed, and the directory fsync'ed, so a
 /// crash leaves the old snapshot or the new one, never half of one.
 public enum SnapshotFile {
-    static let magic: [UInt8] = Array("WLRSNAP1".utf8)
+    static let magic: [UInt8] = Array("WLRSNAP2".utf8)
+    /// The format before deadlines; read, never written.
+    static let magicVersion1: [UInt8] = Array("WLRSNAP1".utf8)
+    static let deadlineFlag: UInt32 = 1 << 31
     static let trailer: [UInt8] = Array("WLRSEND1".utf8)
 
     /// What a snapshot file holds besides the state.
@@ -35,7 +41,7 @@ public enum SnapshotFile {
     /// returns the file's path and size.
     static func write(
         count: Int,
-        entries: ((UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws -> Void,
+        entries: ((UnsafeRawBufferPointer, UnsafeRawBufferPointer, Int64?) throws -> Void) throws -> Void,
         index: UInt64, epochs: [MetaFile.EpochStart], directory: String
     ) throws -> (path: String, bytes: Int64) {
         let path = FileIO.join(directory, SnapshotName.format(index))
@@ -71,9 +77,10 @@ public enum SnapshotFile {
         }
         put64(UInt64(count))
         var written = 0
-        try entries { key, value in
-            put32(UInt32(key.count))
+        try entries { key, value, deadline in
+            put32(UInt32(key.count) | (deadline == nil ? 0 : deadlineFlag))
             put32(UInt32(value.count))
+            if let deadline { put64(UInt64(bitPattern: deadline)) }
             buffer.append(key)
             buffer.append(value)
             written += 1
@@ -115,7 +122,10 @@ public enum SnapshotFile {
         guard size >= minimum else { throw bad("it is only \(size) bytes") }
 
         let reader = ChunkReader(fd: fd, path: path, size: size)
-        guard try reader.take(8) == magic else { throw bad("bad magic (not a walrus snapshot, or a newer version)") }
+        let version = try reader.take(8)
+        guard version == magic || version == magicVersion1 else {
+            throw bad("bad magic (not a walrus snapshot, or a newer version)")
+        }
         let index = try reader.u64()
         let epoch = try reader.u64()
         let historyCount = try reader.u32()
@@ -128,14 +138,20 @@ public enum SnapshotFile {
         guard entryCount <= UInt64(size) / 8 else { throw bad("the entry count \(entryCount) is impossible") }
         let state = StoreState(capacity: Int(entryCount))
         for _ in 0..<entryCount {
-            let keyCount = Int(try reader.u32())
+            let keyField = try reader.u32()
+            let keyCount = Int(keyField & ~deadlineFlag)
             let valueCount = Int(try reader.u32())
+            var deadline: Int64?
+            if keyField & deadlineFlag != 0 {
+                guard version == magic else { throw bad("a version 1 entry at offset \(reader.position) has a deadline flag") }
+                deadline = Int64(bitPattern: try reader.u64())
+            }
             guard Int64(keyCount) + Int64(valueCount) <= size - reader.position else {
                 throw bad("an entry at offset \(reader.position) claims more bytes than the file holds")
             }
             let key = try reader.take(keyCount)
             let value = try reader.take(valueCount)
-            key.withUnsafeBytes { k in value.withUnsafeBytes { v in state.map.set(k, v) } }
+            key.withUnsafeBytes { k in value.withUnsafeBytes { v in state.map.set(k, v, deadline: deadline) } }
         }
         guard try reader.take(trailer.count) == trailer else { throw bad("the end marker is missing") }
         let computed = reader.crc

@@ -15,28 +15,59 @@ public final class StoreState: @unchecked Sendable {
     /// How many keys.
     public var count: Int { self.map.count }
 
-    /// Apply one decoded record (recovery and, later, replication). Epoch records carry no data.
+    /// Apply one decoded record (recovery, replication, and a live write after its append: one
+    /// code path, so replay gives exactly the state the writes made). Epoch records carry no data.
     @inline(__always)
     public func apply(_ record: RecordView, index: UInt64) {
-        switch record.op {
-        case .set:
-            self.map.set(record.key, record.value)
-        case .delete:
-            self.map.remove(record.key)
-        case .batch:
-            record.forEachBatchEntry { op, key, value in
-                if op == .set { self.map.set(key, value) } else { self.map.remove(key) }
-            }
-        default:
-            break
+        if record.op == .batch {
+            record.forEachBatchEntry { op, key, value in self.apply(op: op, key: key, value: value) }
+        } else {
+            self.apply(op: record.op, key: record.key, value: record.value)
         }
         self.appliedIndex = index
     }
+
+    /// Apply one operation. Replay expires nothing: a key past its deadline stays until a primary
+    /// logs its delete (so every node, snapshot and recovery agrees on when it went).
+    @inline(__always)
+    func apply(op: RecordOp, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        let changed: Bool
+        switch op {
+        case .set:
+            self.map.set(key, value)
+            changed = true
+        case .delete:
+            changed = self.map.remove(key)
+        case .setExpiring:
+            let deadline = Int64(bitPattern: loadBigEndian64(value))
+            self.map.set(key, UnsafeRawBufferPointer(rebasing: value[8...]), deadline: deadline)
+            changed = true
+        case .expireAt:
+            changed = self.map.setDeadline(key, Int64(bitPattern: loadBigEndian64(value)))
+        case .persist:
+            changed = self.map.setDeadline(key, nil)
+        case .flushAll:
+            if let watches = self.watches, !watches.isEmpty {
+                watches.touchAll { key in key.bytes.withUnsafeBytes { self.map.contains($0) } }
+            }
+            self.map.removeAll()
+            changed = false
+        default:
+            changed = false
+        }
+        if changed, let watches = self.watches, !watches.isEmpty { watches.touch(op: op, key: key) }
+    }
+
+    /// Clients watching keys (MULTI/WATCH); nil until the first WATCH.
+    var watches: WatchRegistry?
 
     /// The value of `key`, copied.
     public func value(for key: [UInt8]) -> [UInt8]? {
         key.withUnsafeBytes { k in self.map.withValue(k) { $0.map { Array($0) } } }
     }
+
+    /// Keys with a deadline.
+    public var expiringCount: Int { self.map.expiring.count }
 
     /// Every key and value, copied into a dictionary (tests and tools; O(n)).
     public func dictionary() -> [ByteKey: [UInt8]] {
@@ -45,4 +76,9 @@ public final class StoreState: @unchecked Sendable {
         self.map.forEach { key, value in result[ByteKey(Array(key))] = Array(value) }
         return result
     }
+}
+
+@inline(__always)
+func loadBigEndian64(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    UInt64(bigEndian: bytes.loadUnaligned(as: UInt64.self))
 }

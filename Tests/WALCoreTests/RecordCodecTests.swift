@@ -127,4 +127,40 @@ struct CRC32Tests {
         let second = Array(data[1000..<4096])
         #expect(CRC32.checksum(second, seed: CRC32.checksum(first)) == CRC32.checksum(data))
     }
+
+    /// The expiry operations decode with their fixed layouts and are refused with others; a
+    /// batch may hold them (but not an epoch or a batch).
+    @Test func expiryOperationsHaveFixedLayouts() {
+        func decode(_ op: UInt8, key: [UInt8], value: [UInt8]) -> RecordDecoder.Result {
+            let frame = RecordEncoder.encode(op: RecordOp(rawValue: op), key: key, value: value)
+            return frame.withUnsafeBytes { RecordDecoder.decode($0, at: 0, maxRecordBytes: 1 << 20) }
+        }
+        let deadline = RecordEncoder.epochValue(1_700_000_000_000)
+        for (op, key, value, ok) in [
+            (5, [UInt8](repeating: 1, count: 3), deadline + [9, 9], true), (5, [1], [1, 2, 3], false),
+            (6, [1], deadline, true), (6, [1], deadline + [0], false), (7, [1], [], true), (7, [1], [0], false),
+            (8, [], [], true), (8, [1], [], false),
+        ] as [(UInt8, [UInt8], [UInt8], Bool)] {
+            if case .record = decode(op, key: key, value: value) {
+                #expect(ok, "op \(op) with a \(value.count)-byte value was accepted")
+            } else {
+                #expect(!ok, "op \(op) with a \(value.count)-byte value was refused")
+            }
+        }
+        var entries: [UInt8] = []
+        for (op, key, value) in [(5, [1], deadline + [2]), (6, [1], deadline), (7, [1], []), (8, [], []), (2, [1], [])]
+            as [(UInt8, [UInt8], [UInt8])]
+        {
+            entries += Array(RecordEncoder.encode(op: RecordOp(rawValue: op), key: key, value: value).dropFirst(12))
+        }
+        guard case .record(let view, _) = decode(4, key: [], value: entries) else {
+            Issue.record("a batch of expiry operations was refused")
+            return
+        }
+        var ops: [RecordOp] = []
+        view.forEachBatchEntry { op, _, _ in ops.append(op) }
+        #expect(ops == [.setExpiring, .expireAt, .persist, .flushAll, .delete])
+        let nested = Array(RecordEncoder.encode(op: .epoch, key: [], value: deadline).dropFirst(12))
+        if case .record = decode(4, key: [], value: nested) { Issue.record("a batch holding an epoch was accepted") }
+    }
 }

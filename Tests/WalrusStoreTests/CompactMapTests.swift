@@ -77,10 +77,47 @@ struct CompactMapTests {
         }
         for i in stride(from: 0, to: 1000, by: 3) { _ = Array("key-\(i)".utf8).withUnsafeBytes { map.remove($0) } }
         var frozen: [String: String] = [:]
-        snapshot.forEach { key, value in frozen[String(decoding: key, as: UTF8.self)] = String(decoding: value, as: UTF8.self) }
+        snapshot.forEach { key, value, _ in frozen[String(decoding: key, as: UTF8.self)] = String(decoding: value, as: UTF8.self) }
         map.closeSnapshot()
         #expect(frozen.count == 1000)
         #expect(frozen.allSatisfy { $0.value == "old-" + $0.key.dropFirst(4) })
         #expect(map.count == 2000 - 334)
+    }
+
+    /// Deadlines against a model: set with and without one, change and remove it, delete; the
+    /// expiry index holds exactly the keys that have a deadline, and sampling finds only those.
+    @Test func deadlinesAndTheExpiryIndex() {
+        var random = SplitMix(state: 7)
+        let map = CompactMap()
+        var model: [[UInt8]: ([UInt8], Int64?)] = [:]
+        for step in 0..<20_000 {
+            let key = Array("k\(Int.random(in: 0..<700, using: &random))".utf8)
+            let deadline: Int64? = Bool.random(using: &random) ? Int64(step) : nil
+            switch Int.random(in: 0..<10, using: &random) {
+            case 0..<5:
+                let value = [UInt8](repeating: UInt8(step & 0xff), count: Int.random(in: 0..<30, using: &random))
+                key.withUnsafeBytes { k in value.withUnsafeBytes { v in map.set(k, v, deadline: deadline) } }
+                model[key] = (value, deadline)
+            case 5..<8:
+                let changed = key.withUnsafeBytes { map.setDeadline($0, deadline) }
+                #expect(changed == (model[key] != nil))
+                if let old = model[key] { model[key] = (old.0, deadline) }
+            default:
+                _ = key.withUnsafeBytes { map.remove($0) }
+                model[key] = nil
+            }
+            if step % 1000 == 0 {
+                #expect(map.expiring.count == model.values.filter { $0.1 != nil }.count, "step \(step)")
+            }
+        }
+        for (key, (value, deadline)) in model {
+            let got = key.withUnsafeBytes { k in map.withEntry(k) { v, d in (Array(v), d) } }
+            #expect(got?.0 == value && got?.1 == deadline)
+        }
+        let sample = map.sampleExpiring(50, using: &random)
+        #expect(sample.count == min(50, map.expiring.count))
+        for (key, deadline) in sample { #expect(model[key]?.1 == deadline && deadline != nil) }
+        map.removeAll()
+        #expect(map.count == 0 && map.expiring.count == 0)
     }
 }
