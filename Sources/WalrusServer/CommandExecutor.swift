@@ -6,8 +6,10 @@ import WalrusProtocol
 import WalrusReplication
 import WalrusStore
 
-/// Runs RESP commands against the store. Reads answer at once; writes answer once they are as
-/// durable as the fsync mode promises (through `completion`, from the log's flusher thread).
+/// Runs RESP commands against the store, by the command table: arity, the follower's READONLY
+/// refusal and MULTI's queueing rules are checked here, from each command's entry, before its
+/// handler runs. Reads answer at once; a write answers once it is as durable as the fsync mode
+/// (and `sync-replicas`) promise, through `completion`, from the log's flusher thread.
 final class CommandExecutor: Sendable {
     enum Outcome {
         /// The reply is ready.
@@ -23,317 +25,163 @@ final class CommandExecutor: Sendable {
     let server: ServerConfiguration
     let logger: Logger
     let replication: ReplicationNode?
+    /// The ports bound by the listeners (with `port = 0`, INFO and CONFIG GET show the real one).
+    let ports: ListenerPorts
+    let settings: ServerSettings
     private let alwaysMode: Bool
 
     init(
         store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger,
-        replication: ReplicationNode? = nil
+        replication: ReplicationNode? = nil, ports: ListenerPorts = ListenerPorts(), settings: ServerSettings? = nil
     ) {
         self.store = store
         self.statistics = statistics
         self.server = server
         self.logger = logger
         self.replication = replication
+        self.ports = ports
+        self.settings = settings ?? ServerSettings(server: server, store: store)
         self.alwaysMode = store.configuration.wal.fsyncMode == .always
     }
 
-    /// Redis's reply to a write on a replica, word for word (clients know it).
-    static let readOnlyError = "READONLY You can't write against a read only replica."
+    /// Why writes are refused now (a follower, a fenced or paused primary), if they are.
+    var writeRefusal: String? { self.replication?.writeRefusal }
 
-    private var isFollower: Bool { self.replication?.isFollower ?? false }
+    /// Whether a read that finds an expired key deletes it: only a primary that takes writes.
+    var expiresKeys: Bool { self.writeRefusal == nil }
 
-    /// Words the original shell used, accepted where they do not clash with Redis commands.
-    private static let aliases = ["HAS": "EXISTS", "LEN": "DBSIZE", "DELETE": "DEL"]
-
-    /// Per-connection state a command can read or change.
-    struct Session {
-        /// 2 (RESP2) until a client asks for 3 with HELLO 3 (redis-py 8 does, by default).
-        var protocolVersion = 2
-        /// CLIENT SETNAME.
-        var name: String?
-        var resp3: Bool { self.protocolVersion == 3 }
+    /// Whether acknowledgements wait for followers (`sync-replicas` on a primary).
+    var waitsForFollowers: Bool {
+        guard let replication = self.replication else { return false }
+        return replication.configuration.syncReplicas > 0 && !replication.isFollower
     }
+
+    // MARK: Dispatch
 
     func execute(
-        _ command: RESPCommand, session: inout Session, allocator: ByteBufferAllocator,
+        _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator,
         completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
-        let resp3 = session.resp3
-        var name = command.name
-        name = Self.aliases[name] ?? name
-        let arguments = Array(command.arguments.dropFirst())
+        let arguments = command.arguments
         var out = allocator.buffer(capacity: 64)
-        func reply(_ body: (inout ByteBuffer) -> Void) -> Outcome {
-            body(&out)
+        let spec: CommandSpec
+        switch CommandTable.resolve(arguments) {
+        case .failure(let error):
+            // A command refused before it runs fails the MULTI it was sent in (EXECABORT).
+            if session.inMulti { session.queueFailed = true }
+            out.writeErrorReply(error.message)
+            return .reply(out)
+        case .success(let found):
+            spec = found
+        }
+        if session.inMulti && !CommandTable.runsInsideMulti(spec) {
+            if let refusal = self.queueRefusal(spec) {
+                session.queueFailed = true
+                out.writeErrorReply(refusal)
+                return .reply(out)
+            }
+            session.queued!.append(QueuedCommand(spec: spec, arguments: arguments))
+            out.writeStaticString("+QUEUED\r\n")
             return .reply(out)
         }
-        func arity(_ valid: Bool) -> Outcome? {
-            valid ? nil : reply { $0.writeErrorReply("ERR wrong number of arguments for '\(name.lowercased())' command") }
+        if spec.flags.contains(.write), let refusal = self.writeRefusal {
+            out.writeErrorReply(refusal)
+            return .reply(out)
         }
-
-        switch name {
-        case "PING":
-            if let error = arity(arguments.count <= 1) { return error }
-            return reply { if let message = arguments.first { $0.writeBulkReply(message) } else { $0.writeSimpleString("PONG") } }
-        case "ECHO":
-            if let error = arity(arguments.count == 1) { return error }
-            return reply { $0.writeBulkReply(arguments[0]) }
-        case "GET":
-            if let error = arity(arguments.count == 1) { return error }
-            arguments[0].withUnsafeReadableBytes { key in
-                self.store.readValue(key: key) { value in
-                    if let value { out.writeBulkReply(value) } else { out.writeNullReply(resp3: resp3) }
+        var call = CommandCall(
+            spec: spec, arguments: arguments, out: out, session: session, executor: self, allocator: allocator,
+            inTransaction: false)
+        switch spec.handler {
+        case .keyspace(let handler):
+            return self.runKeyspace(handler, call: &call, completion: completion)
+        case .plain(let handler):
+            do {
+                switch try handler(&call) {
+                case .reply: return .reply(call.out)
+                case .close: return .replyAndClose(call.out)
+                case .pending(let start):
+                    start(completion)
+                    return .pending
                 }
+            } catch {
+                return .reply(Self.errorReply(error, allocator: allocator))
             }
-            return .reply(out)
-        case "MGET":
-            if let error = arity(arguments.count >= 1) { return error }
-            out.writeArrayHeader(arguments.count)
-            for key in arguments {
-                _ = key.withUnsafeReadableBytes { key in
-                    self.store.withValue(key: key) { value -> Bool in
-                        if let value { out.writeBulkReply(value) } else { out.writeNullReply(resp3: resp3) }
-                        return true
-                    }
-                }
-            }
-            return .reply(out)
-        case "EXISTS":
-            if let error = arity(arguments.count >= 1) { return error }
-            let count = arguments.reduce(0) { $0 + (self.store.has(key: Array($1.readableBytesView)) ? 1 : 0) }
-            return reply { $0.writeIntegerReply(count) }
-        case "DBSIZE":
-            if let error = arity(arguments.isEmpty) { return error }
-            return reply { $0.writeIntegerReply(self.store.count) }
-        case "KEYS":
-            if let error = arity(arguments.count == 1) { return error }
-            let pattern = Array(arguments[0].readableBytesView)
-            let keys = self.store.keys().filter { key in key.bytes.withUnsafeBytes { GlobPattern.matches(pattern, $0) } }
-            return reply { buffer in
-                buffer.writeArrayHeader(keys.count)
-                for key in keys { key.bytes.withUnsafeBytes { buffer.writeBulkReply($0) } }
-            }
-        case "SET":
-            if let error = arity(arguments.count >= 2) { return error }
-            guard arguments.count == 2 else {
-                return reply { $0.writeErrorReply("ERR syntax error (walrus's SET takes a key and a value, no options)") }
-            }
-            if let refusal = self.replication?.writeRefusal { return reply { $0.writeErrorReply(refusal) } }
-            return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
-                try self.store.set(
-                    key: Array(arguments[0].readableBytesView), value: Array(arguments[1].readableBytesView),
-                    onDurable: callback)
-            }
-        case "MSET":
-            if let error = arity(arguments.count >= 2 && arguments.count % 2 == 0) { return error }
-            if let refusal = self.replication?.writeRefusal { return reply { $0.writeErrorReply(refusal) } }
-            var commands: [StoreCommand] = []
-            commands.reserveCapacity(arguments.count / 2)
-            for pair in stride(from: 0, to: arguments.count, by: 2) {
-                commands.append(
-                    .set(key: Array(arguments[pair].readableBytesView), value: Array(arguments[pair + 1].readableBytesView)))
-            }
-            return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
-                try self.store.apply(batch: commands, onDurable: callback)
-            }
-        case "DEL":
-            if let error = arity(arguments.count >= 1) { return error }
-            if let refusal = self.replication?.writeRefusal { return reply { $0.writeErrorReply(refusal) } }
-            let deleted = Counter()
-            return self.write(allocator: allocator, completion: completion, ok: { $0.writeIntegerReply(deleted.value) }) { callback in
-                for key in arguments where try self.store.delete(key: Array(key.readableBytesView)) { deleted.value += 1 }
-                // Every delete is in the log; the callback fires once all of them are durable.
-                if deleted.value > 0 && self.alwaysMode { self.store.commit(onDurable: callback) } else { callback(nil) }
-                return deleted.value > 0 ? self.store.wal.lastIndex : 0
-            }
-        case "COMMIT":
-            return self.write(allocator: allocator, completion: completion, ok: { $0.writeSimpleString("OK") }) { callback in
-                self.store.commit(onDurable: callback)
-                return 0
-            }
-        case "INFO":
-            let text = ServerInfo.render(
-                sections: arguments.map { String(decoding: $0.readableBytesView, as: UTF8.self) }, executor: self)
-            return reply { $0.writeBulkReply(text) }
-        case "ROLE":
-            return reply { self.writeRole(&$0) }
-        case "WAIT":
-            if let error = arity(arguments.count == 2) { return error }
-            guard let needed = Int(String(decoding: arguments[0].readableBytesView, as: UTF8.self)),
-                let timeout = Int(String(decoding: arguments[1].readableBytesView, as: UTF8.self)), needed >= 0, timeout >= 0
-            else { return reply { $0.writeErrorReply("ERR value is not an integer or out of range") } }
-            guard let replication = self.replication else { return reply { $0.writeIntegerReply(0) } }
-            if replication.isFollower { return reply { $0.writeErrorReply("ERR WAIT cannot be used with replica instances.") } }
-            // Every write made so far (this client's included) must be durable on the followers.
-            let index = self.store.wal.lastIndex
-            replication.primary.waitForReplicas(index: index, needed: needed, timeoutMilliseconds: timeout) { count, _ in
-                var buffer = allocator.buffer(capacity: 16)
-                buffer.writeIntegerReply(count)
-                completion(buffer)
-            }
-            return .pending
-        case "DIGEST":
-            if let error = arity(arguments.isEmpty) { return error }
-            let digest = self.store.digest()
-            return reply { $0.writeBulkReply(digest.digest) }
-        case "COMMAND":
-            let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() }
-            if sub == "COUNT" { return reply { $0.writeIntegerReply(Self.commandNames.count) } }
-            // redis-cli asks for COMMAND DOCS at start for its hints; an empty answer is allowed.
-            return reply { $0.writeArrayHeader(0) }
-        case "CONFIG":
-            let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() } ?? ""
-            guard sub == "GET", arguments.count >= 2 else {
-                return reply { $0.writeErrorReply("ERR CONFIG \(sub) is not supported by walrus; only CONFIG GET is") }
-            }
-            let pairs = self.configPairs()
-            var matched: [(String, String)] = []
-            for pattern in arguments.dropFirst() {
-                let glob = Array(String(decoding: pattern.readableBytesView, as: UTF8.self).lowercased().utf8)
-                for pair in pairs where !matched.contains(where: { $0.0 == pair.0 }) {
-                    var name = pair.0
-                    if name.withUTF8({ GlobPattern.matches(glob, UnsafeRawBufferPointer($0)) }) { matched.append(pair) }
-                }
-            }
-            return reply { buffer in
-                buffer.writeMapHeader(matched.count, resp3: resp3)
-                for (key, value) in matched {
-                    buffer.writeBulkReply(key)
-                    buffer.writeBulkReply(value)
-                }
-            }
-        case "HELLO":
-            // RESP2, or RESP3 for clients that ask (redis-py 8 sends HELLO 3 and insists); walrus's
-            // replies are the same in both but for nulls and maps.
-            if let version = arguments.first.map({ String(decoding: $0.readableBytesView, as: UTF8.self) }) {
-                guard version == "2" || version == "3" else {
-                    return reply { $0.writeErrorReply("NOPROTO unsupported protocol version (walrus speaks RESP2 and RESP3)") }
-                }
-                guard arguments.count == 1 else {
-                    return reply { $0.writeErrorReply("ERR HELLO options (AUTH, SETNAME) are not supported by walrus") }
-                }
-                session.protocolVersion = Int(version)!
-            }
-            let map = session.resp3
-            return reply { buffer in
-                let fields: [(String, String)] = [
-                    ("server", "redis"), ("version", ServerInfo.redisVersion), ("walrus", ServerInfo.walrusVersion),
-                    ("mode", "standalone"), ("role", self.isFollower ? "replica" : "master"),
-                ]
-                buffer.writeMapHeader(fields.count + 2, resp3: map)
-                for (key, value) in fields {
-                    buffer.writeBulkReply(key)
-                    buffer.writeBulkReply(value)
-                }
-                buffer.writeBulkReply("proto")
-                buffer.writeIntegerReply(session.protocolVersion)
-                buffer.writeBulkReply("modules")
-                buffer.writeArrayHeader(0)
-            }
-        case "CLIENT":
-            let sub = arguments.first.map { String(decoding: $0.readableBytesView, as: UTF8.self).uppercased() } ?? ""
-            switch sub {
-            case "SETNAME":
-                session.name = arguments.count > 1 ? String(decoding: arguments[1].readableBytesView, as: UTF8.self) : nil
-                return reply { $0.writeSimpleString("OK") }
-            case "SETINFO", "NO-EVICT", "NO-TOUCH", "REPLY": return reply { $0.writeSimpleString("OK") }
-            case "GETNAME":
-                let name = session.name
-                return reply { if let name { $0.writeBulkReply(name) } else { $0.writeNullReply(resp3: resp3) } }
-            case "ID": return reply { $0.writeIntegerReply(self.statistics.totalConnections.load(ordering: .relaxed)) }
-            default: return reply { $0.writeErrorReply("ERR CLIENT \(sub) is not supported by walrus") }
-            }
-        case "SELECT":
-            if let error = arity(arguments.count == 1) { return error }
-            let index = String(decoding: arguments[0].readableBytesView, as: UTF8.self)
-            return reply { index == "0" ? $0.writeSimpleString("OK") : $0.writeErrorReply("ERR DB index is out of range (walrus has one database, 0)") }
-        case "QUIT":
-            out.writeSimpleString("OK")
-            return .replyAndClose(out)
-        default:
-            let words = arguments.prefix(3).map { "'" + String(decoding: $0.readableBytesView.prefix(64), as: UTF8.self) + "'" }
-            let original = String(decoding: command.arguments[0].readableBytesView.prefix(64), as: UTF8.self)
-            return reply {
-                $0.writeErrorReply("ERR unknown command '\(original)', with args beginning with: \(words.joined(separator: " "))")
-            }
+        case .container:
+            preconditionFailure("CommandTable.resolve returns subcommands, never a container")
         }
     }
 
-    static let commandNames = [
-        "PING", "ECHO", "GET", "MGET", "EXISTS", "DBSIZE", "KEYS", "SET", "MSET", "DEL", "COMMIT", "INFO", "ROLE", "WAIT",
-        "COMMAND", "CONFIG", "HELLO", "CLIENT", "SELECT", "QUIT", "DIGEST",
-    ]
+    /// Why `spec` may not be queued in a MULTI, if it may not.
+    private func queueRefusal(_ spec: CommandSpec) -> String? {
+        if spec.flags.contains(.noMulti) { return "ERR Command not allowed inside a transaction" }
+        if spec.flags.contains(.write), let refusal = self.writeRefusal { return refusal }
+        return nil
+    }
 
-    /// A write: start it with a seal callback; reply when durable (or at once in interval mode,
-    /// where the store calls back inside the call). Errors become `-ERR` replies.
-    private func write(
-        allocator: ByteBufferAllocator,
-        completion: @escaping @Sendable (ByteBuffer) -> Void,
-        ok: @escaping @Sendable (inout ByteBuffer) -> Void,
-        start: (@escaping WriteAheadLog.SealCallback) throws -> UInt64
+    /// A keyspace command in a transaction of its own: one record if it writes. Unless the
+    /// command is read-only, its reply waits for the durability a write promises once it has
+    /// written (EXEC and scripts wait when their commands wrote). A read that deleted an expired
+    /// key answers at once: whatever happens to that delete, the key reads as gone.
+    private func runKeyspace(
+        _ handler: @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void, call: inout CommandCall,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
-        let box = InlineCompletion(completion: completion)
-        let render: @Sendable (WALError?) -> ByteBuffer = { error in
-            var buffer = allocator.buffer(capacity: 16)
-            if let error { buffer.writeErrorReply(Self.clientMessage(StoreError(error))) } else { ok(&buffer) }
-            return buffer
-        }
+        let waits = !call.spec.flags.contains(.readonly) && (self.alwaysMode || self.waitsForFollowers)
+        let pending = waits ? WriteCompletion(executor: self, allocator: call.allocator, completion: completion) : nil
+        let index: UInt64?
         do {
-            // With sync-replicas, the local seal is not enough: the followers must have it too.
-            if let replication = self.replication, replication.configuration.syncReplicas > 0, !replication.isFollower {
-                let tracker = WriteTracker()
-                let onSealed: @Sendable (UInt64) -> Void = { target in
-                    Self.waitForFollowers(replication, index: target, allocator: allocator, box: box, render: render)
-                }
-                let index = try start { error in
-                    if let error {
-                        box.complete(render(error))
-                    } else if let target = tracker.sealed() {
-                        onSealed(target)
-                    }
-                }
-                // The seal may come before or after the index is known here; whichever is second goes on.
-                if tracker.indexKnown(index) { onSealed(index) }
-            } else {
-                _ = try start { error in box.complete(render(error)) }
-            }
+            index = try self.store.perform(expiresKeys: self.expiresKeys, onDurable: pending.map { $0.sealed }) { transaction in
+                try handler(&call, &transaction)
+            }.index
         } catch {
-            _ = box.finishInline()
+            pending?.abandon()
             if let storeError = error as? StoreError, storeError.code == .tooLarge {
                 self.logger.notice("Refused a write over a limit", metadata: ["limit.error": "\(storeError.message)"])
             }
-            var buffer = allocator.buffer(capacity: 64)
-            buffer.writeErrorReply(Self.clientMessage(error))
-            return .reply(buffer)
+            return .reply(Self.errorReply(error, allocator: call.allocator))
         }
-        if let ready = box.finishInline() { return .reply(ready) }
+        guard let pending else { return .reply(call.out) }
+        if let ready = pending.ran(reply: call.out, index: index) { return .reply(ready) }
         return .pending
     }
 
-    /// Reply once `sync-replicas` followers have record `index` durable, or with NOREPLICAS when
-    /// they do not within the timeout (index 0: nothing was written, nothing to wait for).
-    private static func waitForFollowers(
-        _ replication: ReplicationNode, index: UInt64, allocator: ByteBufferAllocator, box: InlineCompletion,
-        render: @escaping @Sendable (WALError?) -> ByteBuffer
-    ) {
-        guard index > 0 else {
-            box.complete(render(nil))
-            return
-        }
-        let needed = replication.configuration.syncReplicas
-        let timeout = replication.configuration.syncTimeoutMilliseconds
-        replication.primary.waitForReplicas(index: index, needed: needed, timeoutMilliseconds: timeout) { count, timedOut in
-            guard timedOut && count < needed else {
-                box.complete(render(nil))
-                return
+    /// One command inside EXEC or a script: its reply (or its error, which fails it alone)
+    /// goes into `call.out`; its writes join the enclosing transaction.
+    func runInside(_ call: inout CommandCall, transaction: inout StoreTransaction) {
+        let mark = call.out.writerIndex
+        do {
+            switch call.spec.handler {
+            case .keyspace(let handler):
+                try handler(&call, &transaction)
+            case .plain(let handler):
+                switch try handler(&call) {
+                case .reply, .close: break
+                case .pending:
+                    // A blocking command inside a transaction answers at once (its handler saw
+                    // `inTransaction`); nothing may wait here.
+                    break
+                }
+            case .container:
+                break
             }
-            var buffer = allocator.buffer(capacity: 256)
-            buffer.writeErrorReply(
-                "NOREPLICAS Not enough good replicas to write: \(count) of \(needed) follower(s) reported record "
-                    + "\(index) durable within \(timeout) ms (sync-replicas). The write is NOT acknowledged, but it "
-                    + "is in the primary's log and reaches the followers when they catch up; see 'walrusctl replicas'.")
-            box.complete(buffer)
+        } catch {
+            call.out.moveWriterIndex(to: mark)
+            call.out.writeErrorReply(Self.commandError(error).message)
         }
+    }
+
+    // MARK: Errors
+
+    /// A thrown error as Redis words it.
+    static func commandError(_ error: any Error) -> CommandError {
+        if let command = error as? CommandError { return command }
+        return CommandError(Self.clientMessage(error))
+    }
+
+    static func errorReply(_ error: any Error, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64)
+        buffer.writeErrorReply(Self.commandError(error).message)
+        return buffer
     }
 
     /// One line an operator can act on, with a Redis-style error code.
@@ -349,79 +197,98 @@ final class CommandExecutor: Sendable {
             }
             return "ERR " + store.message
         }
+        if let command = error as? CommandError { return command.message }
         return "ERR \(error)"
-    }
-
-    private func configPairs() -> [(String, String)] {
-        let fsync: String
-        switch self.store.wal.fsyncMode {
-        case .always: fsync = "always"
-        case .interval: fsync = "everysec"
-        }
-        return [
-            ("save", ""), ("appendonly", "yes"), ("appendfsync", fsync), ("databases", "1"),
-            ("port", String(self.server.port)), ("bind", self.server.bindAddress),
-            ("maxclients", String(self.server.maxClients)), ("timeout", String(self.server.idleTimeoutSeconds)),
-            ("proto-max-bulk-len", String(self.server.maxBulkBytes)), ("dir", self.store.configuration.directory),
-        ]
     }
 }
 
-/// Lets a seal callback that runs inside the store call (interval mode, or an error) return the
-/// reply directly instead of hopping through the event loop.
-final class InlineCompletion: @unchecked Sendable {
+/// A write's acknowledgement: released once the reply is rendered, the record's index known and
+/// its seal reported — and, with `sync-replicas`, once enough followers hold it. The seal may
+/// come first (interval mode calls back inside the append), so whichever arrives last goes on.
+final class WriteCompletion: @unchecked Sendable {
     private let lock = NIOLock()
-    private var inline = true
-    private var result: ByteBuffer?
+    private let executor: CommandExecutor
+    private let allocator: ByteBufferAllocator
     private let completion: @Sendable (ByteBuffer) -> Void
+    private var reply: ByteBuffer?
+    private var index: UInt64?
+    private var hasRun = false
+    private var seal: WALError??
+    /// The executor has not returned yet: a result now is returned, not sent.
+    private var inline = true
+    private var inlineResult: ByteBuffer?
+    private var finished = false
 
-    init(completion: @escaping @Sendable (ByteBuffer) -> Void) { self.completion = completion }
+    init(executor: CommandExecutor, allocator: ByteBufferAllocator, completion: @escaping @Sendable (ByteBuffer) -> Void) {
+        self.executor = executor
+        self.allocator = allocator
+        self.completion = completion
+    }
 
-    func complete(_ buffer: ByteBuffer) {
-        let deliverNow = self.lock.withLock { () -> Bool in
+    /// The log's seal callback (flusher thread, or inline).
+    var sealed: WriteAheadLog.SealCallback {
+        { [self] error in
+            self.lock.withLock { self.seal = .some(error) }
+            self.advance()
+        }
+    }
+
+    /// The handler ran: its reply and record index (nil: it wrote nothing). Returns the reply
+    /// to send at once if everything is already known.
+    func ran(reply: ByteBuffer, index: UInt64?) -> ByteBuffer? {
+        self.lock.withLock {
+            self.reply = reply
+            self.index = index
+            self.hasRun = true
+            // Nothing written: nothing to wait for (the log calls back at once then, too).
+            if index == nil && self.seal == nil { self.seal = .some(nil) }
+        }
+        self.advance()
+        return self.lock.withLock {
+            self.inline = false
+            return self.inlineResult
+        }
+    }
+
+    /// The write failed before it was logged: no callback will come.
+    func abandon() { self.lock.withLock { self.finished = true } }
+
+    private func advance() {
+        let step: (ByteBuffer, UInt64?)? = self.lock.withLock {
+            guard !self.finished, self.hasRun, let seal = self.seal, let reply = self.reply else { return nil }
+            self.finished = true
+            if let error = seal {
+                var buffer = self.allocator.buffer(capacity: 128)
+                buffer.writeErrorReply(CommandExecutor.clientMessage(StoreError(error)))
+                return (buffer, nil)
+            }
+            return (reply, self.index)
+        }
+        guard let (buffer, index) = step else { return }
+        guard let index, index > 0, self.executor.waitsForFollowers, let replication = self.executor.replication else {
+            return self.deliver(buffer)
+        }
+        let needed = replication.configuration.syncReplicas
+        let timeout = replication.configuration.syncTimeoutMilliseconds
+        replication.primary.waitForReplicas(index: index, needed: needed, timeoutMilliseconds: timeout) { count, timedOut in
+            guard timedOut && count < needed else { return self.deliver(buffer) }
+            var refusal = self.allocator.buffer(capacity: 256)
+            refusal.writeErrorReply(
+                "NOREPLICAS Not enough good replicas to write: \(count) of \(needed) follower(s) reported record "
+                    + "\(index) durable within \(timeout) ms (sync-replicas). The write is NOT acknowledged, but it "
+                    + "is in the primary's log and reaches the followers when they catch up; see 'walrusctl replicas'.")
+            self.deliver(refusal)
+        }
+    }
+
+    private func deliver(_ buffer: ByteBuffer) {
+        let now = self.lock.withLock { () -> Bool in
             if self.inline {
-                self.result = buffer
+                self.inlineResult = buffer
                 return false
             }
             return true
         }
-        if deliverNow { self.completion(buffer) }
-    }
-
-    /// The reply if it already arrived; afterwards, replies go to `completion`.
-    func finishInline() -> ByteBuffer? {
-        self.lock.withLock {
-            self.inline = false
-            return self.result
-        }
-    }
-}
-
-/// A count written before the reply is rendered and read after (same request, ordered by the seal).
-private final class Counter: @unchecked Sendable {
-    var value = 0
-}
-
-/// Meets a write's index (known when the append returns) and its seal (reported by the log's
-/// flusher, possibly first): whichever arrives second carries on to wait for the followers.
-private final class WriteTracker: @unchecked Sendable {
-    private let lock = NIOLock()
-    private var index: UInt64?
-    private var isSealed = false
-
-    /// The seal arrived; returns the index if it is already known.
-    func sealed() -> UInt64? {
-        self.lock.withLock {
-            self.isSealed = true
-            return self.index
-        }
-    }
-
-    /// The index is known; returns whether the seal already arrived.
-    func indexKnown(_ index: UInt64) -> Bool {
-        self.lock.withLock {
-            self.index = index
-            return self.isSealed
-        }
+        if now { self.completion(buffer) }
     }
 }

@@ -20,11 +20,8 @@ public final class CommandMetrics: Sendable {
         let latency: CoreMetrics.Timer
     }
 
-    /// The commands with their own label; anything else is counted as "other".
-    static let names = [
-        "GET", "SET", "DEL", "EXISTS", "MGET", "MSET", "PING", "ECHO", "DBSIZE", "KEYS", "INFO", "CLIENT", "COMMAND",
-        "CONFIG", "SELECT", "HELLO", "QUIT", "ROLE", "WAIT", "DIGEST", "COMMIT",
-    ]
+    /// Every command in the table has its own label; anything else is counted as "other".
+    static var names: [String] { CommandTable.commands.map { $0.name.uppercased() } }
     let entries: [String: Entry]
     let other: Entry
 

@@ -40,7 +40,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var replies = CircularBuffer<Reply>(initialCapacity: 16)
     private var context: ChannelHandlerContext?
     @exclusivity(unchecked) private var closing = false
-    @exclusivity(unchecked) private var session = CommandExecutor.Session()
+    private let session: ClientSession
 
     private let metrics: CommandMetrics?
     @exclusivity(unchecked) private var decoder: RESPCommandDecoder
@@ -66,6 +66,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.quick = metrics == nil
         self.alwaysMode = executor.store.configuration.wal.fsyncMode == .always
         self.batch = ByteBuffer()
+        self.session = ClientSession(id: statistics.clientIDs.add(1, ordering: .relaxed).newValue)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
@@ -87,7 +88,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         do {
             while !self.closing {
-                if self.quick && self.decoder.isIdle && buffer.readableBytes >= 4 {
+                // In place only outside MULTI (there GET and SET are queued like every command).
+                if self.quick && self.decoder.isIdle && buffer.readableBytes >= 4 && !self.session.inMulti {
                     let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
                         guard let (request, consumed) = RESPQuickRequest.parse(bytes, limits: self.limits),
                             self.answer(request, bytes, context: context)
@@ -120,7 +122,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     // MARK: Quick GET and SET
 
     /// Answer a quick request; false leaves it to the full decoder and executor (a SET that must
-    /// wait for followers, or is refused for a reason the executor words).
+    /// wait for followers or is refused for a reason the executor words; a GET of a key past its
+    /// deadline on a primary, whose delete the executor logs).
     private func answer(_ request: RESPQuickRequest, _ bytes: UnsafeRawBufferPointer, context: ChannelHandlerContext) -> Bool {
         let store = self.executor.store
         switch request {
@@ -128,23 +131,32 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             let key = UnsafeRawBufferPointer(rebasing: bytes[keyRange])
             let resp3 = self.session.resp3
             if self.replies.isEmpty {
-                store.readValue(key: key) { value in
+                let live = store.readValue(key: key) { value in
                     if let value { self.batch.writeBulkReply(value) } else { self.batch.writeNullReply(resp3: resp3) }
+                }
+                if !live {
+                    // Expired: a primary deletes it (a record) through the executor; a follower
+                    // only hides it.
+                    if self.executor.expiresKeys { return false }
+                    self.batch.writeNullReply(resp3: resp3)
                 }
             } else {
                 // Behind a reply still waiting for its fdatasync: queue in order.
                 var buffer = context.channel.allocator.buffer(capacity: 64)
-                store.readValue(key: key) { value in
+                let live = store.readValue(key: key) { value in
                     if let value { buffer.writeBulkReply(value) } else { buffer.writeNullReply(resp3: resp3) }
+                }
+                if !live {
+                    if self.executor.expiresKeys { return false }
+                    buffer.writeNullReply(resp3: resp3)
                 }
                 self.replies.append(Reply(buffer))
             }
             return true
         case .set(let keyRange, let valueRange):
-            if let replication = self.executor.replication {
-                if replication.configuration.syncReplicas > 0 && !replication.isFollower { return false }
-                if replication.writeRefusal != nil { return false }
-            }
+            // The table's word on SET: a write, so refused where writes are (the executor words it).
+            if CommandTable.set.flags.contains(.write) && self.executor.writeRefusal != nil { return false }
+            if self.executor.waitsForFollowers { return false }
             do {
                 try store.set(key: UnsafeRawBufferPointer(rebasing: bytes[keyRange]), value: UnsafeRawBufferPointer(rebasing: bytes[valueRange]))
             } catch {
@@ -229,7 +241,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
         let allocator = context.channel.allocator
-        let outcome = self.executor.execute(command, session: &self.session, allocator: allocator) { result in
+        let outcome = self.executor.execute(command, session: self.session, allocator: allocator) { result in
             // Called from the log's flusher thread once the write is durable: hop back.
             eventLoop.execute {
                 let (handler, reply) = bound.value
@@ -319,6 +331,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         self.statistics.connectedClients.subtract(1, ordering: .relaxed)
+        // A MULTI in progress is dropped (nothing of it was logged); watches end.
+        self.session.endMulti()
+        if self.session.watch.isWatching { self.executor.store.unwatch(self.session.watch) }
         context.fireChannelInactive()
     }
 }

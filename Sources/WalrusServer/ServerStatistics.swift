@@ -10,10 +10,20 @@ public final class ServerStatistics: Sendable {
     public let rejectedConnections = Atomic<Int>(0)
     /// Commands processed since start.
     public let totalCommands = Atomic<Int>(0)
+    /// The last CLIENT ID handed out (IDs are never reused, and survive CONFIG RESETSTAT).
+    public let clientIDs = Atomic<Int>(0)
     /// Requests refused as malformed.
     public let protocolErrors = Atomic<Int>(0)
     /// When the server started (monotonic ns).
     public let startedNanoseconds: UInt64
 
     public init(startedNanoseconds: UInt64) { self.startedNanoseconds = startedNanoseconds }
+
+    /// CONFIG RESETSTAT: the cumulative counters start over (connected clients is a gauge).
+    public func reset() {
+        self.totalConnections.store(0, ordering: .relaxed)
+        self.rejectedConnections.store(0, ordering: .relaxed)
+        self.totalCommands.store(0, ordering: .relaxed)
+        self.protocolErrors.store(0, ordering: .relaxed)
+    }
 }

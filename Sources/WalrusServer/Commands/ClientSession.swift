@@ -1,0 +1,42 @@
+import NIOCore
+import WalrusStore
+
+/// One client connection's state, as commands see and change it: the protocol it speaks, its
+/// name, a MULTI in progress and the keys it WATCHes.
+///
+/// - Important: lives on its connection's event loop; only that loop touches it (a write's
+///   completion hops back there before it reads the session).
+final class ClientSession {
+    /// CLIENT ID: unique for the server's lifetime, in connection order.
+    let id: Int
+    /// 2 (RESP2) until a client asks for 3 with HELLO 3 (redis-py 8 does, by default).
+    var protocolVersion = 2
+    /// CLIENT SETNAME.
+    var name: String?
+    /// CLIENT SETINFO LIB-NAME / LIB-VER.
+    var libraryName: String?
+    var libraryVersion: String?
+    /// The commands queued since MULTI; nil outside a transaction.
+    var queued: [QueuedCommand]?
+    /// A command was refused while queueing: EXEC answers EXECABORT (Redis's CLIENT_DIRTY_EXEC).
+    var queueFailed = false
+    /// WATCH: dirty once a watched key changes.
+    let watch = WatchToken()
+
+    init(id: Int) { self.id = id }
+
+    var resp3: Bool { self.protocolVersion == 3 }
+    var inMulti: Bool { self.queued != nil }
+
+    /// Leave MULTI (EXEC, DISCARD, or a reset).
+    func endMulti() {
+        self.queued = nil
+        self.queueFailed = false
+    }
+}
+
+/// A command waiting in a MULTI for its EXEC.
+struct QueuedCommand {
+    let spec: CommandSpec
+    let arguments: [ByteBuffer]
+}

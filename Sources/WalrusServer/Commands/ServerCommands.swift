@@ -1,0 +1,151 @@
+import NIOCore
+import WALCore
+import WalrusStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// INFO, ROLE, WAIT, CONFIG, TIME, and walrus's own COMMIT and DIGEST.
+enum ServerCommands {
+    /// INFO [section …]
+    @Sendable static func info(_ call: inout CommandCall) throws -> CommandOutcome {
+        let sections = (1..<max(call.count, 1)).map { call.string($0) }
+        call.bulk(ServerInfo.render(sections: sections, executor: call.executor))
+        return .reply
+    }
+
+    /// ROLE
+    @Sendable static func role(_ call: inout CommandCall) throws -> CommandOutcome {
+        call.executor.writeRole(&call.out)
+        return .reply
+    }
+
+    /// WAIT numreplicas timeout: how many followers hold every write made so far (this client's
+    /// included) durably, once `numreplicas` do or `timeout` ms pass (0: no timeout). Inside a
+    /// transaction it answers at once, as Redis's does.
+    @Sendable static func wait(_ call: inout CommandCall) throws -> CommandOutcome {
+        let needed = try call.integer(1)
+        let timeout = try call.integer(2)
+        guard timeout >= 0 else { throw CommandError("ERR timeout is negative") }
+        guard let replication = call.executor.replication else {
+            call.integer(reply: 0)
+            return .reply
+        }
+        if replication.isFollower { throw CommandError("ERR WAIT cannot be used with replica instances.") }
+        let index = call.executor.store.wal.lastIndex
+        if call.inTransaction || needed <= 0 {
+            call.integer(reply: replication.primary.durableCount(atLeast: index))
+            return .reply
+        }
+        let allocator = call.allocator
+        return .pending { completion in
+            replication.primary.waitForReplicas(
+                index: index, needed: Int(clamping: needed), timeoutMilliseconds: Int(clamping: timeout)
+            ) { count, _ in
+                var buffer = allocator.buffer(capacity: 16)
+                buffer.writeIntegerReply(count)
+                completion(buffer)
+            }
+        }
+    }
+
+    /// COMMIT (the original walrus's word): seal every write made so far, answer once durable.
+    @Sendable static func commit(_ call: inout CommandCall) throws -> CommandOutcome {
+        if call.inTransaction {
+            // The transaction's own record is sealed before EXEC answers.
+            call.ok()
+            return .reply
+        }
+        let store = call.executor.store
+        let allocator = call.allocator
+        return .pending { completion in
+            store.commit { error in
+                var buffer = allocator.buffer(capacity: 64)
+                if let error { buffer.writeErrorReply(CommandExecutor.clientMessage(StoreError(error))) } else {
+                    buffer.writeStaticString("+OK\r\n")
+                }
+                completion(buffer)
+            }
+        }
+    }
+
+    /// DIGEST: an order-independent checksum of every key, value and deadline (walrus's own;
+    /// equal on nodes that hold the same state).
+    @Sendable static func digest(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
+        call.bulk(store.digest().digest)
+    }
+
+    /// TIME: [seconds, microseconds] of the server's clock.
+    @Sendable static func time(_ call: inout CommandCall) throws -> CommandOutcome {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        call.array(2)
+        call.bulk(String(now.tv_sec))
+        call.bulk(String(now.tv_nsec / 1000))
+        return .reply
+    }
+
+    /// LASTSAVE: when the newest snapshot was written (0 when there is none).
+    @Sendable static func lastsave(_ call: inout CommandCall) throws -> CommandOutcome {
+        call.integer(reply: call.executor.store.lastCheckpointSeconds)
+        return .reply
+    }
+
+    // MARK: CONFIG
+
+    /// CONFIG GET pattern [pattern …]: walrus's keys under their names and Redis's.
+    @Sendable static func configGet(_ call: inout CommandCall) throws -> CommandOutcome {
+        let patterns = (2..<call.count).map { call.bytes($0) }
+        let ports = call.executor.ports
+        let pairs = call.executor.settings.matching(patterns, fsync: call.executor.store.wal.fsyncMode).map { name, value in
+            // With port 0 in the settings, show what was bound.
+            switch name {
+            case "port" where ports.clientPort != 0: (name, String(ports.clientPort))
+            case "repl-port" where ports.replicationPort != 0: (name, String(ports.replicationPort))
+            case "metrics-port" where ports.metricsPort != 0: (name, String(ports.metricsPort))
+            default: (name, value)
+            }
+        }
+        call.map(pairs.count)
+        for (name, value) in pairs {
+            call.bulk(name)
+            call.bulk(value)
+        }
+        return .reply
+    }
+
+    /// CONFIG SET name value [name value …]: live keys only, all or none.
+    @Sendable static func configSet(_ call: inout CommandCall) throws -> CommandOutcome {
+        guard (call.count - 2) % 2 == 0 else { throw call.arityError }
+        let pairs = stride(from: 2, to: call.count, by: 2).map { (call.string($0), call.string($0 + 1)) }
+        try call.executor.settings.set(pairs)
+        call.ok()
+        return .reply
+    }
+
+    /// CONFIG RESETSTAT: the INFO counters start over.
+    @Sendable static func configResetStat(_ call: inout CommandCall) throws -> CommandOutcome {
+        call.executor.statistics.reset()
+        call.ok()
+        return .reply
+    }
+
+    /// CONFIG HELP
+    @Sendable static func configHelp(_ call: inout CommandCall) throws -> CommandOutcome {
+        Self.help(
+            &call, "CONFIG",
+            [
+                "GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+                "SET <directive> <value>", "    Set the configuration <directive> to <value>.", "RESETSTAT",
+                "    Reset statistics reported by the INFO command.", "HELP", "    Print this help.",
+            ])
+        return .reply
+    }
+
+    /// The HELP subcommands' reply: a title line, the entries, the last line.
+    static func help(_ call: inout CommandCall, _ command: String, _ lines: [String]) {
+        call.array(lines.count + 1)
+        call.status("\(command) <subcommand> [<arg> [value] [opt] ...]. Subcommands are:")
+        for line in lines { call.status(line) }
+    }
+}
