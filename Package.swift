@@ -133,6 +133,7 @@ let package = Package(
             name: "walrusctl",
             dependencies: [
                 "WalrusClient",
+                "WalrusProtocol",
                 "WALCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -207,6 +208,7 @@ let package = Package(
                 "WalrusServer", "WalrusStore", "WalrusTestKit", "WalrusClient", "walrusd", "walrusctl", "walrus-bench",
                 "WalrusFuzzTargets",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ],

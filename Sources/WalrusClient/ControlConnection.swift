@@ -1,4 +1,3 @@
-import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,13 +39,11 @@ public final class ControlConnection {
 
     deinit { close(self.fd) }
 
-    /// Send one request and read its reply line.
-    public func request(_ object: [String: Any]) throws -> [String: Any] {
-        var data = try JSONSerialization.data(withJSONObject: object)
-        data.append(10)
+    /// Send one request line and read the reply line (without its newline).
+    public func request(line: [UInt8]) throws -> [UInt8] {
         // A refused peer gets its error line and a closed connection at once, possibly before we
         // finish sending: then the reply is still there to read, so a failed send is not the end.
-        let sendError: String? = data.withUnsafeBytes { raw in
+        let sendError: String? = line.withUnsafeBytes { raw in
             var done = 0
             while done < raw.count {
                 let n = send(self.fd, raw.baseAddress! + done, raw.count - done, Int32(MSG_NOSIGNAL))
@@ -58,20 +55,16 @@ public final class ControlConnection {
             }
             return nil
         }
-        var line = Data()
+        var reply: [UInt8] = []
         var byte: UInt8 = 0
         while true {
             let n = recv(self.fd, &byte, 1, 0)
             if n < 0 && errno == EINTR { continue }
             guard n == 1 else {
-                throw RESPConnection.ConnectionError(
-                    description: sendError ?? "walrusd closed the control connection without a reply")
+                throw RESPConnection.ConnectionError(description: sendError ?? "walrusd closed the control connection without a reply")
             }
             if byte == 10 { break }
-            line.append(byte)
-        }
-        guard let reply = try JSONSerialization.jsonObject(with: line) as? [String: Any] else {
-            throw RESPConnection.ConnectionError(description: "walrusd sent a reply that is not a JSON object")
+            reply.append(byte)
         }
         return reply
     }

@@ -2,7 +2,7 @@ import Foundation
 
 /// One control-socket request (one JSON object per line), checked before anything runs: the
 /// verb is known and every argument has the type and range it needs. What `walrusctl` sends.
-public enum ControlRequest: Sendable, Equatable {
+public enum ControlRequest: Sendable, Equatable, Encodable {
     case status
     case flush
     case checkpoint
@@ -82,6 +82,41 @@ public enum ControlRequest: Sendable, Equatable {
         default:
             throw Invalid("Unknown verb '\(verb.prefix(64))'; the verbs are: \(Self.verbs.joined(separator: ", ")).")
         }
+    }
+
+    private enum Field: String, CodingKey { case verb, level, force, target, timeoutMilliseconds }
+
+    /// The request as one JSON object (what walrusctl sends; `parse` reads it back).
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Field.self)
+        switch self {
+        case .status: try container.encode("status", forKey: .verb)
+        case .flush: try container.encode("flush", forKey: .verb)
+        case .checkpoint: try container.encode("checkpoint", forKey: .verb)
+        case .reload: try container.encode("reload", forKey: .verb)
+        case .replicas: try container.encode("replicas", forKey: .verb)
+        case .digest: try container.encode("digest", forKey: .verb)
+        case .logLevel(let level):
+            try container.encode("log-level", forKey: .verb)
+            try container.encodeIfPresent(level, forKey: .level)
+        case .promote(let force):
+            try container.encode("promote", forKey: .verb)
+            try container.encode(force, forKey: .force)
+        case .follow(let host, let port):
+            try container.encode("follow", forKey: .verb)
+            try container.encode(host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)", forKey: .target)
+        case .switchover(let target, let timeout):
+            try container.encode("switchover", forKey: .verb)
+            try container.encode(target, forKey: .target)
+            try container.encode(timeout, forKey: .timeoutMilliseconds)
+        }
+    }
+
+    /// The request line: its JSON and a newline.
+    public var line: [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array((try? encoder.encode(self)) ?? Data()) + [10]
     }
 
     /// `HOST:PORT` or `[IPv6]:PORT`, port 1…65535, host not empty.

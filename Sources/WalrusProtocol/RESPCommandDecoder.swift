@@ -135,21 +135,88 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
         var line = buffer.readSlice(length: length + 1)!
         line.moveWriterIndex(to: line.writerIndex - 1)
         if line.readableBytesView.last == 13 { line.moveWriterIndex(to: line.writerIndex - 1) }
-        var words: [ByteBuffer] = []
-        var start: Int? = nil
-        let bytes = line.readableBytesView
-        for index in bytes.indices {
-            let isSpace = bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t")
-            if isSpace, let s = start {
-                words.append(line.getSlice(at: s, length: index - s)!)
-                start = nil
-            } else if !isSpace && start == nil {
-                start = index
+        guard let words = Self.splitArguments(Array(line.readableBytesView)) else {
+            throw RESPProtocolError("Protocol error: unbalanced quotes in request")
+        }
+        // An empty line is ignored, as Redis does.
+        return RESPCommand(arguments: words.map { ByteBuffer(bytes: $0) })
+    }
+
+    /// Redis's `sdssplitargs`: words separated by white space; "double quotes" with \n \r \t
+    /// \b \a \\ \" and \xHH escapes; 'single quotes' with \'. A closing quote must end the word.
+    /// Nil for unbalanced quotes.
+    static func splitArguments(_ line: [UInt8]) -> [[UInt8]]? {
+        func isSpace(_ byte: UInt8) -> Bool { byte == 32 || (byte >= 9 && byte <= 13) }
+        func hex(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case 48...57: byte - 48
+            case 65...70: byte - 55
+            case 97...102: byte - 87
+            default: nil
             }
         }
-        if let s = start { words.append(line.getSlice(at: s, length: bytes.endIndex - s)!) }
-        // An empty line is ignored, as Redis does.
-        return words.isEmpty ? RESPCommand(arguments: []) : RESPCommand(arguments: words)
+        var words: [[UInt8]] = []
+        var i = 0
+        while true {
+            while i < line.count && isSpace(line[i]) { i += 1 }
+            guard i < line.count else { return words }
+            var word: [UInt8] = []
+            if line[i] == UInt8(ascii: "\"") {
+                i += 1
+                while true {
+                    guard i < line.count else { return nil }
+                    let byte = line[i]
+                    if byte == UInt8(ascii: "\\") && i + 3 < line.count && line[i + 1] == UInt8(ascii: "x"),
+                        let high = hex(line[i + 2]), let low = hex(line[i + 3])
+                    {
+                        word.append(high << 4 | low)
+                        i += 4
+                    } else if byte == UInt8(ascii: "\\") && i + 1 < line.count {
+                        let escaped = line[i + 1]
+                        switch escaped {
+                        case UInt8(ascii: "n"): word.append(10)
+                        case UInt8(ascii: "r"): word.append(13)
+                        case UInt8(ascii: "t"): word.append(9)
+                        case UInt8(ascii: "b"): word.append(8)
+                        case UInt8(ascii: "a"): word.append(7)
+                        default: word.append(escaped)
+                        }
+                        i += 2
+                    } else if byte == UInt8(ascii: "\"") {
+                        // The closing quote must be followed by a space or the end.
+                        if i + 1 < line.count && !isSpace(line[i + 1]) { return nil }
+                        i += 1
+                        break
+                    } else {
+                        word.append(byte)
+                        i += 1
+                    }
+                }
+            } else if line[i] == UInt8(ascii: "'") {
+                i += 1
+                while true {
+                    guard i < line.count else { return nil }
+                    let byte = line[i]
+                    if byte == UInt8(ascii: "\\") && i + 1 < line.count && line[i + 1] == UInt8(ascii: "'") {
+                        word.append(UInt8(ascii: "'"))
+                        i += 2
+                    } else if byte == UInt8(ascii: "'") {
+                        if i + 1 < line.count && !isSpace(line[i + 1]) { return nil }
+                        i += 1
+                        break
+                    } else {
+                        word.append(byte)
+                        i += 1
+                    }
+                }
+            } else {
+                while i < line.count && !isSpace(line[i]) {
+                    word.append(line[i])
+                    i += 1
+                }
+            }
+            words.append(word)
+        }
     }
 
     private static func show(_ byte: UInt8) -> String {

@@ -83,17 +83,51 @@ public struct ReplicationFrame: Sendable, Equatable {
         self.payload = payload
     }
 
+    /// Byte offsets of the header's fields: the encoder and the decoder below share them.
+    enum Header {
+        static let magic = 0
+        static let version = 2
+        static let kind = 3
+        static let epoch = 4
+        static let length = 12
+        static let crc = 16
+    }
+
     /// Append the encoded frame to `buffer`; `checksum` computes CRC-32 IEEE over bytes (the
     /// protocol module does not link the CRC library; callers pass WALCore's).
     public func encode(into buffer: inout ByteBuffer, checksum: (UnsafeRawBufferPointer) -> UInt32) {
-        buffer.writeInteger(Self.magic.0)
-        buffer.writeInteger(Self.magic.1)
-        buffer.writeInteger(Self.version)
-        buffer.writeInteger(self.kind.rawValue)
-        buffer.writeInteger(self.epoch)
-        buffer.writeInteger(UInt32(self.payload.readableBytes))
-        buffer.writeInteger(self.payload.withUnsafeReadableBytes(checksum))
-        buffer.writeImmutableBuffer(self.payload)
+        buffer.writeImmutableBuffer(
+            Self.make(self.kind, epoch: self.epoch, allocator: ByteBufferAllocator(), capacity: self.payload.readableBytes, checksum: checksum) {
+                $0.writeImmutableBuffer(self.payload)
+            })
+    }
+
+    /// A frame built in one buffer: room for the header first, `body` writes the payload after
+    /// it, then the header is filled in — a megabyte STREAM payload is written once, not copied
+    /// into a frame afterwards.
+    public static func make(
+        _ kind: Kind, epoch: UInt64, allocator: ByteBufferAllocator, capacity: Int = 64,
+        checksum: (UnsafeRawBufferPointer) -> UInt32, _ body: (inout ByteBuffer) throws -> Void = { _ in }
+    ) rethrows -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: Self.headerSize + capacity)
+        buffer.writeRepeatingByte(0, count: Self.headerSize)
+        try body(&buffer)
+        Self.seal(&buffer, kind: kind, epoch: epoch, checksum: checksum)
+        return buffer
+    }
+
+    /// Fill in the header of a frame whose payload follows the header's room in `buffer`.
+    public static func seal(_ buffer: inout ByteBuffer, kind: Kind, epoch: UInt64, checksum: (UnsafeRawBufferPointer) -> UInt32) {
+        let start = buffer.readerIndex
+        let length = buffer.readableBytes - Self.headerSize
+        let crc = buffer.withUnsafeReadableBytes { checksum(UnsafeRawBufferPointer(rebasing: $0[Self.headerSize...])) }
+        buffer.setInteger(Self.magic.0, at: start + Header.magic)
+        buffer.setInteger(Self.magic.1, at: start + Header.magic + 1)
+        buffer.setInteger(Self.version, at: start + Header.version)
+        buffer.setInteger(kind.rawValue, at: start + Header.kind)
+        buffer.setInteger(epoch, at: start + Header.epoch)
+        buffer.setInteger(UInt32(length), at: start + Header.length)
+        buffer.setInteger(crc, at: start + Header.crc)
     }
 }
 
@@ -130,25 +164,26 @@ public struct ReplicationFrameDecoder: NIOSingleStepByteToMessageDecoder {
             return nil
         }
         let start = buffer.readerIndex
-        guard buffer.getInteger(at: start, as: UInt8.self) == ReplicationFrame.magic.0,
-            buffer.getInteger(at: start + 1, as: UInt8.self) == ReplicationFrame.magic.1
+        typealias Header = ReplicationFrame.Header
+        guard buffer.getInteger(at: start + Header.magic, as: UInt8.self) == ReplicationFrame.magic.0,
+            buffer.getInteger(at: start + Header.magic + 1, as: UInt8.self) == ReplicationFrame.magic.1
         else {
             throw ReplicationFrameError("not a walrus replication frame (bad magic); is this a client on the replication port?")
         }
-        let version = buffer.getInteger(at: start + 2, as: UInt8.self)!
+        let version = buffer.getInteger(at: start + Header.version, as: UInt8.self)!
         guard version == ReplicationFrame.version else {
             throw ReplicationFrameError(
                 "replication protocol version \(version) is not supported (this walrusd speaks \(ReplicationFrame.version)); run the same walrus version on both nodes")
         }
-        let kind = ReplicationFrame.Kind(rawValue: buffer.getInteger(at: start + 3, as: UInt8.self)!)
+        let kind = ReplicationFrame.Kind(rawValue: buffer.getInteger(at: start + Header.kind, as: UInt8.self)!)
         guard kind.isKnown else { throw ReplicationFrameError("unknown replication frame kind \(kind.rawValue)") }
-        let epoch = buffer.getInteger(at: start + 4, as: UInt64.self)!
-        let length = Int(buffer.getInteger(at: start + 12, as: UInt32.self)!)
+        let epoch = buffer.getInteger(at: start + Header.epoch, as: UInt64.self)!
+        let length = Int(buffer.getInteger(at: start + Header.length, as: UInt32.self)!)
         guard length <= self.maxPayloadBytes else {
             throw ReplicationFrameError("a \(kind) frame claims \(length) bytes, over the \(self.maxPayloadBytes)-byte limit")
         }
         guard buffer.readableBytes >= ReplicationFrame.headerSize + length else { return nil }
-        let expected = buffer.getInteger(at: start + 16, as: UInt32.self)!
+        let expected = buffer.getInteger(at: start + Header.crc, as: UInt32.self)!
         let payload = buffer.getSlice(at: start + ReplicationFrame.headerSize, length: length)!
         let actual = payload.withUnsafeReadableBytes(self.checksum)
         guard actual == expected else {

@@ -132,6 +132,27 @@ public struct ReplicationAck: Sendable, Equatable {
     }
 }
 
+/// HEARTBEAT: still here. From the primary it carries its sealed index (a caught-up follower
+/// learns how far the log is); from a follower it is empty.
+public struct ReplicationHeartbeat: Sendable, Equatable {
+    public var sealedIndex: UInt64?
+
+    public init(sealedIndex: UInt64?) { self.sealedIndex = sealedIndex }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        if let sealedIndex = self.sealedIndex { buffer.writeInteger(sealedIndex) }
+    }
+
+    public static func decode(_ payload: ByteBuffer) throws -> ReplicationHeartbeat {
+        var buffer = payload
+        if buffer.readableBytes == 0 { return ReplicationHeartbeat(sealedIndex: nil) }
+        guard let sealed = buffer.readInteger(as: UInt64.self), buffer.readableBytes == 0 else {
+            throw ReplicationFrameError("a HEARTBEAT payload does not parse")
+        }
+        return ReplicationHeartbeat(sealedIndex: sealed)
+    }
+}
+
 /// REJECT: why the primary refuses the handshake, for both sides' logs.
 public struct ReplicationReject: Sendable, Equatable {
     /// Why, as a code a follower can act on.
@@ -176,9 +197,14 @@ public struct ReplicationStream: Sendable, Equatable {
     }
 
     public func encode(into buffer: inout ByteBuffer) {
-        buffer.writeInteger(self.firstIndex)
-        buffer.writeInteger(self.count)
+        Self.encodeHeader(firstIndex: self.firstIndex, count: self.count, into: &buffer)
         buffer.writeImmutableBuffer(self.frames)
+    }
+
+    /// The fields before the frames (a sender writes the frames straight after them).
+    public static func encodeHeader(firstIndex: UInt64, count: UInt32, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(firstIndex)
+        buffer.writeInteger(count)
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationStream {
@@ -320,8 +346,13 @@ public struct ReplicationSnapshotChunk: Sendable, Equatable {
     }
 
     public func encode(into buffer: inout ByteBuffer) {
-        buffer.writeInteger(self.offset)
+        Self.encodeHeader(offset: self.offset, into: &buffer)
         buffer.writeImmutableBuffer(self.bytes)
+    }
+
+    /// The field before the bytes (a sender reads the file straight after it).
+    public static func encodeHeader(offset: UInt64, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(offset)
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationSnapshotChunk {

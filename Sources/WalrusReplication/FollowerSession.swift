@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import Synchronization
 import WALCore
 import WalrusProtocol
@@ -8,24 +9,66 @@ import WalrusStore
 import Glibc
 #endif
 
-/// One connected follower on the primary: its acknowledged positions and the thread that ships
+/// One connected follower on the primary: its acknowledged positions, and the sender that ships
 /// it a snapshot (if it needs one) and then the sealed log, read from the segments on disk.
+///
+/// The sender lives on the connection's event loop and is paced by the channel's writability:
+/// it writes STREAM frames while the channel takes them, stops when the write buffer passes its
+/// high-water mark (`channelWritabilityChanged` resumes it), and when it has sent every sealed
+/// record it waits for the next seal (`sealed()`, from the log's flusher, wakes it). Snapshot
+/// chunks are read on the thread pool (a snapshot is cold on disk; the event loop must not wait
+/// on it). No thread per follower.
 final class FollowerSession: @unchecked Sendable {
     let id: UInt64
     let channel: any Channel
     let address: String
     let host: String
     let remotePort: Int
-    private(set) var nodeID = ""
-    private(set) var clientPort = 0
+    let nodeID: String
+    /// The follower's client port (from its HELLO), for INFO's slaveN:port.
+    let clientPort: Int
     /// The follower's own replication port (a switchover hands over to host:replicationPort).
-    private(set) var replicationPort = 0
-    /// Set when the follower reports it promoted itself (switchover).
-    let promotion = LockedValue<ReplicationPromotion?>(nil)
+    let replicationPort: Int
+    /// Fulfilled when the follower reports it promoted itself (switchover); failed when the
+    /// connection closes first.
+    let promoted: EventLoopPromise<ReplicationPromotion>
     private let primary: ReplicationPrimary
-    private let lock = LockedValue(Positions())
+    private let positions = LockedValue(Positions())
     private let stopped = Atomic<Bool>(false)
-    private var thread: DedicatedThread?
+    /// The sender has sent every sealed record and waits for `sealed()`.
+    private let waitingForSeal = Atomic<Bool>(false)
+
+    // Event-loop state.
+    private var phase: Phase = .starting
+    private var cursor: WALCursor?
+    private let records: RecordBuffer
+    private var lastSent: UInt64 = 0
+    private var heartbeat: RepeatedTask?
+
+    private enum Phase {
+        case starting
+        case snapshot(SnapshotTransfer)
+        case streaming
+        case stopped
+    }
+
+    /// A snapshot file being sent.
+    private final class SnapshotTransfer {
+        let plan: SnapshotPlan
+        let fd: Int32
+        var offset: UInt64
+        let started = monotonicNanoseconds()
+        var lastReport = monotonicNanoseconds()
+        /// A chunk is being read on the thread pool or waits for its pacing time.
+        var busy = false
+
+        init(plan: SnapshotPlan, fd: Int32) {
+            self.plan = plan
+            self.fd = fd
+            self.offset = plan.offset
+        }
+        deinit { close(self.fd) }
+    }
 
     struct Positions {
         var state: ReplicaStatus.State = .handshake
@@ -40,51 +83,109 @@ final class FollowerSession: @unchecked Sendable {
     }
 
     /// Where to start: a snapshot (then the log after it) or the log from an index.
-    enum Plan {
+    enum Plan: Equatable {
         case stream(from: UInt64)
         /// A snapshot; the follower holds `partialBytes` of the one at `partialIndex` already.
         case snapshot(partialIndex: UInt64, partialBytes: UInt64)
     }
 
-    struct SnapshotPlan {
+    struct SnapshotPlan: Sendable {
         var path: String
         var index: UInt64
         var totalBytes: UInt64
         var offset: UInt64
     }
 
-    init(primary: ReplicationPrimary, channel: any Channel) {
+    init(primary: ReplicationPrimary, channel: any Channel, hello: ReplicationHello) {
         self.primary = primary
         self.channel = channel
         self.id = primary.makeSessionID()
         self.host = channel.remoteAddress?.ipAddress ?? "?"
         self.remotePort = channel.remoteAddress?.port ?? 0
         self.address = "\(self.host):\(self.remotePort)"
-    }
-
-    var state: ReplicaStatus.State { self.lock.withLock { $0.state } }
-    var durableIndex: UInt64 { self.lock.withLock { $0.durable } }
-    var isStopped: Bool { self.stopped.load(ordering: .relaxed) }
-
-    /// Start shipping after a HELLO was accepted.
-    func start(hello: ReplicationHello, plan: Plan) {
         self.nodeID = hello.nodeID
         self.clientPort = Int(hello.listeningPort)
         self.replicationPort = Int(hello.replicationPort)
-        self.lock.withLock { positions in
+        self.promoted = channel.eventLoop.makePromise()
+        self.records = RecordBuffer(capacity: primary.configuration.streamBatchBytes + 64 * 1024)
+        self.positions.withLock { positions in
             positions.received = hello.durableIndex
             positions.durable = hello.durableIndex
             positions.applied = hello.durableIndex
             positions.state = .catchingUp
         }
-        self.primary.register(self)
-        self.thread = DedicatedThread(name: "walrus-repl-send", detached: true) { [self] in self.run(plan) }
     }
 
-    func heard() { self.lock.withLock { $0.lastHeard = monotonicNanoseconds() } }
+    var state: ReplicaStatus.State { self.positions.withLock { $0.state } }
+    var durableIndex: UInt64 { self.positions.withLock { $0.durable } }
+    var isStopped: Bool { self.stopped.load(ordering: .relaxed) }
+    private var epoch: UInt64 { self.primary.store.wal.meta.currentEpoch }
+    private var logger: Logger { self.primary.logger }
+
+    // MARK: Starting and stopping
+
+    /// Start shipping (on the channel's event loop, after the HELLO was accepted).
+    func start(_ plan: Plan) {
+        self.channel.eventLoop.assertInEventLoop()
+        self.primary.register(self)
+        let period = TimeAmount.milliseconds(Int64(self.primary.configuration.heartbeatMilliseconds))
+        self.heartbeat = self.channel.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [self] _ in
+            self.sendHeartbeatIfIdle()
+        }
+        switch plan {
+        case .stream(let from):
+            self.logger.info(
+                "Follower connected; streaming from its durable index",
+                metadata: ["repl.follower": "\(self.nodeID)", "repl.address": "\(self.address)", "repl.from": "\(from)"])
+            self.beginStreaming(from: from)
+        case .snapshot(let partialIndex, let partialBytes):
+            // Choosing may write a whole checkpoint: off the event loop.
+            let primary = self.primary
+            self.primary.threadPool.runIfActive(eventLoop: self.channel.eventLoop) {
+                try primary.chooseSnapshot(partialIndex: partialIndex, partialBytes: partialBytes)
+            }.whenComplete { [self] result in
+                switch result {
+                case .success(let plan): self.beginSnapshot(plan)
+                case .failure(let error): self.fail(error)
+                }
+            }
+        }
+    }
+
+    /// Stop the sender and close the connection.
+    func stop(reason: String) {
+        guard !self.stopped.exchange(true, ordering: .relaxed) else { return }
+        self.channel.eventLoop.execute { [self] in
+            self.phase = .stopped
+            self.heartbeat?.cancel()
+            self.heartbeat = nil
+            self.cursor = nil
+        }
+        self.channel.close(promise: nil)
+        self.logger.debug("Stopping replication to a follower", metadata: ["repl.follower": "\(self.nodeID)", "repl.reason": "\(reason)"])
+    }
+
+    /// The connection closed (from the handler): the switchover waiting on it learns so.
+    func closed() {
+        self.stop(reason: "connection closed")
+        self.promoted.fail(ReplicationError("the follower \(self.nodeID) disconnected"))
+    }
+
+    private func fail(_ error: any Error) {
+        if !self.isStopped {
+            self.logger.warning(
+                "Replication to a follower stopped",
+                metadata: ["repl.follower": "\(self.nodeID)", "repl.address": "\(self.address)", "repl.error": "\(error)"])
+        }
+        self.stop(reason: "sender failed")
+    }
+
+    // MARK: Acknowledgements (from the handler, on the event loop)
+
+    func heard() { self.positions.withLock { $0.lastHeard = monotonicNanoseconds() } }
 
     func acknowledge(_ ack: ReplicationAck) {
-        self.lock.withLock { positions in
+        self.positions.withLock { positions in
             positions.lastHeard = monotonicNanoseconds()
             positions.received = max(positions.received, ack.received)
             positions.durable = max(positions.durable, ack.durable)
@@ -93,17 +194,197 @@ final class FollowerSession: @unchecked Sendable {
         self.primary.checkWaiters()
     }
 
-    /// Stop the sender and close the connection.
-    func stop(reason: String) {
-        guard !self.stopped.exchange(true, ordering: .relaxed) else { return }
-        self.primary.wakeSenders()
-        self.channel.close(promise: nil)
-        self.primary.logger.debug(
-            "Stopping replication to a follower", metadata: ["repl.follower": "\(self.nodeID)", "repl.reason": "\(reason)"])
+    // MARK: The log
+
+    private func beginStreaming(from index: UInt64) {
+        self.cursor = WALCursor(wal: self.primary.store.wal, from: index)
+        self.phase = .streaming
+        self.pump()
     }
 
+    /// The log sealed more records (flusher thread): wake the sender if it waits for them.
+    func sealed() {
+        if self.waitingForSeal.exchange(false, ordering: .acquiringAndReleasing) {
+            self.channel.eventLoop.execute { [self] in self.pump() }
+        }
+    }
+
+    /// The channel can take more (from the handler).
+    func writabilityChanged() {
+        guard self.channel.isWritable else { return }
+        switch self.phase {
+        case .streaming: self.pump()
+        case .snapshot(let transfer): self.sendChunk(transfer)
+        default: break
+        }
+    }
+
+    /// Write STREAM frames while the channel takes them and sealed records remain.
+    private func pump() {
+        guard case .streaming = self.phase, let cursor = self.cursor, !self.isStopped else { return }
+        let configuration = self.primary.configuration
+        let allocator = self.channel.allocator
+        do {
+            while self.channel.isWritable {
+                self.records.removeAll()
+                let first = cursor.nextIndex
+                var count = try cursor.read(into: self.records, maxBytes: configuration.streamBatchBytes)
+                if count == 0 {
+                    // Say we wait before looking once more, so a seal in between is not missed.
+                    self.waitingForSeal.store(true, ordering: .releasing)
+                    guard self.primary.sealedIndex >= cursor.nextIndex else {
+                        self.positions.withLock { $0.state = .streaming }
+                        return
+                    }
+                    self.waitingForSeal.store(false, ordering: .relaxed)
+                    count = try cursor.read(into: self.records, maxBytes: configuration.streamBatchBytes)
+                    if count == 0 { continue }
+                }
+                let frame = Frames.make(.stream, epoch: self.epoch, allocator: allocator, capacity: self.records.count + 12) {
+                    ReplicationStream.encodeHeader(firstIndex: first, count: UInt32(count), into: &$0)
+                    $0.writeBytes(self.records.bytes)
+                }
+                self.channel.writeAndFlush(frame, promise: nil)
+                let caughtUp = cursor.nextIndex > self.primary.sealedIndex
+                self.positions.withLock { positions in
+                    positions.sent = cursor.nextIndex - 1
+                    positions.state = caughtUp ? .streaming : .catchingUp
+                }
+                self.lastSent = monotonicNanoseconds()
+            }
+        } catch {
+            self.fail(error)
+        }
+    }
+
+    /// A heartbeat (with the sealed index) after a period with nothing sent.
+    private func sendHeartbeatIfIdle() {
+        let period = UInt64(self.primary.configuration.heartbeatMilliseconds) * 1_000_000
+        let now = monotonicNanoseconds()
+        guard !self.isStopped, now >= self.lastSent + period, self.channel.isWritable else { return }
+        let frame = Frames.make(.heartbeat, epoch: self.epoch, allocator: self.channel.allocator, capacity: 8) {
+            ReplicationHeartbeat(sealedIndex: self.primary.sealedIndex).encode(into: &$0)
+        }
+        self.channel.writeAndFlush(frame, promise: nil)
+        self.lastSent = now
+    }
+
+    // MARK: Snapshots
+
+    private func beginSnapshot(_ plan: SnapshotPlan) {
+        guard !self.isStopped else { return }
+        let fd: Int32
+        do {
+            fd = try FileIO.open(plan.path, O_RDONLY)
+        } catch {
+            return self.fail(error)
+        }
+        self.primary.snapshotSent(to: self.nodeID)
+        self.positions.withLock { positions in
+            positions.state = .snapshot
+            positions.snapshotSent = plan.offset
+            positions.snapshotTotal = plan.totalBytes
+            positions.snapshots += 1
+        }
+        self.logger.notice(
+            plan.offset > 0 ? "Resuming a snapshot transfer where it broke off" : "Sending a snapshot to a follower",
+            metadata: [
+                "repl.follower": "\(self.nodeID)", "repl.snapshot": "\(plan.path)", "repl.index": "\(plan.index)",
+                "repl.bytes": "\(plan.totalBytes)", "repl.offset": "\(plan.offset)",
+            ])
+        let begin = Frames.make(.snapshotBegin, epoch: self.epoch, allocator: self.channel.allocator, capacity: 24) {
+            ReplicationSnapshotBegin(index: plan.index, totalBytes: plan.totalBytes, offset: plan.offset).encode(into: &$0)
+        }
+        self.channel.writeAndFlush(begin, promise: nil)
+        let transfer = SnapshotTransfer(plan: plan, fd: fd)
+        self.phase = .snapshot(transfer)
+        self.sendChunk(transfer)
+    }
+
+    /// Read the next chunk on the thread pool, then write it (paced, if configured).
+    private func sendChunk(_ transfer: SnapshotTransfer) {
+        guard !self.isStopped, !transfer.busy, self.channel.isWritable else { return }
+        let plan = transfer.plan
+        guard transfer.offset < plan.totalBytes else { return self.finishSnapshot(transfer) }
+        transfer.busy = true
+        let want = Int(min(UInt64(self.primary.configuration.snapshotChunkBytes), plan.totalBytes - transfer.offset))
+        let offset = transfer.offset
+        let allocator = self.channel.allocator
+        let epoch = self.epoch
+        self.primary.threadPool.runIfActive(eventLoop: self.channel.eventLoop) {
+            try Frames.make(.snapshotChunk, epoch: epoch, allocator: allocator, capacity: want + 8) { frame in
+                ReplicationSnapshotChunk.encodeHeader(offset: offset, into: &frame)
+                try frame.writeWithUnsafeMutableBytes(minimumWritableBytes: want) { raw in
+                    var done = 0
+                    while done < want {
+                        let n = try FileIO.pread(
+                            transfer.fd, into: raw.baseAddress! + done, count: want - done, at: Int64(offset) + Int64(done),
+                            path: plan.path)
+                        guard n > 0 else {
+                            throw ReplicationError("The snapshot \(plan.path) is shorter than its size; it changed while being sent.")
+                        }
+                        done += n
+                    }
+                    return done
+                }
+            }
+        }.whenComplete { [self] result in
+            transfer.busy = false
+            switch result {
+            case .failure(let error): return self.fail(error)
+            case .success(let frame):
+                guard !self.isStopped else { return }
+                self.channel.writeAndFlush(frame, promise: nil)
+                transfer.offset += UInt64(want)
+                self.positions.withLock { $0.snapshotSent = transfer.offset }
+                self.reportProgress(transfer)
+                self.paceThenContinue(transfer)
+            }
+        }
+    }
+
+    private func paceThenContinue(_ transfer: SnapshotTransfer) {
+        let rate = self.primary.configuration.snapshotBytesPerSecond
+        guard rate > 0 else { return self.sendChunk(transfer) }
+        // The bytes sent so far may not arrive before their time.
+        let due = transfer.started + (transfer.offset - transfer.plan.offset) * 1_000_000_000 / UInt64(rate)
+        let now = monotonicNanoseconds()
+        guard due > now else { return self.sendChunk(transfer) }
+        transfer.busy = true
+        self.channel.eventLoop.scheduleTask(in: .nanoseconds(Int64(due - now))) { [self] in
+            transfer.busy = false
+            self.sendChunk(transfer)
+        }
+    }
+
+    private func reportProgress(_ transfer: SnapshotTransfer) {
+        let now = monotonicNanoseconds()
+        guard now - transfer.lastReport > 2_000_000_000 else { return }
+        transfer.lastReport = now
+        let total = transfer.plan.totalBytes
+        self.logger.info(
+            "Snapshot transfer",
+            metadata: [
+                "repl.follower": "\(self.nodeID)", "repl.percent": "\(transfer.offset * 100 / max(total, 1))",
+                "repl.bytes": "\(transfer.offset)", "repl.total": "\(total)",
+            ])
+    }
+
+    private func finishSnapshot(_ transfer: SnapshotTransfer) {
+        let seconds = Double(monotonicNanoseconds() - transfer.started) / 1e9
+        self.logger.notice(
+            "Snapshot sent",
+            metadata: [
+                "repl.follower": "\(self.nodeID)", "repl.index": "\(transfer.plan.index)", "repl.bytes": "\(transfer.plan.totalBytes)",
+                "repl.seconds": "\(DurationFormat.seconds(seconds))",
+            ])
+        self.beginStreaming(from: transfer.plan.index + 1)
+    }
+
+    // MARK: Status
+
     func status(primary: ReplicationPrimary) -> ReplicaStatus {
-        let positions = self.lock.withLock { $0 }
+        let positions = self.positions.withLock { $0 }
         let sealed = primary.sealedIndex
         let lag = sealed > positions.applied ? sealed - positions.applied : 0
         return ReplicaStatus(
@@ -132,178 +413,17 @@ final class FollowerSession: @unchecked Sendable {
         }
         return total
     }
+}
 
-    // MARK: The sender thread
+/// Replication frames with WALCore's CRC-32 (the protocol module's encoder takes the checksum).
+enum Frames {
+    static let checksum: @Sendable (UnsafeRawBufferPointer) -> UInt32 = { CRC32.checksum($0) }
 
-    private func run(_ plan: Plan) {
-        let logger = self.primary.logger
-        do {
-            var next: UInt64
-            switch plan {
-            case .stream(let from):
-                next = from
-                logger.info(
-                    "Follower connected; streaming from its durable index",
-                    metadata: ["repl.follower": "\(self.nodeID)", "repl.address": "\(self.address)", "repl.from": "\(from)"])
-            case .snapshot(let partialIndex, let partialBytes):
-                let snapshot = try self.primary.chooseSnapshot(partialIndex: partialIndex, partialBytes: partialBytes)
-                next = try self.sendSnapshot(snapshot) + 1
-            }
-            try self.stream(from: next)
-        } catch {
-            if !self.isStopped {
-                logger.warning(
-                    "Replication to a follower stopped",
-                    metadata: ["repl.follower": "\(self.nodeID)", "repl.address": "\(self.address)", "repl.error": "\(error)"])
-            }
-        }
-        self.stop(reason: "sender finished")
-    }
-
-    private var epoch: UInt64 { self.primary.store.wal.meta.currentEpoch }
-
-    /// Write a frame; wait for the one before it (two in flight keeps the link busy while bounding memory).
-    private func send(_ frame: ByteBuffer, after previous: inout EventLoopFuture<Void>?) throws {
-        let future = self.channel.writeAndFlush(frame)
-        if let previous { try previous.wait() }
-        previous = future
-    }
-
-    private func stream(from start: UInt64) throws {
-        let configuration = self.primary.configuration
-        let cursor = WALCursor(wal: self.primary.store.wal, from: start)
-        let records = RecordBuffer(capacity: configuration.streamBatchBytes + 64 * 1024)
-        let allocator = self.channel.allocator
-        let heartbeat = UInt64(configuration.heartbeatMilliseconds) * 1_000_000
-        var lastSent: UInt64 = 0
-        var inFlight: EventLoopFuture<Void>?
-        while !self.isStopped {
-            records.removeAll()
-            let first = cursor.nextIndex
-            let count = try cursor.read(into: records, maxBytes: configuration.streamBatchBytes)
-            if count > 0 {
-                let frame = FrameBuilder.frame(.stream, epoch: self.epoch, allocator: allocator, capacity: records.count + 12) {
-                    $0.writeInteger(first)
-                    $0.writeInteger(UInt32(count))
-                    $0.writeBytes(records.bytes)
-                }
-                try self.send(frame, after: &inFlight)
-                let caughtUp = cursor.nextIndex > self.primary.sealedIndex
-                self.lock.withLock { positions in
-                    positions.sent = cursor.nextIndex - 1
-                    positions.state = caughtUp ? .streaming : .catchingUp
-                }
-                lastSent = monotonicNanoseconds()
-                continue
-            }
-            self.lock.withLock { $0.state = .streaming }
-            let now = monotonicNanoseconds()
-            if now >= lastSent + heartbeat {
-                let sealed = self.primary.sealedIndex
-                let frame = FrameBuilder.frame(.heartbeat, epoch: self.epoch, allocator: allocator, capacity: 8) {
-                    $0.writeInteger(sealed)
-                }
-                try self.send(frame, after: &inFlight)
-                lastSent = now
-            }
-            self.primary.waitForSeal(after: cursor.nextIndex - 1, until: lastSent + heartbeat) { self.isStopped }
-        }
-        try inFlight?.wait()
-    }
-
-    /// Send the snapshot file from the plan's offset, paced if configured; returns its index.
-    private func sendSnapshot(_ plan: SnapshotPlan) throws -> UInt64 {
-        let logger = self.primary.logger
-        let configuration = self.primary.configuration
-        let fd = try FileIO.open(plan.path, O_RDONLY)
-        defer { close(fd) }
-        self.primary.snapshotSent(to: self.nodeID)
-        self.lock.withLock { positions in
-            positions.state = .snapshot
-            positions.snapshotSent = plan.offset
-            positions.snapshotTotal = plan.totalBytes
-            positions.snapshots += 1
-        }
-        logger.notice(
-            plan.offset > 0 ? "Resuming a snapshot transfer where it broke off" : "Sending a snapshot to a follower",
-            metadata: [
-                "repl.follower": "\(self.nodeID)", "repl.snapshot": "\(plan.path)", "repl.index": "\(plan.index)",
-                "repl.bytes": "\(plan.totalBytes)", "repl.offset": "\(plan.offset)",
-            ])
-        let allocator = self.channel.allocator
-        var inFlight: EventLoopFuture<Void>?
-        try self.send(
-            FrameBuilder.frame(.snapshotBegin, epoch: self.epoch, allocator: allocator, capacity: 24) {
-                ReplicationSnapshotBegin(index: plan.index, totalBytes: plan.totalBytes, offset: plan.offset).encode(into: &$0)
-            }, after: &inFlight)
-        let started = monotonicNanoseconds()
-        var offset = plan.offset
-        var lastReport = started
-        let chunk = configuration.snapshotChunkBytes
-        while offset < plan.totalBytes && !self.isStopped {
-            let want = Int(min(UInt64(chunk), plan.totalBytes - offset))
-            var frame = FrameBuilder.frame(.snapshotChunk, epoch: self.epoch, allocator: allocator, capacity: want + 8) {
-                $0.writeInteger(offset)
-            }
-            // Read straight into the frame, then fix up its header's length and CRC.
-            frame = try Self.appendingFile(fd: fd, path: plan.path, offset: offset, count: want, to: frame)
-            try self.send(frame, after: &inFlight)
-            offset += UInt64(want)
-            self.lock.withLock { $0.snapshotSent = offset }
-            let now = monotonicNanoseconds()
-            if now - lastReport > 2_000_000_000 {
-                lastReport = now
-                logger.info(
-                    "Snapshot transfer",
-                    metadata: [
-                        "repl.follower": "\(self.nodeID)", "repl.percent": "\(offset * 100 / max(plan.totalBytes, 1))",
-                        "repl.bytes": "\(offset)", "repl.total": "\(plan.totalBytes)",
-                    ])
-            }
-            if configuration.snapshotBytesPerSecond > 0 {
-                // Pace: the bytes sent so far may not arrive before their time.
-                let due = started + (offset - plan.offset) * 1_000_000_000 / UInt64(configuration.snapshotBytesPerSecond)
-                let now = monotonicNanoseconds()
-                if due > now { usleep(useconds_t(min((due - now) / 1000, 1_000_000))) }
-            }
-        }
-        try inFlight?.wait()
-        guard !self.isStopped else { throw ReplicationError("the follower went away during the snapshot transfer") }
-        let seconds = Double(monotonicNanoseconds() - started) / 1e9
-        logger.notice(
-            "Snapshot sent",
-            metadata: [
-                "repl.follower": "\(self.nodeID)", "repl.index": "\(plan.index)", "repl.bytes": "\(plan.totalBytes)",
-                "repl.seconds": "\(String(format3(seconds)))",
-            ])
-        return plan.index
-    }
-
-    /// `frame` with `count` bytes of the file at `offset` appended and its header's length and CRC redone.
-    private static func appendingFile(fd: Int32, path: String, offset: UInt64, count: Int, to frame: ByteBuffer) throws -> ByteBuffer {
-        var buffer = frame
-        let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-            var done = 0
-            while done < count {
-                let n = try FileIO.pread(fd, into: raw.baseAddress! + done, count: count - done, at: Int64(offset) + Int64(done), path: path)
-                guard n > 0 else { throw ReplicationError("The snapshot \(path) is shorter than its size; it changed while being sent.") }
-                done += n
-            }
-            return done
-        }
-        let start = buffer.readerIndex
-        let length = buffer.readableBytes - ReplicationFrame.headerSize
-        let crc = buffer.withUnsafeReadableBytes { CRC32.checksum(UnsafeRawBufferPointer(rebasing: $0[ReplicationFrame.headerSize...])) }
-        buffer.setInteger(UInt32(length), at: start + 12)
-        buffer.setInteger(crc, at: start + 16)
-        _ = read
-        return buffer
+    static func make(
+        _ kind: ReplicationFrame.Kind, epoch: UInt64, allocator: ByteBufferAllocator, capacity: Int = 64,
+        _ body: (inout ByteBuffer) throws -> Void = { _ in }
+    ) rethrows -> ByteBuffer {
+        try ReplicationFrame.make(kind, epoch: epoch, allocator: allocator, capacity: capacity, checksum: Self.checksum, body)
     }
 }
 
-/// Seconds with three decimals.
-func format3(_ value: Double) -> String {
-    let thousandths = Int((value * 1000).rounded())
-    let fraction = String(thousandths % 1000)
-    return "\(thousandths / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
-}

@@ -48,7 +48,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             clusterID: meta.clusterID, nodeID: meta.nodeID, epoch: meta.currentEpoch, nonce: self.nonce,
             authRequired: self.primary.configuration.secret != nil, sealedIndex: self.primary.sealedIndex,
             keyCount: UInt64(self.primary.store.count))
-        let frame = FrameBuilder.frame(.challenge, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
+        let frame = Frames.make(.challenge, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
             challenge.encode(into: &$0)
         }
         context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
@@ -69,8 +69,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 self.session?.heard()
             case .promoted:
                 guard let session = self.session else { throw ReplicationFrameError("a PROMOTED before HELLO") }
-                let promotion = try ReplicationPromotion.decode(frame.payload)
-                session.promotion.withLock { $0 = promotion }
+                session.promoted.succeed(try ReplicationPromotion.decode(frame.payload))
             default:
                 throw ReplicationFrameError("a \(frame.kind) frame, which a follower never sends")
             }
@@ -159,10 +158,15 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 ])
             plan = .snapshot(partialIndex: hello.partialSnapshotIndex, partialBytes: hello.partialSnapshotBytes)
         }
-        let session = FollowerSession(primary: self.primary, channel: context.channel)
+        let session = FollowerSession(primary: self.primary, channel: context.channel, hello: hello)
         self.session = session
         self.endHandshake()
-        session.start(hello: hello, plan: plan)
+        session.start(plan)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.session?.writabilityChanged()
+        context.fireChannelWritabilityChanged()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -191,7 +195,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     func channelInactive(context: ChannelHandlerContext) {
         self.endHandshake()
         if let session = self.session {
-            session.stop(reason: "connection closed")
+            session.closed()
             self.primary.unregister(session)
         }
         context.fireChannelInactive()
@@ -201,7 +205,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private func sendAndClose(
         context: ChannelHandlerContext, _ kind: ReplicationFrame.Kind, epoch: UInt64, _ body: (inout ByteBuffer) -> Void
     ) {
-        let frame = FrameBuilder.frame(kind, epoch: epoch, allocator: context.channel.allocator, body)
+        let frame = Frames.make(kind, epoch: epoch, allocator: context.channel.allocator, body)
         let channel = context.channel
         context.writeAndFlush(self.wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
     }

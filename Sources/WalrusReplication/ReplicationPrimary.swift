@@ -1,48 +1,13 @@
 public import Logging
 public import NIOCore
-import NIOPosix
+public import NIOPosix
 import Synchronization
 import WALCore
-import WalrusProtocol
+public import WalrusProtocol
 public import WalrusStore
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// One follower as the primary sees it (`walrusctl replicas`, INFO replication).
-public struct ReplicaStatus: Sendable {
-    public enum State: String, Sendable {
-        case handshake, snapshot, catchingUp = "catching up", streaming, disconnected
-    }
-
-    public var nodeID: String
-    /// The follower's IP address and its replication connection's port.
-    public var host: String
-    public var remotePort: Int
-    /// The follower's client port (from its HELLO).
-    public var clientPort: Int
-    public var state: State
-    /// Highest index sent, and the follower's received / durable / applied indexes.
-    public var sent: UInt64
-    public var received: UInt64
-    public var durable: UInt64
-    public var applied: UInt64
-    /// Records the follower has not applied yet.
-    public var lagRecords: UInt64
-    /// About how many bytes of log those records are.
-    public var lagBytes: Int64
-    /// How old the oldest write the follower has not applied is (0 when it has everything).
-    public var dataAgeSeconds: Double
-    /// Seconds since the follower was last heard from.
-    public var lastHeardSecondsAgo: Double
-    /// Snapshot transfer progress (0 of 0 when none).
-    public var snapshotBytesSent: UInt64
-    public var snapshotBytesTotal: UInt64
-    /// Snapshots sent to this follower on this connection, and in total since the primary started.
-    public var snapshotsSent: Int
-    /// Set when the follower is close to falling off the retained log.
-    public var warning: String?
-}
 
 /// The primary's side of replication: the listener, one session per connected follower, the
 /// table of what each has acknowledged, and the writers waiting for followers (sync-replicas, WAIT).
@@ -50,9 +15,12 @@ public final class ReplicationPrimary: @unchecked Sendable {
     let store: KeyValueStore
     let configuration: ReplicationConfiguration
     let logger: Logger
-    /// The sealed index and when each index was sealed (for data age), guarded with a condition
-    /// the senders sleep on.
-    let seals = ConditionLock(SealHistory())
+    /// The daemon's one event-loop group (the listener, each follower's connection, timers).
+    let group: any EventLoopGroup
+    /// Blocking work off the event loops: choosing and reading snapshots.
+    let threadPool: NIOThreadPool
+    /// The sealed index and when each index was sealed (for data age).
+    private let seals = LockedValue(SealHistory())
     private let sessions = LockedValue<[UInt64: FollowerSession]>([:])
     /// Followers that disconnected, by node id, for status and retention (seen recently).
     private let departed = LockedValue<[String: (status: ReplicaStatus, at: UInt64)]>([:])
@@ -64,13 +32,9 @@ public final class ReplicationPrimary: @unchecked Sendable {
         get { self.servingFlag.load(ordering: .relaxed) }
         set { self.servingFlag.store(newValue, ordering: .relaxed) }
     }
-    /// Set when this node learned of a newer epoch than its own (it is a stale primary).
-    private let fence = LockedValue<String?>(nil)
-    /// Called when this primary is fenced off (the node stops taking writes).
-    let onFenced = LockedValue<(@Sendable (String) -> Void)?>(nil)
-
-    /// Why this node refuses writes as a stale primary, if it does.
-    public var fencedReason: String? { self.fence.withLock { $0 } }
+    /// Told when a peer shows a newer epoch than this node's (the node fences itself: its role
+    /// machine decides, once).
+    let onHigherEpoch = LockedValue<(@Sendable (String) -> Void)?>(nil)
 
     /// A peer knows epoch `epoch`, newer than ours: stop taking writes at once.
     func metHigherEpoch(_ epoch: UInt64, from peer: String) {
@@ -79,24 +43,8 @@ public final class ReplicationPrimary: @unchecked Sendable {
         let reason =
             "This node was the primary of epoch \(ours), but \(peer) has seen epoch \(epoch): a newer primary exists, so "
             + "this node takes no more writes. Make it follow the current primary ('walrusctl follow HOST:PORT')."
-        let first = self.fence.withLock { current -> Bool in
-            defer { current = reason }
-            return current == nil
-        }
-        guard first else { return }
-        self.logger.critical("Fenced: a newer epoch exists; refusing writes", metadata: ["repl.epoch": "\(epoch)", "repl.peer": "\(peer)"])
-        self.onFenced.withLock { $0 }?(reason)
+        self.onHigherEpoch.withLock { $0 }?(reason)
     }
-
-    /// Refuse writes for `reason` (a switchover whose outcome is unknown).
-    func fence(reason: String) {
-        self.fence.withLock { $0 = reason }
-        self.logger.critical("Fenced: refusing writes", metadata: ["repl.reason": "\(reason)"])
-        self.onFenced.withLock { $0 }?(reason)
-    }
-
-    /// Clear the fence (the node follows or was promoted again).
-    func clearFence() { self.fence.withLock { $0 = nil } }
 
     /// Close every follower connection (this node stops being their primary).
     public func dropFollowers(reason: String) {
@@ -153,13 +101,15 @@ public final class ReplicationPrimary: @unchecked Sendable {
         let port = self.boundPort.load(ordering: .relaxed)
         return port == 0 ? nil : port
     }
-    /// Runs the sync-replicas timeouts.
-    private let timerLoop = LockedValue<(any EventLoop)?>(nil)
-
-    public init(store: KeyValueStore, configuration: ReplicationConfiguration, logger: Logger) {
+    public init(
+        store: KeyValueStore, configuration: ReplicationConfiguration, logger: Logger, group: any EventLoopGroup,
+        threadPool: NIOThreadPool
+    ) {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        self.group = group
+        self.threadPool = threadPool
         let sealed = store.wal.sealedIndex
         self.seals.withLock { $0.record(index: sealed, at: monotonicNanoseconds()) }
         store.wal.addSealObserver { [weak self] index in self?.sealed(index) }
@@ -168,11 +118,14 @@ public final class ReplicationPrimary: @unchecked Sendable {
     // MARK: Listener
 
     /// Bind the replication listener; returns the bound port.
-    public func bind(group: any EventLoopGroup) async throws -> Int {
-        let bootstrap = ServerBootstrap(group: group)
+    public func bind() async throws -> Int {
+        let bootstrap = ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)  // IPPROTO_TCP; the socketOption form sets SO_DEBUG
+            // Senders write while the channel is writable: a few MB in flight keep a fast link busy
+            // during catch-up and bound what a slow follower holds in memory.
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -181,13 +134,12 @@ public final class ReplicationPrimary: @unchecked Sendable {
                     try sync.addHandler(
                         ByteToMessageHandler(
                             // A follower sends only HELLO, ACK, heartbeats and PROMOTED: small frames.
-                            ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: FrameBuilder.checksum)))
+                            ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: Frames.checksum)))
                     try sync.addHandler(PrimaryConnectionHandler(primary: self))
                 }
             }
         let channel = try await bootstrap.bind(host: self.configuration.bindAddress, port: self.configuration.port).get()
         self.channel.withLock { $0 = channel }
-        self.timerLoop.withLock { $0 = group.next() }
         let port = channel.localAddress?.port ?? self.configuration.port
         self.boundPort.store(port, ordering: .relaxed)
         self.logger.info(
@@ -203,24 +155,15 @@ public final class ReplicationPrimary: @unchecked Sendable {
         }
         try? await channel?.close()
         for session in self.sessions.withLock({ Array($0.values) }) { session.stop(reason: "the primary is stopping") }
-        self.seals.withLock { _ in self.seals.broadcast() }
     }
 
     // MARK: Seals
 
+    /// After every fdatasync (flusher thread): record when, and wake the senders that wait.
     private func sealed(_ index: UInt64) {
-        self.seals.withLock { history in
-            history.record(index: index, at: monotonicNanoseconds())
-            self.seals.broadcast()
-        }
+        self.seals.withLock { $0.record(index: index, at: monotonicNanoseconds()) }
+        for session in self.sessions.withLock({ Array($0.values) }) { session.sealed() }
     }
-
-    /// Sleep until the sealed index passes `index` or `deadline` (monotonic ns) comes.
-    func waitForSeal(after index: UInt64, until deadline: UInt64, stopped: () -> Bool) {
-        self.seals.wait(while: { history in history.sealedIndex <= index && !stopped() }, untilMonotonicNanoseconds: deadline)
-    }
-
-    func wakeSenders() { self.seals.withLock { _ in self.seals.broadcast() } }
 
     var sealedIndex: UInt64 { self.seals.withLock { $0.sealedIndex } }
 
@@ -289,9 +232,11 @@ public final class ReplicationPrimary: @unchecked Sendable {
         return live.filter { $0.state != .handshake } + gone.sorted { $0.nodeID < $1.nodeID }
     }
 
-    /// How many followers have `index` durable.
-    public func durableCount(atLeast index: UInt64) -> Int {
-        self.sessions.withLock { sessions in sessions.values.reduce(0) { $0 + ($1.durableIndex >= index ? 1 : 0) } }
+    /// How many followers (or the one named `nodeID`) have `index` durable.
+    public func durableCount(atLeast index: UInt64, nodeID: String? = nil) -> Int {
+        self.sessions.withLock { sessions in
+            sessions.values.reduce(0) { $0 + ($1.durableIndex >= index && (nodeID == nil || $1.nodeID == nodeID) ? 1 : 0) }
+        }
     }
 
     /// The lowest index a follower seen within `seconds` still needs (its durable index + 1),
@@ -312,26 +257,25 @@ public final class ReplicationPrimary: @unchecked Sendable {
 
     // MARK: Waiting for followers (sync-replicas, WAIT)
 
-    /// Call `done(count, timedOut)` once `needed` followers have `index` durable, or after
-    /// `timeoutMilliseconds` (0: no timeout) with how many had it.
+    /// Call `done(count, timedOut)` once `needed` followers (or the one named `nodeID`) have
+    /// `index` durable, or after `timeoutMilliseconds` (0: no timeout) with how many had it.
     public func waitForReplicas(
-        index: UInt64, needed: Int, timeoutMilliseconds: Int, eventLoop: (any EventLoop)? = nil,
+        index: UInt64, needed: Int, timeoutMilliseconds: Int, nodeID: String? = nil,
         done: @escaping @Sendable (Int, Bool) -> Void
     ) {
-        let count = self.durableCount(atLeast: index)
+        let count = self.durableCount(atLeast: index, nodeID: nodeID)
         if count >= needed || needed <= 0 {
             done(count, false)
             return
         }
         let id = self.makeSessionID()
-        self.waiters.withLock { $0[id] = ReplicaWaiter(index: index, needed: needed, done: done) }
+        self.waiters.withLock { $0[id] = ReplicaWaiter(index: index, needed: needed, nodeID: nodeID, done: done) }
         // An ACK may have arrived between the count and the registration.
         self.checkWaiters()
         if timeoutMilliseconds > 0 {
-            let loop = eventLoop ?? self.timerLoop.withLock { $0 } ?? MultiThreadedEventLoopGroup.singleton.next()
-            loop.scheduleTask(in: .milliseconds(Int64(timeoutMilliseconds))) { [self] in
+            self.group.next().scheduleTask(in: .milliseconds(Int64(timeoutMilliseconds))) { [self] in
                 if let waiter = self.waiters.withLock({ $0.removeValue(forKey: id) }) {
-                    waiter.done(self.durableCount(atLeast: waiter.index), true)
+                    waiter.done(self.durableCount(atLeast: waiter.index, nodeID: waiter.nodeID), true)
                 }
             }
         }
@@ -342,20 +286,20 @@ public final class ReplicationPrimary: @unchecked Sendable {
         let ready = self.waiters.withLock { waiters -> [ReplicaWaiter] in
             guard !waiters.isEmpty else { return [] }
             var ready: [ReplicaWaiter] = []
-            for (id, waiter) in waiters where self.durableCount(atLeast: waiter.index) >= waiter.needed {
+            for (id, waiter) in waiters where self.durableCount(atLeast: waiter.index, nodeID: waiter.nodeID) >= waiter.needed {
                 ready.append(waiter)
                 waiters[id] = nil
             }
             return ready
         }
-        for waiter in ready { waiter.done(self.durableCount(atLeast: waiter.index), false) }
+        for waiter in ready { waiter.done(self.durableCount(atLeast: waiter.index, nodeID: waiter.nodeID), false) }
     }
 
     // MARK: Snapshots for followers
 
     /// The snapshot to send a follower that is behind the retained log: the one it has a part
     /// of if that is still usable (to resume), else the newest usable one, else a new checkpoint.
-    /// Usable: the log still holds every record after it. Runs on a sender thread (it may write
+    /// Usable: the log still holds every record after it. Runs on the thread pool (it may write
     /// a whole snapshot).
     func chooseSnapshot(partialIndex: UInt64, partialBytes: UInt64) throws -> FollowerSession.SnapshotPlan {
         let directory = self.store.configuration.directory
@@ -373,17 +317,12 @@ public final class ReplicationPrimary: @unchecked Sendable {
             return resumed
         }
         if let newest = candidates.first, let fresh = plan(newest, offset: 0) { return fresh }
-        for _ in 0..<300 {
-            do {
-                let report = try self.store.checkpointBlocking()
-                if let fresh = plan(report.index, offset: 0) { return fresh }
-            } catch let error as StoreError where error.code == .invalidArgument {
-                // Another checkpoint is running (for another follower, say): use its result.
-                usleep(100_000)
-                candidates = try usable()
-                if let newest = candidates.first, let fresh = plan(newest, offset: 0) { return fresh }
-            }
-        }
+        // None usable: write one (or wait for the checkpoint already running, for another
+        // follower say, and use its result).
+        let report = try self.store.checkpointBlocking(joiningRunning: true)
+        if let fresh = plan(report.index, offset: 0) { return fresh }
+        candidates = try usable()
+        if let newest = candidates.first, let fresh = plan(newest, offset: 0) { return fresh }
         throw ReplicationError("No snapshot could be made for a follower in \(directory).")
     }
 
@@ -468,5 +407,6 @@ struct SealHistory {
 struct ReplicaWaiter {
     var index: UInt64
     var needed: Int
+    var nodeID: String?
     var done: @Sendable (Int, Bool) -> Void
 }

@@ -28,11 +28,13 @@ final class CommandExecutor: Sendable {
     /// The ports bound by the listeners (with `port = 0`, INFO and CONFIG GET show the real one).
     let ports: ListenerPorts
     let settings: ServerSettings
+    /// INFO, ROLE and CONFIG read the node's state from here.
+    let status: NodeStatusSource
     private let alwaysMode: Bool
 
     init(
         store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger,
-        replication: ReplicationNode? = nil, ports: ListenerPorts = ListenerPorts(), settings: ServerSettings? = nil
+        replication: ReplicationNode?, ports: ListenerPorts, settings: ServerSettings, status: NodeStatusSource
     ) {
         self.store = store
         self.statistics = statistics
@@ -40,7 +42,8 @@ final class CommandExecutor: Sendable {
         self.logger = logger
         self.replication = replication
         self.ports = ports
-        self.settings = settings ?? ServerSettings(server: server, store: store)
+        self.settings = settings
+        self.status = status
         self.alwaysMode = store.configuration.wal.fsyncMode == .always
     }
 
@@ -69,6 +72,7 @@ final class CommandExecutor: Sendable {
         case .failure(let error):
             // A command refused before it runs fails the MULTI it was sent in (EXECABORT).
             if session.inMulti { session.queueFailed = true }
+            if let known = CommandTable.lookup(CommandTable.upper(arguments[0])) { self.statistics.commands.rejected(known) }
             out.writeErrorReply(error.message)
             return .reply(out)
         case .success(let found):
@@ -77,6 +81,7 @@ final class CommandExecutor: Sendable {
         if session.inMulti && !CommandTable.runsInsideMulti(spec) {
             if let refusal = self.queueRefusal(spec) {
                 session.queueFailed = true
+                self.statistics.commands.rejected(spec)
                 out.writeErrorReply(refusal)
                 return .reply(out)
             }
@@ -85,9 +90,25 @@ final class CommandExecutor: Sendable {
             return .reply(out)
         }
         if spec.flags.contains(.write), let refusal = self.writeRefusal {
+            self.statistics.commands.rejected(spec)
             out.writeErrorReply(refusal)
             return .reply(out)
         }
+        let started = monotonicNanoseconds()
+        let outcome = self.run(spec, arguments: arguments, out: out, session: session, allocator: allocator, completion: completion)
+        let failed: Bool
+        switch outcome {
+        case .reply(let buffer), .replyAndClose(let buffer): failed = buffer.readableBytesView.first == UInt8(ascii: "-")
+        case .pending: failed = false
+        }
+        self.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
+        return outcome
+    }
+
+    private func run(
+        _ spec: CommandSpec, arguments: [ByteBuffer], out: ByteBuffer, session: ClientSession, allocator: ByteBufferAllocator,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
+    ) -> Outcome {
         var call = CommandCall(
             spec: spec, arguments: arguments, out: out, session: session, executor: self, allocator: allocator,
             inTransaction: false)

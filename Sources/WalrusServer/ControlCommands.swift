@@ -1,12 +1,15 @@
 import Foundation
 public import Logging
+public import NIOPosix
 public import WALCore
-public import WalrusStore
+public import WalrusProtocol
 public import WalrusReplication
-import WalrusProtocol
+public import WalrusStore
 
-/// What the control socket can do. Each verb takes a JSON object and returns one; a thrown
-/// `ControlError` becomes `{"ok": false, "error": "…"}`.
+/// What the control socket can do: each verb takes a checked `ControlRequest` and answers with
+/// its `Codable` reply (WalrusProtocol's `ControlReplies`), encoded as one JSON line. Blocking
+/// work (a checkpoint, an epoch record, a digest of every key) runs on the thread pool; a
+/// switchover awaits its follower's acknowledgements.
 public final class ControlCommands: Sendable {
     let store: KeyValueStore
     let server: RESPServer
@@ -14,7 +17,7 @@ public final class ControlCommands: Sendable {
     let logger: Logger
     let reload: @Sendable () -> String
     let replication: ReplicationNode?
-    let startedNanoseconds = monotonicNanoseconds()
+    let threadPool: NIOThreadPool
 
     /// A request the daemon refuses, with what to do instead.
     public struct ControlError: Error {
@@ -24,34 +27,61 @@ public final class ControlCommands: Sendable {
 
     /// - Parameter reload: applies what can change live and says what happened (also used by SIGHUP).
     public init(
-        store: KeyValueStore, server: RESPServer, logLevel: DynamicLogLevel, logger: Logger,
-        replication: ReplicationNode? = nil, reload: @escaping @Sendable () -> String
+        store: KeyValueStore, server: RESPServer, logLevel: DynamicLogLevel, logger: Logger, replication: ReplicationNode? = nil,
+        threadPool: NIOThreadPool, reload: @escaping @Sendable () -> String
     ) {
         self.replication = replication
         self.store = store
         self.server = server
         self.logLevel = logLevel
         self.logger = logger
+        self.threadPool = threadPool
         self.reload = reload
     }
 
-    /// Run one request (on a thread that may block: checkpoints write a whole snapshot).
-    func run(_ request: ControlRequest) throws -> [String: Any] {
+    /// Answer one request line: the reply line (with its newline), never throwing.
+    func answer(_ line: some Collection<UInt8>) async -> [UInt8] {
+        do {
+            let request = try ControlRequest.parse(line)
+            return try await self.run(request)
+        } catch let error as ControlRequest.Invalid {
+            return Self.encode(ControlReply<ReloadReply>(error: error.message))
+        } catch let error as ControlError {
+            return Self.encode(ControlReply<ReloadReply>(error: error.message))
+        } catch let error as ReplicationError {
+            return Self.encode(ControlReply<ReloadReply>(error: error.message))
+        } catch let error as StoreError {
+            return Self.encode(ControlReply<ReloadReply>(error: error.message))
+        } catch let error as WALError {
+            return Self.encode(ControlReply<ReloadReply>(error: error.message))
+        } catch {
+            return Self.encode(ControlReply<ReloadReply>(error: "\(error)"))
+        }
+    }
+
+    /// Run `body` on the thread pool (it blocks: fdatasync, a whole snapshot).
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await self.threadPool.runIfActive(body)
+    }
+
+    private func run(_ request: ControlRequest) async throws -> [UInt8] {
         switch request {
         case .status:
-            return self.status()
+            return Self.encode(ControlReply(result: self.server.status.capture()))
         case .flush:
-            try self.store.commitBlocking()
-            return ["sealedIndex": self.store.wal.sealedIndex]
+            try await self.store.commit()
+            return Self.encode(ControlReply(result: FlushReply(sealedIndex: self.store.wal.sealedIndex)))
         case .checkpoint:
-            let report = try self.store.checkpointBlocking()
-            return [
-                "index": report.index, "path": report.path, "bytes": report.bytes, "keys": report.keys,
-                "removedSegments": report.removedSegments, "removedSnapshots": report.removedSnapshots,
-                "milliseconds": report.nanoseconds / 1_000_000,
-            ]
+            let store = self.store
+            let report = try await self.blocking { try store.checkpointBlocking() }
+            return Self.encode(
+                ControlReply(
+                    result: CheckpointReply(
+                        index: report.index, path: report.path, bytes: report.bytes, keys: report.keys,
+                        removedSegments: report.removedSegments, removedSnapshots: report.removedSnapshots,
+                        milliseconds: report.nanoseconds / 1_000_000)))
         case .logLevel(nil):
-            return ["level": self.logLevel.current.rawValue]
+            return Self.encode(ControlReply(result: LogLevelReply(level: self.logLevel.current.rawValue, previous: nil)))
         case .logLevel(let name?):
             guard let level = Logger.Level(rawValue: name.lowercased()) else {
                 throw ControlError(
@@ -59,140 +89,41 @@ public final class ControlCommands: Sendable {
             }
             let previous = self.logLevel.current
             self.logLevel.current = level
-            self.logger.notice(
-                "Log level changed", metadata: ["log.previous": "\(previous)", "log.level": "\(level)"])
-            return ["level": level.rawValue, "previous": previous.rawValue]
+            self.logger.notice("Log level changed", metadata: ["log.previous": "\(previous)", "log.level": "\(level)"])
+            return Self.encode(ControlReply(result: LogLevelReply(level: level.rawValue, previous: previous.rawValue)))
         case .reload:
-            return ["result": self.reload()]
+            return Self.encode(ControlReply(result: ReloadReply(result: self.reload())))
         case .replicas:
-            guard let replication = self.replication else { return ["replicas": [Any]()] }
+            guard let replication = self.replication else { return Self.encode(ControlReply(result: ReplicasReply(replicas: []))) }
             if replication.isFollower {
                 throw ControlError("This node is a follower; run 'walrusctl replicas' on its primary (see 'walrusctl status').")
             }
-            return ["replicas": replication.primary.replicas().map(Self.replicaJSON)]
+            return Self.encode(ControlReply(result: ReplicasReply(replicas: replication.primary.replicas())))
         case .digest:
-            let digest = self.store.digest()
-            return ["digest": digest.digest, "index": digest.index, "keys": digest.keys]
+            let store = self.store
+            let digest = try await self.blocking { store.digest() }
+            return Self.encode(ControlReply(result: DigestReply(digest: digest.digest, index: digest.index, keys: digest.keys)))
         case .promote(let force):
-            guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
-            do {
-                let result = try replication.promote(force: force)
-                var reply: [String: Any] = ["epoch": result.epoch, "index": result.index, "role": "primary"]
-                if !result.note.isEmpty { reply["note"] = result.note }
-                return reply
-            } catch let error as ReplicationError {
-                throw ControlError(error.message)
-            }
+            let replication = try self.replicationNode()
+            return Self.encode(ControlReply(result: try await self.blocking { try replication.promote(force: force) }))
         case .follow(let host, let port):
-            guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
-            replication.follow(host: host, port: port)
-            return ["role": "follower", "primary": host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"]
+            return Self.encode(ControlReply(result: try self.replicationNode().follow(host: host, port: port)))
         case .switchover(let target, let timeout):
-            guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
-            do {
-                return try replication.switchover(to: target, timeoutMilliseconds: timeout)
-            } catch let error as ReplicationError {
-                throw ControlError(error.message)
-            }
+            let reply = try await self.replicationNode().switchover(to: target, timeoutMilliseconds: timeout)
+            return Self.encode(ControlReply(result: reply))
         }
     }
 
-    func status() -> [String: Any] {
-        let wal = self.store.wal
-        let statistics = wal.statistics
-        let segments = wal.segmentSummaries
-        let fsync: String
-        switch self.store.wal.fsyncMode {
-        case .always: fsync = "always"
-        case .interval(let ms): fsync = "interval \(ms) ms"
-        }
-        return [
-            "role": "primary",
-            "epoch": wal.meta.currentEpoch,
-            "lastIndex": wal.lastIndex,
-            "sealedIndex": wal.sealedIndex,
-            "firstIndex": wal.firstIndex,
-            "keys": self.store.count,
-            "walBytes": segments.reduce(Int64(0)) { $0 + $1.bytes },
-            "walSegments": segments.count,
-            "fsync": fsync,
-            "fsyncs": statistics.fsyncCount,
-            "lastFsyncMicroseconds": statistics.lastFsyncNanoseconds / 1000,
-            "maxFsyncMicroseconds": statistics.maxFsyncNanoseconds / 1000,
-            "uptimeSeconds": (monotonicNanoseconds() - self.startedNanoseconds) / 1_000_000_000,
-            "connectedClients": self.server.statistics.connectedClients.load(ordering: .relaxed),
-            "clientPort": self.server.port ?? 0,
-            "dataDirectory": self.store.configuration.directory,
-            "pid": Int(getpid()),
-            "logLevel": self.logLevel.current.rawValue,
-            "health": wal.failure?.message ?? wal.diskFull?.message ?? "ok",
-            "clusterID": wal.meta.clusterID,
-            "nodeID": wal.meta.nodeID,
-            "epochHistory": wal.meta.epochs.map { ["epoch": $0.epoch, "firstIndex": $0.firstIndex] },
-            "divergedFiles": ((try? FileIO.listDirectory(self.store.configuration.directory)) ?? [])
-                .filter { $0.hasPrefix("diverged-") && $0.hasSuffix(".log") }.sorted(),
-        ].merging(self.replicationStatus()) { _, new in new }
+    private func replicationNode() throws -> ReplicationNode {
+        guard let replication = self.replication else { throw ControlError("This walrusd runs without replication.") }
+        return replication
     }
 
-    private func replicationStatus() -> [String: Any] {
-        guard let replication = self.replication else { return [:] }
-        if replication.isFollower, let link = replication.link {
-            var fields: [String: Any] = [
-                "role": "follower",
-                "primary": "\(link.primaryHost):\(link.primaryPort)",
-                "primaryNodeID": link.primaryNodeID,
-                "link": link.linkUp ? "up" : "down",
-                "linkState": link.state.rawValue,
-                "lastIOSecondsAgo": link.lastIOSecondsAgo,
-                "receivedIndex": link.received,
-                "durableIndex": link.durable,
-                "appliedIndex": link.applied,
-                "primarySealedIndex": link.primarySealedIndex,
-                "lagRecords": link.lagRecords,
-                "snapshotsInstalled": link.snapshotsInstalled,
-            ]
-            if link.state == .snapshot {
-                fields["snapshotBytes"] = link.snapshotBytes
-                fields["snapshotTotalBytes"] = link.snapshotTotal
-                fields["snapshotPercent"] = link.snapshotTotal == 0 ? 0 : Int(link.snapshotBytes * 100 / link.snapshotTotal)
-            }
-            if let error = link.lastError { fields["linkError"] = error }
-            return fields
-        }
-        let replicas = replication.primary.replicas()
-        var fields: [String: Any] = [
-            "followers": replicas.filter { $0.state != .disconnected }.count,
-            "syncReplicas": replication.configuration.syncReplicas,
-            "replicationPort": replication.primary.port ?? 0,
-        ]
-        if let refusal = replication.writeRefusal {
-            fields["health"] = refusal
-            fields["fenced"] = true
-        }
-        return fields
+    /// One JSON object and a newline.
+    static func encode<T: Encodable>(_ reply: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(reply)) ?? Data("{\"ok\":false,\"error\":\"the reply could not be encoded\"}".utf8)
+        return Array(data) + [10]
     }
-
-    static func replicaJSON(_ replica: ReplicaStatus) -> [String: Any] {
-        var fields: [String: Any] = [
-            "nodeID": replica.nodeID, "address": "\(replica.host):\(replica.remotePort)", "clientPort": replica.clientPort,
-            "state": replica.state.rawValue, "sent": replica.sent, "received": replica.received, "durable": replica.durable,
-            "applied": replica.applied, "lagRecords": replica.lagRecords, "lagBytes": replica.lagBytes,
-            "dataAgeSeconds": replica.dataAgeSeconds, "lastHeardSecondsAgo": replica.lastHeardSecondsAgo,
-            "snapshotsSent": replica.snapshotsSent,
-        ]
-        if replica.state == .snapshot {
-            fields["snapshotBytes"] = replica.snapshotBytesSent
-            fields["snapshotTotalBytes"] = replica.snapshotBytesTotal
-        }
-        if let warning = replica.warning { fields["warning"] = warning }
-        return fields
-    }
-}
-
-extension StoreError: StoreErrorDescribable {
-    var operatorMessage: String { self.message }
-}
-
-extension WALError: StoreErrorDescribable {
-    var operatorMessage: String { self.message }
 }

@@ -1,6 +1,6 @@
 import Foundation
 public import Logging
-import NIOCore
+public import NIOCore
 import NIOPosix
 import Synchronization
 public import ServiceLifecycle
@@ -14,19 +14,26 @@ public final class ControlSocketService: Service, Sendable {
     let path: String
     let commands: ControlCommands
     let logger: Logger
-    let group: MultiThreadedEventLoopGroup
+    /// The daemon's one event-loop group (not owned).
+    let group: any EventLoopGroup
     let onBound: @Sendable () -> Void
 
     /// - Parameter onBound: called once the socket is listening (readiness waits for it).
-    public init(path: String, commands: ControlCommands, logger: Logger, onBound: @escaping @Sendable () -> Void = {}) {
+    public init(
+        path: String, commands: ControlCommands, logger: Logger, group: any EventLoopGroup, onBound: @escaping @Sendable () -> Void = {}
+    ) {
         self.path = path
         self.commands = commands
         self.logger = logger
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.group = group
         self.onBound = onBound
     }
 
-    public func run() async throws {
+    private let listener = LockedValue<(any Channel)?>(nil)
+
+    /// Bind the socket (before the daemon serves); `run` binds if this was not called.
+    public func bind() async throws {
+        guard self.listener.withLock({ $0 }) == nil else { return }
         let commands = self.commands
         let logger = self.logger
         // The group that may use the socket is the socket file's group (the daemon's primary group,
@@ -45,12 +52,17 @@ public final class ControlSocketService: Service, Sendable {
             .bind(unixDomainSocketPath: self.path, cleanupExistingSocketFile: true)
             .get()
         chmod(self.path, 0o660)
+        self.listener.withLock { $0 = channel }
         self.logger.info("Control socket listening", metadata: ["control.path": "\(self.path)"])
         self.onBound()
+    }
+
+    public func run() async throws {
+        try await self.bind()
+        guard let channel = self.listener.withLock({ $0 }) else { return }
         try? await gracefulShutdown()
         try? await channel.close()
         unlink(self.path)
-        try? await self.group.shutdownGracefully()
     }
 }
 
@@ -104,10 +116,9 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         }
         guard admitted else {
             self.logger.warning("Refused a control connection: too many open", metadata: ["control.limit": "\(Connections.limit)"])
-            let reply = Self.encode([
-                "ok": false,
-                "error": "Too many control connections are open (\(Connections.limit)); close idle walrusctl sessions and retry.",
-            ])
+            let reply = ControlCommands.encode(
+                ControlReply<ReloadReply>(
+                    error: "Too many control connections are open (\(Connections.limit)); close idle walrusctl sessions and retry."))
             var buffer = context.channel.allocator.buffer(capacity: reply.count)
             buffer.writeBytes(reply)
             context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
@@ -162,7 +173,10 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     }
 
     private func refuse(context: ChannelHandlerContext, why: String) {
-        let reply = Self.encode(["ok": false, "error": "Permission denied: \(why). Run walrusctl as root, as the daemon's user, or as a member of the control socket's group."])
+        let reply = ControlCommands.encode(
+            ControlReply<ReloadReply>(
+                error:
+                    "Permission denied: \(why). Run walrusctl as root, as the daemon's user, or as a member of the control socket's group."))
         var buffer = context.channel.allocator.buffer(capacity: reply.count)
         buffer.writeBytes(reply)
         context.writeAndFlush(self.wrapOutboundOut(buffer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
@@ -195,22 +209,11 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         }
         let commands = self.commands
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        // Requests may block (a checkpoint writes a whole snapshot): run them off the event loop.
         let eventLoop = context.eventLoop
-        Thread.detachNewThread {
-            let reply: [String: Any]
-            do {
-                reply = ["ok": true, "result": try commands.run(ControlRequest.parse(bytes))]
-            } catch let error as ControlRequest.Invalid {
-                reply = ["ok": false, "error": error.message]
-            } catch let error as ControlCommands.ControlError {
-                reply = ["ok": false, "error": error.message]
-            } catch let error as any StoreErrorDescribable {
-                reply = ["ok": false, "error": error.operatorMessage]
-            } catch {
-                reply = ["ok": false, "error": "\(error)"]
-            }
-            let encoded = Self.encode(reply)
+        // A request may take a while (a checkpoint, a switchover): it runs as a task (blocking
+        // parts on the thread pool), and its reply comes back to this connection's loop.
+        Task {
+            let encoded = await commands.answer(bytes)
             eventLoop.execute {
                 let (handler, context) = bound.value
                 var buffer = context.channel.allocator.buffer(capacity: encoded.count)
@@ -226,7 +229,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         if error is ControlLineDecoder.LineTooLong {
             // Answer what came before the long line, then say why and close.
             self.allowed = false
-            self.finalReply = Self.encode(["ok": false, "error": "The request line is longer than 64 KiB."])
+            self.finalReply = ControlCommands.encode(ControlReply<ReloadReply>(error: "The request line is longer than 64 KiB."))
             self.runNext(context: context)
             return
         }
@@ -242,16 +245,6 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         context.fireUserInboundEventTriggered(event)
     }
 
-    /// One JSON object and a newline.
-    static func encode(_ object: [String: Any]) -> [UInt8] {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{\"ok\":false}".utf8)
-        return Array(data) + [10]
-    }
-}
-
-/// Errors that carry an operator-facing message (store and log errors).
-protocol StoreErrorDescribable: Error {
-    var operatorMessage: String { get }
 }
 
 /// `struct ucred` (pid, uid, gid), which the Glibc module does not import without _GNU_SOURCE;

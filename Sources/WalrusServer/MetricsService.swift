@@ -1,7 +1,7 @@
 import CoreMetrics
 import Foundation
 public import Logging
-import NIOCore
+public import NIOCore
 import NIOHTTP1
 import NIOPosix
 public import Prometheus
@@ -85,50 +85,45 @@ public final class MetricsCollector: Sendable {
         return gauge
     }
 
-    /// Refresh the scrape-time values and render everything in the Prometheus text format.
+    /// Refresh the scrape-time values (from one status snapshot, as INFO and walrusctl read it)
+    /// and render everything in the Prometheus text format.
     public func scrape() -> [UInt8] {
-        let wal = self.store.wal
-        let statistics = wal.statistics
+        let status = self.server.status.capture()
+        let statistics = self.store.wal.statistics
         self.counter("walrus_wal_appended_records", "Records appended to the write-ahead log.", statistics.recordsAppended)
         self.counter("walrus_wal_written_bytes", "Bytes written to the write-ahead log.", statistics.bytesWritten)
-        self.counter("walrus_wal_fsyncs", "fdatasync calls on the write-ahead log.", statistics.fsyncCount)
+        self.counter("walrus_wal_fsyncs", "fdatasync calls on the write-ahead log.", status.fsyncs)
         self.counter("walrus_wal_write_batches", "Batches written by the log's flusher (group commit).", statistics.writeBatches)
         self.counter("walrus_wal_disk_full_refusals", "Writes refused because the disk was full (a limit hit).", statistics.diskFullRefusals)
-        let segments = wal.segmentSummaries
-        _ = self.gauge("walrus_wal_segments", "", "Segment files of the log.", Double(segments.count))
-        _ = self.gauge("walrus_wal_size", "bytes", "Bytes in the log's segments.", Double(segments.reduce(Int64(0)) { $0 + $1.bytes }))
-        _ = self.gauge("walrus_wal_sealed_index", "", "The last record made durable.", Double(wal.sealedIndex))
-        _ = self.gauge("walrus_keys", "", "Keys in the store.", Double(self.store.count))
-        _ = self.gauge("walrus_applied_index", "", "The last record applied to the store.", Double(self.store.appliedIndex))
-        _ = self.gauge(
-            "walrus_snapshot_age", "seconds", "Age of the newest snapshot (-1: none yet).", Self.snapshotAge(self.store.configuration.directory))
-
-        let server = self.server.statistics
-        _ = self.gauge("walrus_connected_clients", "", "Client connections open now.", Double(server.connectedClients.load(ordering: .relaxed)))
-        self.counter("walrus_connections", "Client connections accepted.", server.totalConnections.load(ordering: .relaxed))
-        self.counter(
-            "walrus_rejected_connections", "Client connections refused at max-clients (a limit hit).",
-            server.rejectedConnections.load(ordering: .relaxed))
-        self.counter("walrus_protocol_errors", "Requests refused as malformed.", server.protocolErrors.load(ordering: .relaxed))
-        self.counter("walrus_commands_processed", "Commands processed (INFO total_commands_processed).", server.totalCommands.load(ordering: .relaxed))
+        _ = self.gauge("walrus_wal_segments", "", "Segment files of the log.", Double(status.walSegments))
+        _ = self.gauge("walrus_wal_size", "bytes", "Bytes in the log's segments.", Double(status.walBytes))
+        _ = self.gauge("walrus_wal_sealed_index", "", "The last record made durable.", Double(status.sealedIndex))
+        _ = self.gauge("walrus_keys", "", "Keys in the store.", Double(status.keys))
+        _ = self.gauge("walrus_expiring_keys", "", "Keys with a deadline.", Double(status.expiringKeys))
+        self.counter("walrus_expired_keys", "Keys deleted because their deadline passed.", status.expiredKeys)
+        _ = self.gauge("walrus_applied_index", "", "The last record applied to the store.", Double(status.appliedIndex))
+        _ = self.gauge("walrus_snapshot_age", "seconds", "Age of the newest snapshot (-1: none yet).", status.snapshotAgeSeconds)
+        _ = self.gauge("walrus_connected_clients", "", "Client connections open now.", Double(status.connectedClients))
+        self.counter("walrus_connections", "Client connections accepted.", status.totalConnections)
+        self.counter("walrus_rejected_connections", "Client connections refused at max-clients (a limit hit).", status.rejectedConnections)
+        self.counter("walrus_protocol_errors", "Requests refused as malformed.", status.protocolErrors)
+        self.counter("walrus_commands_processed", "Commands processed (INFO total_commands_processed).", status.totalCommands)
 
         if let replication = self.replication {
-            _ = self.gauge("walrus_is_primary", "", "1 on a primary, 0 on a follower.", replication.isFollower ? 0 : 1)
+            _ = self.gauge("walrus_is_primary", "", "1 on a primary, 0 on a follower.", status.isFollower ? 0 : 1)
             self.counter(
                 "walrus_replication_refused_peers", "Replication connections refused: too many waiting for HELLO (a limit hit).",
                 replication.primary.refusedHandshakeCount)
             var current: [String: [Prometheus.Gauge]] = [:]
-            if !replication.isFollower {
-                for replica in replication.primary.replicas() where replica.state != .disconnected {
-                    let labels = [("follower", replica.nodeID)]
-                    current[replica.nodeID] = [
-                        self.gauge("walrus_replication_lag", "records", "Records the follower has not made durable.", Double(replica.lagRecords), labels: labels),
-                        self.gauge("walrus_replication_lag", "bytes", "Bytes of log the follower has not made durable.", Double(replica.lagBytes), labels: labels),
-                        self.gauge(
-                            "walrus_replication_lag", "seconds", "Age of the oldest write the follower has not applied.",
-                            replica.dataAgeSeconds, labels: labels),
-                    ]
-                }
+            for replica in status.replicas ?? [] where replica.state != .disconnected {
+                let labels = [("follower", replica.nodeID)]
+                current[replica.nodeID] = [
+                    self.gauge("walrus_replication_lag", "records", "Records the follower has not made durable.", Double(replica.lagRecords), labels: labels),
+                    self.gauge("walrus_replication_lag", "bytes", "Bytes of log the follower has not made durable.", Double(replica.lagBytes), labels: labels),
+                    self.gauge(
+                        "walrus_replication_lag", "seconds", "Age of the oldest write the follower has not applied.",
+                        replica.dataAgeSeconds, labels: labels),
+                ]
             }
             // Followers that left: their series end.
             let gone = self.followerGauges.withLock { previous -> [Prometheus.Gauge] in
@@ -139,14 +134,6 @@ public final class MetricsCollector: Sendable {
         }
         return self.registry.emitToBuffer()
     }
-
-    /// Seconds since the newest snapshot file was written, or -1.
-    static func snapshotAge(_ directory: String) -> Double {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return -1 }
-        let newest = names.compactMap { name in SnapshotName.parse(name).map { (index: $0, name: name) } }.max { $0.index < $1.index }
-        guard let newest, let modified = FileIO.fileStatus(directory + "/" + newest.name)?.modified else { return -1 }
-        return max(0, Date().timeIntervalSince1970 - Double(modified))
-    }
 }
 
 /// `GET /metrics` over HTTP/1.1 on its own port (`metrics-port`, `metrics-bind`).
@@ -155,18 +142,28 @@ public final class MetricsService: Service, Sendable {
     let host: String
     let port: Int
     let logger: Logger
+    /// The daemon's one event-loop group (not owned).
+    let group: any EventLoopGroup
     let onBound: @Sendable (Int) -> Void
 
-    public init(collector: MetricsCollector, host: String, port: Int, logger: Logger, onBound: @escaping @Sendable (Int) -> Void = { _ in }) {
+    public init(
+        collector: MetricsCollector, host: String, port: Int, logger: Logger, group: any EventLoopGroup,
+        onBound: @escaping @Sendable (Int) -> Void = { _ in }
+    ) {
         self.collector = collector
         self.host = host
         self.port = port
         self.logger = logger
+        self.group = group
         self.onBound = onBound
     }
 
-    public func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private let listener = LockedValue<(any Channel)?>(nil)
+
+    /// Bind the endpoint (before the daemon serves); `run` binds if this was not called.
+    public func bind() async throws {
+        guard self.listener.withLock({ $0 }) == nil else { return }
+        let group = self.group
         let collector = self.collector
         let channel: any Channel
         do {
@@ -184,16 +181,21 @@ public final class MetricsService: Service, Sendable {
                 .bind(host: self.host, port: self.port)
                 .get()
         } catch {
-            try? await group.shutdownGracefully()
             throw MetricsBindError(
                 description: "Cannot serve metrics on \(self.host):\(self.port): \(error). Pick a free port with metrics-port, or leave it unset to turn metrics off.")
         }
         let port = channel.localAddress?.port ?? self.port
+        self.collector.server.ports.metricsPort = port
         self.logger.info("Metrics endpoint listening", metadata: ["metrics.address": "\(self.host)", "metrics.port": "\(port)"])
+        self.listener.withLock { $0 = channel }
         self.onBound(port)
+    }
+
+    public func run() async throws {
+        try await self.bind()
+        guard let channel = self.listener.withLock({ $0 }) else { return }
         try? await gracefulShutdown()
         try? await channel.close()
-        try? await group.shutdownGracefully()
     }
 
     struct MetricsBindError: Error, CustomStringConvertible {

@@ -1,5 +1,5 @@
 public import Logging
-import NIOCore
+public import NIOCore
 import NIOPosix
 public import ServiceLifecycle
 public import Synchronization
@@ -16,10 +16,10 @@ public final class RESPServer: Service, Sendable {
     let store: KeyValueStore
     let configuration: ServerConfiguration
     let logger: Logger
-    let group: MultiThreadedEventLoopGroup
+    /// The daemon's one event-loop group (not owned: the daemon shuts it down last).
+    let group: any EventLoopGroup
     /// Counters for INFO.
     public let statistics: ServerStatistics
-    private let boundPort = LockedValue<Int?>(nil)
     /// Connections beyond this are refused; changes take effect for the next connection (reload).
     public let maxClients: Atomic<Int>
     /// The decoder's bulk limit for new connections (reload raises it with max-value-bytes).
@@ -29,59 +29,57 @@ public final class RESPServer: Service, Sendable {
     public let replication: ReplicationNode?
     /// Per-command counters and latency (nil: metrics off).
     let commandMetrics: CommandMetrics?
+    /// The ports every listener bound.
+    public let ports: ListenerPorts
+    /// The settings in force (CONFIG GET/SET, reload).
+    public let settings: ServerSettings
+    /// The node's status, as INFO, walrusctl, STATUS= and /metrics show it.
+    public let status: NodeStatusSource
+    let executor: CommandExecutor
+    private let listener = LockedValue<(any Channel)?>(nil)
 
-    /// - Parameter onBound: called with the bound port once listening (READY=1 goes here).
+    /// - Parameters:
+    ///   - settings: the running settings (nil: the store's and `configuration`'s, for embedded use).
+    ///   - onBound: called with the bound port once listening (READY=1 goes here).
     public init(
-        store: KeyValueStore, configuration: ServerConfiguration, logger: Logger, replication: ReplicationNode? = nil,
-        commandMetrics: CommandMetrics? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }
+        store: KeyValueStore, configuration: ServerConfiguration, logger: Logger, group: any EventLoopGroup,
+        replication: ReplicationNode? = nil, commandMetrics: CommandMetrics? = nil, ports: ListenerPorts = ListenerPorts(),
+        settings: ServerSettings? = nil, logLevel: @escaping @Sendable () -> Logger.Level = { .info },
+        onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.replication = replication
         self.commandMetrics = commandMetrics
         self.store = store
         self.configuration = configuration
         self.logger = logger
-        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.eventLoopThreads))
-        self.statistics = ServerStatistics(startedNanoseconds: monotonicNanoseconds())
+        self.group = group
+        let statistics = ServerStatistics(startedNanoseconds: monotonicNanoseconds())
+        self.statistics = statistics
         self.maxClients = Atomic(configuration.maxClients)
         self.maxBulkBytes = Atomic(configuration.maxBulkBytes)
         self.onBound = onBound
-    }
-
-    /// Whether every event loop runs a task within `milliseconds` (for the watchdog: a stuck
-    /// loop means stuck clients).
-    public func eventLoopsRespond(withinMilliseconds milliseconds: Int64) async -> Bool {
-        for loop in self.group.makeIterator() {
-            // A stuck loop would not run a timer scheduled on itself, and a task group would wait
-            // for it forever: whichever of the loop and a sleeping Task answers first wins.
-            let answered = loop.submit { true }
-            let ok = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-                let decided = LockedValue(false)
-                let finish: @Sendable (Bool) -> Void = { value in
-                    let first = decided.withLock { done -> Bool in
-                        defer { done = true }
-                        return !done
-                    }
-                    if first { continuation.resume(returning: value) }
-                }
-                answered.whenComplete { _ in finish(true) }
-                Task {
-                    try? await Task.sleep(for: .milliseconds(milliseconds))
-                    finish(false)
-                }
-            }
-            if !ok { return false }
-        }
-        return true
+        self.ports = ports
+        let settings = settings ?? ServerSettings(server: configuration, store: store)
+        self.settings = settings
+        self.status = NodeStatusSource(
+            store: store, statistics: statistics, replication: replication, ports: ports, settings: settings, logLevel: logLevel)
+        self.executor = CommandExecutor(
+            store: store, statistics: statistics, server: configuration, logger: logger, replication: replication, ports: ports,
+            settings: settings, status: self.status)
     }
 
     /// The port actually bound (after `run` started), for `port = 0`.
-    public var port: Int? { self.boundPort.withLock { $0 } }
+    public var port: Int? {
+        let port = self.ports.clientPort
+        return port == 0 ? nil : port
+    }
 
-    public func run() async throws {
-        var serverConfiguration = self.configuration
-        let executor = CommandExecutor(
-            store: self.store, statistics: self.statistics, server: serverConfiguration, logger: self.logger,
-            replication: self.replication)
+    /// Bind the client listener (the daemon binds every listener before it serves, so every
+    /// view shows the bound ports from the start). `run` binds if this was not called.
+    public func bind() async throws {
+        guard self.listener.withLock({ $0 }) == nil else { return }
+        let serverConfiguration = self.configuration
+        let executor = self.executor
         let statistics = self.statistics
         let logger = self.logger
         let limits = {
@@ -126,19 +124,23 @@ public final class RESPServer: Service, Sendable {
             }
         let channel = try await bootstrap.bind(host: serverConfiguration.bindAddress, port: serverConfiguration.port).get()
         let port = channel.localAddress?.port ?? serverConfiguration.port
-        serverConfiguration.port = port
-        self.boundPort.withLock { $0 = port }
+        self.ports.clientPort = port
+        self.replication?.clientPort = port
+        self.listener.withLock { $0 = channel }
         self.logger.info(
             "Listening for clients",
             metadata: ["server.address": "\(serverConfiguration.bindAddress)", "server.port": "\(port)"])
         self.onBound(port)
+    }
 
+    public func run() async throws {
+        try await self.bind()
+        guard let channel = self.listener.withLock({ $0 }) else { return }
         // Serve until a graceful shutdown (SIGTERM/SIGINT) or cancellation.
         try? await gracefulShutdown()
         self.logger.info("Shutting down: no new clients; sealing the log")
         try? await channel.close()
         // In-flight writes finish when the log seals them; commit waits for that.
         try? await self.store.commit()
-        try? await self.group.shutdownGracefully()
     }
 }

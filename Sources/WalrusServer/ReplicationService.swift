@@ -1,5 +1,4 @@
 public import Logging
-import NIOPosix
 public import ServiceLifecycle
 public import WalrusReplication
 
@@ -17,16 +16,20 @@ public struct ReplicationService: Service {
         self.onBound = onBound
     }
 
-    public func run() async throws {
-        let port = try await self.node.primary.bind(group: MultiThreadedEventLoopGroup.singleton)
-        if let follow = self.node.configuration.follow {
-            // The HELLO tells the primary this node's client port: wait (briefly) for it to be bound.
-            for _ in 0..<500 where self.node.clientPort == 0 { try? await Task.sleep(for: .milliseconds(10)) }
-            self.node.startFollowing(host: follow.host, port: follow.port)
-        }
+    /// Bind the replication listener (before the daemon serves).
+    public func bind() async throws {
+        guard self.node.primary.port == nil else { return }
+        let port = try await self.node.primary.bind()
         self.onBound(port)
+    }
+
+    public func run() async throws {
+        try await self.bind()
+        // The HELLO tells the primary this node's client port; the daemon binds the client
+        // listener first, so it is known by now.
+        self.node.startIfFollowing()
         try? await gracefulShutdown()
-        self.node.stopFollowing()
+        await self.node.stopFollowing()
         await self.node.primary.shutdown()
     }
 }

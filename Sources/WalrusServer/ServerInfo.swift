@@ -1,77 +1,150 @@
-import Synchronization
-import WALCore
-import WalrusStore
-#if canImport(Glibc)
-import Glibc
-#endif
+import WalrusProtocol
+import WalrusReplication
 
-/// The INFO reply: Redis's field names where they mean the same thing, `walrus_*` for the rest.
+/// The INFO reply, rendered from one `NodeStatus`: Redis's section and field names where they
+/// mean the same thing, `walrus_*` for the rest. Offsets are record indexes.
 enum ServerInfo {
     /// What clients that check `redis_version` see: the Redis release whose commands walrus follows.
     static let redisVersion = "7.0.0"
-    /// walrus's own version.
-    static let walrusVersion = "0.1.0"
+
+    /// Redis's default sections, in its order; "all" and "everything" add commandstats.
+    static let defaultSections = [
+        "server", "clients", "memory", "persistence", "stats", "replication", "cpu", "modules", "errorstats", "cluster",
+        "keyspace",
+    ]
 
     static func render(sections requested: [String], executor: CommandExecutor) -> String {
-        let wanted = Set(requested.map { $0.lowercased() })
-        let all = wanted.isEmpty || wanted.contains("all") || wanted.contains("everything") || wanted.contains("default")
-        let store = executor.store
-        let wal = store.wal
-        let statistics = wal.statistics
-        let server = executor.statistics
-        let uptime = (monotonicNanoseconds() - server.startedNanoseconds) / 1_000_000_000
-        let segments = wal.segmentSummaries
+        let status = executor.status.capture()
+        var wanted = Set<String>()
+        for name in requested.map({ $0.lowercased() }) {
+            switch name {
+            case "default": wanted.formUnion(Self.defaultSections)
+            case "all", "everything": wanted.formUnion(Self.defaultSections + ["commandstats", "latencystats"])
+            default: wanted.insert(name)
+            }
+        }
+        if requested.isEmpty { wanted.formUnion(Self.defaultSections) }
         var text = ""
-        func section(_ name: String, _ fields: [(String, String)]) {
-            guard all || wanted.contains(name.lowercased()) else { return }
+        func section(_ name: String, _ fields: @autoclosure () -> [(String, String)]) {
+            guard wanted.contains(name.lowercased()) else { return }
+            if !text.isEmpty { text += "\r\n" }
             text += "# \(name)\r\n"
-            for (key, value) in fields { text += "\(key):\(value)\r\n" }
-            text += "\r\n"
+            for (key, value) in fields() { text += "\(key):\(value)\r\n" }
         }
         section(
             "Server",
             [
-                ("redis_version", redisVersion), ("walrus_version", walrusVersion), ("redis_mode", "standalone"),
-                ("walrus_node_id", wal.meta.nodeID), ("walrus_cluster_id", wal.meta.clusterID),
-                ("walrus_epoch", String(wal.meta.currentEpoch)),
-                ("os", "Linux"), ("arch_bits", "64"), ("process_id", String(getpid())),
-                ("tcp_port", String(executor.server.port)), ("uptime_in_seconds", String(uptime)),
-                ("uptime_in_days", String(uptime / 86400)),
+                ("redis_version", redisVersion), ("redis_mode", "standalone"), ("os", "Linux"), ("arch_bits", "64"),
+                ("process_id", String(status.pid)), ("run_id", status.runID), ("tcp_port", String(status.clientPort)),
+                ("uptime_in_seconds", String(status.uptimeSeconds)), ("uptime_in_days", String(status.uptimeSeconds / 86400)),
+                ("executable", "walrusd"), ("walrus_version", status.version), ("walrus_node_id", status.nodeID),
+                ("walrus_cluster_id", status.clusterID), ("walrus_epoch", String(status.epoch)),
+                ("walrus_replication_port", String(status.replicationPort)),
             ])
         section(
             "Clients",
             [
-                ("connected_clients", String(server.connectedClients.load(ordering: .relaxed))),
-                ("maxclients", String(executor.server.maxClients)), ("blocked_clients", "0"),
+                ("connected_clients", String(status.connectedClients)), ("maxclients", String(status.maxClients)),
+                ("blocked_clients", "0"), ("tracking_clients", "0"),
             ])
-        let fsyncMode: String
-        switch store.wal.fsyncMode {
-        case .always: fsyncMode = "always"
-        case .interval(let ms): fsyncMode = "interval \(ms)ms"
-        }
+        section(
+            "Memory",
+            [
+                ("used_memory", String(status.dataBytes)), ("used_memory_rss", String(status.residentBytes)),
+                ("maxmemory", "0"), ("maxmemory_policy", "noeviction"), ("walrus_data_bytes", String(status.dataBytes)),
+            ])
         section(
             "Persistence",
             [
-                ("loading", "0"), ("aof_enabled", "1"),
-                ("aof_last_write_status", wal.failure == nil && wal.diskFull == nil ? "ok" : "err"),
-                ("walrus_fsync", fsyncMode), ("walrus_last_index", String(wal.lastIndex)),
-                ("walrus_sealed_index", String(wal.sealedIndex)), ("walrus_first_index", String(wal.firstIndex)),
-                ("walrus_wal_segments", String(segments.count)),
-                ("walrus_wal_bytes", String(segments.reduce(Int64(0)) { $0 + $1.bytes })),
-                ("walrus_fsyncs", String(statistics.fsyncCount)),
-                ("walrus_last_fsync_usec", String(statistics.lastFsyncNanoseconds / 1000)),
-                ("walrus_data_dir", store.configuration.directory),
+                ("loading", "0"), ("rdb_changes_since_last_save", String(status.lastIndex)),
+                ("rdb_last_save_time", String(executor.store.lastCheckpointSeconds)), ("aof_enabled", "1"),
+                ("aof_rewrite_in_progress", "0"), ("aof_last_write_status", status.health == "ok" ? "ok" : "err"),
+                ("walrus_fsync", status.fsync), ("walrus_last_index", String(status.lastIndex)),
+                ("walrus_sealed_index", String(status.sealedIndex)), ("walrus_first_index", String(status.firstIndex)),
+                ("walrus_wal_segments", String(status.walSegments)), ("walrus_wal_bytes", String(status.walBytes)),
+                ("walrus_fsyncs", String(status.fsyncs)), ("walrus_last_fsync_usec", String(status.lastFsyncMicroseconds)),
+                ("walrus_data_dir", status.dataDirectory),
             ])
         section(
             "Stats",
             [
-                ("total_connections_received", String(server.totalConnections.load(ordering: .relaxed))),
-                ("total_commands_processed", String(server.totalCommands.load(ordering: .relaxed))),
-                ("rejected_connections", String(server.rejectedConnections.load(ordering: .relaxed))),
-                ("walrus_protocol_errors", String(server.protocolErrors.load(ordering: .relaxed))),
+                ("total_connections_received", String(status.totalConnections)),
+                ("total_commands_processed", String(status.totalCommands)),
+                ("rejected_connections", String(status.rejectedConnections)), ("expired_keys", String(status.expiredKeys)),
+                ("evicted_keys", "0"), ("walrus_protocol_errors", String(status.protocolErrors)),
             ])
-        section("Replication", executor.replicationFields())
-        section("Keyspace", store.count > 0 ? [("db0", "keys=\(store.count),expires=0,avg_ttl=0")] : [])
+        section("Replication", Self.replicationFields(status, executor: executor))
+        section(
+            "CPU",
+            [
+                ("used_cpu_sys", Self.seconds(status.cpuSystemSeconds)), ("used_cpu_user", Self.seconds(status.cpuUserSeconds)),
+                ("used_cpu_sys_children", "0.000000"), ("used_cpu_user_children", "0.000000"),
+            ])
+        section("Modules", [])
+        section("Errorstats", [])
+        section("Cluster", [("cluster_enabled", "0")])
+        section(
+            "Keyspace",
+            status.keys > 0 ? [("db0", "keys=\(status.keys),expires=\(status.expiringKeys),avg_ttl=0")] : [])
+        section("Commandstats", executor.statistics.commands.infoFields())
+        section("Latencystats", [])
         return text
+    }
+
+    private static func seconds(_ value: Double) -> String {
+        let micro = Int((value * 1_000_000).rounded())
+        let fraction = String(micro % 1_000_000)
+        return "\(micro / 1_000_000)." + String(repeating: "0", count: 6 - fraction.count) + fraction
+    }
+
+    private static func replicationFields(_ status: NodeStatus, executor: CommandExecutor) -> [(String, String)] {
+        var fields: [(String, String)] = []
+        if status.isFollower {
+            let linkUp = status.link == "up" && (status.linkState == "streaming" || status.linkState == "catching up")
+            fields += [
+                ("role", "slave"), ("master_host", status.primaryHost ?? ""), ("master_port", String(status.primaryPort ?? 0)),
+                ("master_link_status", linkUp ? "up" : "down"),
+                ("master_last_io_seconds_ago", String(Int(status.lastIOSecondsAgo ?? -1))),
+                ("master_sync_in_progress", status.linkState == "snapshot" ? "1" : "0"),
+                ("slave_read_repl_offset", String(status.receivedIndex ?? 0)), ("slave_repl_offset", String(status.appliedIndex)),
+            ]
+            if !linkUp { fields.append(("master_link_down_since_seconds", String(Int(status.linkDownSecondsAgo ?? -1)))) }
+            if status.linkState == "snapshot" {
+                fields += [
+                    ("master_sync_total_bytes", String(status.snapshotTotalBytes ?? 0)),
+                    ("master_sync_read_bytes", String(status.snapshotBytes ?? 0)),
+                ]
+            }
+            fields += [
+                ("slave_priority", "100"), ("slave_read_only", "1"), ("replica_announced", "1"), ("connected_slaves", "0"),
+                ("master_failover_state", "no-failover"), ("master_replid", status.clusterID),
+                ("master_repl_offset", String(status.appliedIndex)), ("walrus_durable_index", String(status.durableIndex ?? 0)),
+                ("walrus_lag_records", String(status.lagRecords ?? 0)), ("walrus_link_state", status.linkState ?? ""),
+                ("walrus_link_error", status.linkError ?? ""),
+            ]
+        } else {
+            let replicas = (status.replicas ?? []).filter { $0.state != .disconnected }
+            fields += [("role", "master"), ("connected_slaves", String(replicas.count))]
+            for (number, replica) in replicas.enumerated() {
+                let state = replica.state == .streaming ? "online" : replica.state == .snapshot ? "send_bulk" : "wait_bgsave"
+                fields.append((
+                    "slave\(number)",
+                    "ip=\(replica.host),port=\(replica.clientPort),state=\(state),offset=\(replica.durable),"
+                        + "lag=\(Int(replica.lastHeardSecondsAgo)),node=\(replica.nodeID),applied=\(replica.applied),"
+                        + "lag_records=\(replica.lagRecords),data_age_ms=\(Int(replica.dataAgeSeconds * 1000))"
+                ))
+            }
+            fields += [
+                ("master_failover_state", "no-failover"), ("master_replid", status.clusterID),
+                ("master_repl_offset", String(status.sealedIndex)), ("repl_backlog_active", "1"),
+                ("repl_backlog_first_byte_offset", String(status.firstIndex)),
+                ("walrus_sync_replicas", String(status.syncReplicas ?? 0)),
+            ]
+            if status.fenced == true { fields.append(("walrus_fenced", status.health)) }
+        }
+        fields.append(("walrus_epoch", String(status.epoch)))
+        fields.append(("walrus_epoch_history", status.epochHistory.map { "\($0.epoch):\($0.firstIndex)" }.joined(separator: ",")))
+        fields.append(("walrus_diverged_files", status.divergedFiles.joined(separator: ",")))
+        return fields
     }
 }

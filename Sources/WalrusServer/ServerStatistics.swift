@@ -14,6 +14,8 @@ public final class ServerStatistics: Sendable {
     public let clientIDs = Atomic<Int>(0)
     /// Requests refused as malformed.
     public let protocolErrors = Atomic<Int>(0)
+    /// Per-command counters (INFO commandstats).
+    let commands = CommandStatistics()
     /// When the server started (monotonic ns).
     public let startedNanoseconds: UInt64
 
@@ -25,5 +27,6 @@ public final class ServerStatistics: Sendable {
         self.rejectedConnections.store(0, ordering: .relaxed)
         self.totalCommands.store(0, ordering: .relaxed)
         self.protocolErrors.store(0, ordering: .relaxed)
+        self.commands.reset()
     }
 }

@@ -334,8 +334,12 @@ final class CompactMap: @unchecked Sendable {
             } else {
                 let entry = Self.entry(slot)
                 let key = Self.key(of: entry)
-                // Entries stored here from an earlier home were returned by an earlier step.
-                if self.hasher.hash(key) >= cursor {
+                let hash = self.hasher.hash(key)
+                // An entry whose home is after its slot wrapped around the end of the table: it
+                // belongs to the last step (the wrapping one), not to the step that reaches its
+                // slot from the front. Entries below the cursor were returned by earlier steps.
+                let wrappedHere = self.home(hash) > position
+                if hash >= cursor && wrappedHere == wrapped {
                     body(key, Self.deadline(of: entry))
                     returned += 1
                 }

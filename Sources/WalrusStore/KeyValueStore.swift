@@ -19,7 +19,10 @@ public final class KeyValueStore: Sendable {
     /// What recovery did.
     public let recovery: StoreRecoveryReport
     private let state: LockedValue<StoreState>
-    private let checkpointing = LockedValue<Bool>(false)
+    /// A checkpoint running, and the outcome of the last one (a caller that joins a running
+    /// checkpoint waits for it here and takes its result).
+    private let checkpointing = ConditionLock<(running: Bool, generation: Int, last: Result<CheckpointReport, StoreError>?)>(
+        (false, 0, nil))
     /// Keys deleted because they had passed their deadline.
     private let expiredKeyCount = Atomic<Int>(0)
     /// When the last checkpoint finished (Unix seconds; 0: none since the store opened).
@@ -362,16 +365,45 @@ public final class KeyValueStore: Sendable {
     /// Returns the snapshot's index. Blocks the calling thread for the write; call it off any
     /// event loop.
     @discardableResult
-    public func checkpointBlocking() throws -> CheckpointReport {
-        let busy = self.checkpointing.withLock { busy -> Bool in
-            defer { busy = true }
-            return busy
+    public func checkpointBlocking(joiningRunning: Bool = false) throws -> CheckpointReport {
+        let (busy, generation) = self.checkpointing.withLock { state -> (Bool, Int) in
+            defer { state.running = true }
+            return (state.running, state.generation)
         }
-        guard !busy else {
-            throw StoreError(.invalidArgument, "A checkpoint is already running; wait for it to finish.")
+        if busy {
+            guard joiningRunning else {
+                throw StoreError(.checkpointRunning, "A checkpoint is already running; wait for it to finish.")
+            }
+            self.checkpointing.wait(while: { $0.generation == generation }, untilMonotonicNanoseconds: nil)
+            switch self.checkpointing.withLock({ $0.last }) {
+            case .success(let report): return report
+            case .failure(let error): throw error
+            case nil: throw StoreError(.checkpointRunning, "A checkpoint ended without a result.")
+            }
         }
-        defer { self.checkpointing.withLock { $0 = false } }
+        var outcome: Result<CheckpointReport, StoreError> = .failure(StoreError(.checkpointRunning, "The checkpoint failed."))
+        defer {
+            self.checkpointing.withLock { state in
+                state.running = false
+                state.generation += 1
+                state.last = outcome
+            }
+            self.checkpointing.broadcast()
+        }
+        do {
+            let report = try self.writeCheckpoint()
+            outcome = .success(report)
+            return report
+        } catch let error as StoreError {
+            outcome = .failure(error)
+            throw error
+        } catch let error as WALError {
+            outcome = .failure(StoreError(error))
+            throw StoreError(error)
+        }
+    }
 
+    private func writeCheckpoint() throws -> CheckpointReport {
         let started = monotonicNanoseconds()
         // Freeze the map at one index: a copy of its slot array; writes go on meanwhile.
         let (frozen, index) = self.state.withLock { state in (state.map.openSnapshot(), state.appliedIndex) }

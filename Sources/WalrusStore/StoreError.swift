@@ -13,6 +13,8 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let closed = Code(name: "closed")
         /// The write-ahead log refused or failed (see `walError`).
         public static let log = Code(name: "log")
+        /// A checkpoint is already running (another caller may join it and take its result).
+        public static let checkpointRunning = Code(name: "checkpointRunning")
         /// The caller passed something the store cannot take.
         public static let invalidArgument = Code(name: "invalidArgument")
         public var description: String { self.name }

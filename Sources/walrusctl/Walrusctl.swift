@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import WALCore
 import WalrusClient
+import WalrusProtocol
 
 /// `walrusctl`: drives a running walrusd over its control socket; `wal verify` and `wal dump` read a
 /// data directory directly.
@@ -11,8 +12,36 @@ struct Walrusctl: ParsableCommand {
         commandName: "walrusctl",
         abstract: "Operate walrusd: status, replicas, digest, flush, checkpoint, log level, reload; inspect a log offline.",
         subcommands: [
-            Status.self, Replicas.self, Digest.self, Promote.self, Follow.self, Switchover.self, Flush.self, Checkpoint.self, LogLevel.self, Reload.self, WAL.self,
+            Status.self, Replicas.self, Digest.self, Promote.self, Follow.self, Switchover.self, Flush.self, Checkpoint.self,
+            LogLevel.self, Reload.self, WAL.self,
         ])
+
+    /// `--socket PATH` and `--json` may come before the verb (`walrusctl --socket P status`, as
+    /// etcdctl, kubectl and systemctl take them) or after it: moved behind the verb here.
+    static func main() {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        var globals: [String] = []
+        while let first = arguments.first, first.hasPrefix("--") {
+            if first == "--json" {
+                globals.append(arguments.removeFirst())
+            } else if first == "--socket", arguments.count >= 2 {
+                globals += arguments.prefix(2)
+                arguments.removeFirst(2)
+            } else if first.hasPrefix("--socket=") {
+                globals.append(arguments.removeFirst())
+            } else {
+                break
+            }
+        }
+        if !globals.isEmpty, !arguments.isEmpty {
+            // The verb, and for `wal` its subcommand, then the globals.
+            let verbs = arguments.first == "wal" && arguments.count > 1 ? 2 : 1
+            arguments.insert(contentsOf: globals, at: verbs)
+        } else {
+            arguments = globals + arguments
+        }
+        Self.main(arguments)
+    }
 }
 
 /// Options every online verb takes.
@@ -31,19 +60,31 @@ struct ControlOptions: ParsableArguments {
         return "./walrus-data/control.sock"
     }
 
-    /// Send `request`; print and exit non-zero on a refusal.
-    func call(_ request: [String: Any]) throws -> [String: Any] {
-        let reply: [String: Any]
+    /// Send `request` and decode its result; on `--json` print the result as it came. Prints and
+    /// exits non-zero on a refusal.
+    func call<Result: Codable & Sendable>(_ request: ControlRequest, as type: Result.Type) throws -> Result {
+        let line: [UInt8]
         do {
-            reply = try ControlConnection(path: self.socketPath).request(request)
+            line = try ControlConnection(path: self.socketPath).request(line: request.line)
         } catch {
             Self.fail("walrusctl: \(error)")
         }
-        guard reply["ok"] as? Bool == true else {
-            if self.json { Self.printJSON(reply) }
-            Self.fail("walrusctl: \(reply["error"] as? String ?? "walrusd refused the request")")
+        guard let reply = try? JSONDecoder().decode(ControlReply<Result>.self, from: Data(line)) else {
+            let any = try? JSONDecoder().decode(AnyControlReply.self, from: Data(line))
+            if self.json { print(String(decoding: line, as: UTF8.self)) }
+            Self.fail("walrusctl: \(any?.error ?? "walrusd sent a reply walrusctl cannot read: \(String(decoding: line.prefix(200), as: UTF8.self))")")
         }
-        return reply["result"] as? [String: Any] ?? [:]
+        guard reply.ok, let result = reply.result else {
+            if self.json { print(String(decoding: line, as: UTF8.self)) }
+            Self.fail("walrusctl: \(reply.error ?? "walrusd refused the request")")
+        }
+        if self.json {
+            // The result object as sent, pretty-printed with sorted keys.
+            if let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any], let result = object["result"] {
+                Self.printJSON(result)
+            }
+        }
+        return result
     }
 
     static func fail(_ message: String) -> Never {
@@ -68,41 +109,46 @@ struct Status: ParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() throws {
-        let status = try self.options.call(["verb": "status"])
-        if self.options.json { return ControlOptions.printJSON(status) }
-        func value(_ key: String) -> String { status[key].map { "\($0)" } ?? "–" }
-        let bytes = (status["walBytes"] as? NSNumber)?.int64Value ?? 0
+        let status = try self.options.call(.status, as: NodeStatus.self)
+        if self.options.json { return }
+        let history = status.epochHistory.map { "\($0.epoch) from \($0.firstIndex)" }.joined(separator: ", ")
         ControlOptions.printTable([
-            ("role", value("role")), ("epoch", value("epoch")), ("last index", value("lastIndex")),
-            ("sealed index", value("sealedIndex")), ("first index", value("firstIndex")), ("keys", value("keys")),
-            ("wal", "\(ByteCountFormatter.string(fromByteCount: bytes, countStyle: .binary)) in \(value("walSegments")) segment(s)"),
-            ("fsync", value("fsync")), ("last fsync", "\(value("lastFsyncMicroseconds")) µs (max \(value("maxFsyncMicroseconds")) µs, \(value("fsyncs")) in all)"),
-            ("clients", value("connectedClients")), ("client port", value("clientPort")), ("uptime", "\(value("uptimeSeconds")) s"),
-            ("data", value("dataDirectory")), ("pid", value("pid")), ("log level", value("logLevel")), ("health", value("health")),
-            ("node id", value("nodeID")), ("cluster id", value("clusterID")),
-            ("epoch history", ((status["epochHistory"] as? [[String: Any]]) ?? []).map { "\($0["epoch"] ?? "?") from \($0["firstIndex"] ?? "?")" }.joined(separator: ", ")),
-            ("diverged files", ((status["divergedFiles"] as? [String]) ?? []).joined(separator: " ").isEmpty ? "none" : ((status["divergedFiles"] as? [String]) ?? []).joined(separator: " ")),
+            ("role", status.role), ("epoch", "\(status.epoch)"), ("last index", "\(status.lastIndex)"),
+            ("sealed index", "\(status.sealedIndex)"), ("first index", "\(status.firstIndex)"),
+            ("keys", "\(status.keys) (\(status.expiringKeys) with a deadline)"),
+            ("wal", "\(ByteCountFormatter.string(fromByteCount: status.walBytes, countStyle: .binary)) in \(status.walSegments) segment(s)"),
+            ("fsync", status.fsync),
+            (
+                "last fsync",
+                "\(DurationFormat.seconds(Double(status.lastFsyncMicroseconds) / 1e6)) (max \(DurationFormat.seconds(Double(status.maxFsyncMicroseconds) / 1e6)), \(status.fsyncs) in all)"
+            ),
+            ("clients", "\(status.connectedClients)"), ("client port", "\(status.clientPort)"),
+            ("replication port", "\(status.replicationPort)"), ("uptime", DurationFormat.seconds(Double(status.uptimeSeconds))),
+            ("data", status.dataDirectory), ("pid", "\(status.pid)"), ("log level", status.logLevel), ("health", status.health),
+            ("node id", status.nodeID), ("cluster id", status.clusterID), ("epoch history", history),
+            ("diverged files", status.divergedFiles.isEmpty ? "none" : status.divergedFiles.joined(separator: " ")),
         ])
-        if status["role"] as? String == "follower" {
+        if status.isFollower {
             var rows: [(String, String)] = [
-                ("primary", "\(value("primary")) (node \(value("primaryNodeID")))"),
-                ("link", "\(value("link")), \(value("linkState")); last heard \(value("lastIOSecondsAgo")) s ago"),
-                ("received / durable / applied", "\(value("receivedIndex")) / \(value("durableIndex")) / \(value("appliedIndex"))"),
-                ("primary sealed", value("primarySealedIndex")), ("lag", "\(value("lagRecords")) records"),
-                ("snapshots installed", value("snapshotsInstalled")),
+                ("primary", "\(status.primary ?? "?") (node \(status.primaryNodeID ?? "?"))"),
+                (
+                    "link",
+                    "\(status.link ?? "down"), \(status.linkState ?? "?"); last heard "
+                        + ((status.lastIOSecondsAgo ?? -1) < 0 ? "never" : DurationFormat.seconds(status.lastIOSecondsAgo ?? 0) + " ago")
+                ),
+                ("received / durable / applied", "\(status.receivedIndex ?? 0) / \(status.durableIndex ?? 0) / \(status.appliedIndex)"),
+                ("primary sealed", "\(status.primarySealedIndex ?? 0)"), ("lag", "\(status.lagRecords ?? 0) records"),
+                ("snapshots installed", "\(status.snapshotsInstalled ?? 0)"),
             ]
-            if status["snapshotTotalBytes"] != nil {
-                rows.append(("snapshot", "\(value("snapshotPercent"))% (\(value("snapshotBytes")) of \(value("snapshotTotalBytes")) bytes)"))
+            if let total = status.snapshotTotalBytes {
+                rows.append(("snapshot", "\(status.snapshotPercent ?? 0)% (\(status.snapshotBytes ?? 0) of \(total) bytes)"))
             }
-            if status["linkError"] != nil { rows.append(("last link error", value("linkError"))) }
+            if let error = status.linkError { rows.append(("last link error", error)) }
             print("")
             ControlOptions.printTable(rows)
-        } else if status["followers"] != nil {
+        } else if let followers = status.followers {
             print("")
-            ControlOptions.printTable([
-                ("followers", value("followers")), ("sync-replicas", value("syncReplicas")),
-                ("replication port", value("replicationPort")),
-            ])
+            ControlOptions.printTable([("followers", "\(followers)"), ("sync-replicas", "\(status.syncReplicas ?? 0)")])
         }
     }
 }
@@ -113,27 +159,22 @@ struct Replicas: ParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() throws {
-        let result = try self.options.call(["verb": "replicas"])
-        if self.options.json { return ControlOptions.printJSON(result) }
-        let replicas = result["replicas"] as? [[String: Any]] ?? []
+        let replicas = try self.options.call(.replicas, as: ReplicasReply.self).replicas
+        if self.options.json { return }
         guard !replicas.isEmpty else { return print("no followers") }
-        func text(_ row: [String: Any], _ key: String) -> String { row[key].map { "\($0)" } ?? "–" }
-        func seconds(_ row: [String: Any], _ key: String) -> String {
-            String(format: "%.3f", (row[key] as? NSNumber)?.doubleValue ?? 0)
-        }
-        var rows: [[String]] = [["NODE", "ADDRESS", "STATE", "RECEIVED", "DURABLE", "APPLIED", "LAG", "LAG BYTES", "DATA AGE s", "HEARD s ago"]]
+        var rows: [[String]] = [["NODE", "ADDRESS", "STATE", "RECEIVED", "DURABLE", "APPLIED", "LAG", "LAG BYTES", "DATA AGE", "HEARD"]]
         var notes: [String] = []
-        for row in replicas {
-            var state = text(row, "state")
-            if let total = (row["snapshotTotalBytes"] as? NSNumber)?.int64Value, total > 0 {
-                let sent = (row["snapshotBytes"] as? NSNumber)?.int64Value ?? 0
-                state += " \(sent * 100 / total)%"
+        for replica in replicas {
+            var state = replica.state.rawValue
+            if replica.snapshotBytesTotal > 0 && replica.state == .snapshot {
+                state += " \(replica.snapshotBytesSent * 100 / replica.snapshotBytesTotal)%"
             }
             rows.append([
-                text(row, "nodeID"), text(row, "address"), state, text(row, "received"), text(row, "durable"), text(row, "applied"),
-                text(row, "lagRecords"), text(row, "lagBytes"), seconds(row, "dataAgeSeconds"), seconds(row, "lastHeardSecondsAgo"),
+                replica.nodeID, replica.address, state, "\(replica.received)", "\(replica.durable)", "\(replica.applied)",
+                "\(replica.lagRecords)", "\(replica.lagBytes)", DurationFormat.seconds(replica.dataAgeSeconds),
+                DurationFormat.seconds(replica.lastHeardSecondsAgo) + " ago",
             ])
-            if let warning = row["warning"] as? String { notes.append("\(text(row, "nodeID")): \(warning)") }
+            if let warning = replica.warning { notes.append("\(replica.nodeID): \(warning)") }
         }
         let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
@@ -151,10 +192,10 @@ struct Promote: ParsableCommand {
     var force = false
 
     func run() throws {
-        let result = try self.options.call(["verb": "promote", "force": self.force])
-        if self.options.json { return ControlOptions.printJSON(result) }
-        print("primary of epoch \(result["epoch"] ?? "?") (epoch record at index \(result["index"] ?? "?"))")
-        if let note = result["note"] { print("note: \(note)") }
+        let result = try self.options.call(.promote(force: self.force), as: PromoteReply.self)
+        if self.options.json { return }
+        print("primary of epoch \(result.epoch) (epoch record at index \(result.index))")
+        if let note = result.note { print("note: \(note)") }
     }
 }
 
@@ -165,9 +206,12 @@ struct Follow: ParsableCommand {
     @Argument(help: "The primary's replication address, HOST:PORT.") var target: String
 
     func run() throws {
-        let result = try self.options.call(["verb": "follow", "target": self.target])
-        if self.options.json { return ControlOptions.printJSON(result) }
-        print("following \(result["primary"] ?? self.target); see 'walrusctl status' for the link")
+        guard let (host, port) = ControlRequest.hostPort(self.target) else {
+            throw ValidationError("HOST:PORT is the primary's replication address, e.g. 10.0.0.1:7380")
+        }
+        let result = try self.options.call(.follow(host: host, port: port), as: FollowReply.self)
+        if self.options.json { return }
+        print("following \(result.primary); see 'walrusctl status' for the link")
     }
 }
 
@@ -184,12 +228,12 @@ struct Switchover: ParsableCommand {
     @Option(help: "Milliseconds the whole handover may take.") var timeout = 10_000
 
     func run() throws {
-        let result = try self.options.call(["verb": "switchover", "target": self.target, "timeoutMilliseconds": self.timeout])
-        if self.options.json { return ControlOptions.printJSON(result) }
+        let result = try self.options.call(.switchover(target: self.target, timeoutMilliseconds: self.timeout), as: SwitchoverReply.self)
+        if self.options.json { return }
         ControlOptions.printTable([
-            ("new primary", "\(result["newPrimary"] ?? "?") (clients \(result["clientAddress"] ?? "?"), replication \(result["replicationAddress"] ?? "?"))"),
-            ("epoch", "\(result["epoch"] ?? "?")"), ("handed over at index", "\(result["sealedIndex"] ?? "?")"),
-            ("writes paused", String(format: "%.1f ms", (result["pausedMilliseconds"] as? NSNumber)?.doubleValue ?? 0)),
+            ("new primary", "\(result.newPrimary) (clients \(result.clientAddress), replication \(result.replicationAddress))"),
+            ("epoch", "\(result.epoch)"), ("handed over at index", "\(result.sealedIndex)"),
+            ("writes paused", DurationFormat.seconds(result.pausedMilliseconds / 1000)),
             ("this node", "now follows the new primary"),
         ])
     }
@@ -201,9 +245,9 @@ struct Digest: ParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() throws {
-        let result = try self.options.call(["verb": "digest"])
-        if self.options.json { return ControlOptions.printJSON(result) }
-        print("\(result["digest"] ?? "?")  index \(result["index"] ?? "?")  keys \(result["keys"] ?? "?")")
+        let result = try self.options.call(.digest, as: DigestReply.self)
+        if self.options.json { return }
+        print("\(result.digest)  index \(result.index)  keys \(result.keys)")
     }
 }
 
@@ -212,9 +256,9 @@ struct Flush: ParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() throws {
-        let result = try self.options.call(["verb": "flush"])
-        if self.options.json { return ControlOptions.printJSON(result) }
-        print("sealed through index \(result["sealedIndex"] ?? "?")")
+        let result = try self.options.call(.flush, as: FlushReply.self)
+        if self.options.json { return }
+        print("sealed through index \(result.sealedIndex)")
     }
 }
 
@@ -223,13 +267,12 @@ struct Checkpoint: ParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() throws {
-        let result = try self.options.call(["verb": "checkpoint"])
-        if self.options.json { return ControlOptions.printJSON(result) }
-        let removed = (result["removedSegments"] as? [String]) ?? []
+        let result = try self.options.call(.checkpoint, as: CheckpointReply.self)
+        if self.options.json { return }
         ControlOptions.printTable([
-            ("snapshot", "\(result["path"] ?? "?")"), ("index", "\(result["index"] ?? "?")"), ("keys", "\(result["keys"] ?? "?")"),
-            ("bytes", "\(result["bytes"] ?? "?")"), ("took", "\(result["milliseconds"] ?? "?") ms"),
-            ("segments removed", removed.isEmpty ? "none (within the retention budget)" : removed.joined(separator: " ")),
+            ("snapshot", result.path), ("index", "\(result.index)"), ("keys", "\(result.keys)"), ("bytes", "\(result.bytes)"),
+            ("took", "\(result.milliseconds) ms"),
+            ("segments removed", result.removedSegments.isEmpty ? "none (within the retention budget)" : result.removedSegments.joined(separator: " ")),
         ])
     }
 }
@@ -241,13 +284,9 @@ struct LogLevel: ParsableCommand {
     var level: String?
 
     func run() throws {
-        var request: [String: Any] = ["verb": "log-level"]
-        if let level { request["level"] = level }
-        let result = try self.options.call(request)
-        if self.options.json { return ControlOptions.printJSON(result) }
-        if let previous = result["previous"] { print("log level \(previous) → \(result["level"] ?? "?")") } else {
-            print("log level \(result["level"] ?? "?")")
-        }
+        let result = try self.options.call(.logLevel(self.level), as: LogLevelReply.self)
+        if self.options.json { return }
+        if let previous = result.previous { print("log level \(previous) → \(result.level)") } else { print("log level \(result.level)") }
     }
 }
 
@@ -256,9 +295,9 @@ struct Reload: ParsableCommand {
     @OptionGroup var options: ControlOptions
 
     func run() throws {
-        let result = try self.options.call(["verb": "reload"])
-        if self.options.json { return ControlOptions.printJSON(result) }
-        print("reloaded: \(result["result"] ?? "")")
+        let result = try self.options.call(.reload, as: ReloadReply.self)
+        if self.options.json { return }
+        print("reloaded: \(result.result)")
     }
 }
 

@@ -1,17 +1,19 @@
 import Logging
+import NIOCore
 import ServiceLifecycle
 import WALCore
 import WalrusServer
 import WalrusStore
 import WalrusSystemd
 
-/// Keeps the service manager informed: STATUS= every few seconds, and WATCHDOG=1 at half the
-/// watchdog period — but only while the event loops answer and the log is not stuck in a write
-/// or fdatasync, so a hung disk or loop gets the process restarted.
+/// Keeps the service manager informed: STATUS= every few seconds (the node's status line), and
+/// WATCHDOG=1 at half the watchdog period — but only while the event loops answer and the log is
+/// not stuck in a write or fdatasync, so a hung disk or loop gets the process restarted.
 struct SystemdStatusService: Service {
     let notifier: SystemdNotifier
     let store: KeyValueStore
     let server: RESPServer
+    let group: any EventLoopGroup
     let logger: Logger
 
     /// The log may be stuck this long before the watchdog stops pinging (default: 10 s).
@@ -33,12 +35,12 @@ struct SystemdStatusService: Service {
             }
             if Task.isShuttingDownGracefully { return }
             let stall = self.store.wal.stallNanoseconds
-            let loopsAnswer = await self.server.eventLoopsRespond(withinMilliseconds: Int64(periodMicroseconds / 2000))
+            let loopsAnswer = await Self.eventLoopsRespond(self.group, withinMilliseconds: Int64(periodMicroseconds / 2000))
             let healthy = stall < self.maxStallNanoseconds && loopsAnswer && self.store.wal.failure == nil
             self.server.replication?.primary.logRetentionWarnings()
             if healthy {
                 if watchdog != nil { self.notifier.watchdog() }
-                self.notifier.status(Self.statusLine(store: self.store, server: self.server))
+                self.notifier.status(self.server.status.capture().statusLine)
             } else if wasHealthy {
                 self.logger.critical(
                     "Unhealthy: withholding the watchdog ping",
@@ -53,35 +55,29 @@ struct SystemdStatusService: Service {
         }
     }
 
-    /// `primary · index 1200 (sealed 1200) · 2 followers, max lag 0 · 3 clients · 1042 keys`, or
-    /// `follower of 10.0.0.1:7380 · link up, streaming · applied 1200 · lag 0 records · 1042 keys`.
-    static func statusLine(store: KeyValueStore, server: RESPServer) -> String {
-        let clients = server.statistics.connectedClients.load(ordering: .relaxed)
-        let clientText = "\(clients) client" + (clients == 1 ? "" : "s")
-        if let replication = server.replication, replication.isFollower, let link = replication.link {
-            var text = "follower of \(link.primaryHost):\(link.primaryPort) · link \(link.linkUp ? "up" : "down"), \(link.state.rawValue)"
-            if link.state == .snapshot && link.snapshotTotal > 0 {
-                text += " \(link.snapshotBytes * 100 / link.snapshotTotal)% (\(link.snapshotBytes / 1_048_576) of \(link.snapshotTotal / 1_048_576) MiB)"
+    /// Whether every event loop runs a task within `milliseconds` (a stuck loop means stuck
+    /// clients). A stuck loop would not run a timer scheduled on itself: whichever of the loop
+    /// and a sleeping task answers first wins.
+    static func eventLoopsRespond(_ group: any EventLoopGroup, withinMilliseconds milliseconds: Int64) async -> Bool {
+        for loop in group.makeIterator() {
+            let answered = loop.submit { true }
+            let ok = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                let decided = LockedValue(false)
+                let finish: @Sendable (Bool) -> Void = { value in
+                    let first = decided.withLock { done -> Bool in
+                        defer { done = true }
+                        return !done
+                    }
+                    if first { continuation.resume(returning: value) }
+                }
+                answered.whenComplete { _ in finish(true) }
+                Task {
+                    try? await Task.sleep(for: .milliseconds(milliseconds))
+                    finish(false)
+                }
             }
-            text += " · applied \(link.applied) · lag \(link.lagRecords) records · \(clientText) · \(store.count) keys"
-            return text
+            if !ok { return false }
         }
-        var text = "primary · epoch \(store.wal.meta.currentEpoch) · index \(store.wal.lastIndex) (sealed \(store.wal.sealedIndex))"
-        if let refusal = server.replication?.writeRefusal {
-            return "FENCED (stale primary, refusing writes) · " + text + " · " + refusal
-        }
-        if let replication = server.replication {
-            let replicas = replication.primary.replicas().filter { $0.state != .disconnected }
-            let maxLag = replicas.map(\.lagRecords).max() ?? 0
-            text += " · \(replicas.count) follower" + (replicas.count == 1 ? "" : "s")
-            if !replicas.isEmpty { text += ", max lag \(maxLag)" }
-            if let sending = replicas.first(where: { $0.state == .snapshot }), sending.snapshotBytesTotal > 0 {
-                text += ", sending snapshot \(sending.snapshotBytesSent * 100 / sending.snapshotBytesTotal)%"
-            }
-            if let risky = replication.primary.replicas().first(where: { $0.warning != nil }) {
-                text += " · WARNING: follower \(risky.nodeID) is about to fall off the retained log"
-            }
-        }
-        return text + " · \(clientText) · \(store.count) keys"
+        return true
     }
 }

@@ -1,4 +1,5 @@
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import ServiceLifecycleTestKit
 import WALCore
@@ -29,9 +30,10 @@ func withServer<T: Sendable>(
     configuration.eventLoopThreads = 2
     configure(&configuration)
     let (ports, portContinuation) = AsyncStream<Int>.makeStream()
-    let server = RESPServer(store: store, configuration: configuration, logger: quietLogger) { port in
-        portContinuation.yield(port)
-    }
+    // The shared group serves every test's servers (as one group serves every listener of a daemon).
+    let server = RESPServer(
+        store: store, configuration: configuration, logger: quietLogger, group: MultiThreadedEventLoopGroup.singleton,
+        onBound: { port in portContinuation.yield(port) })
     return try await testGracefulShutdown { trigger in
         try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {

@@ -22,6 +22,7 @@ enum CommandTable {
         if flags.contains(.readonly) { categories.append("@read") }
         switch group {
         case "string": categories.append("@string")
+        case "bitmap": categories.append("@bitmap")
         case "generic": categories.append("@keyspace")
         case "transactions": categories.append("@transaction")
         case "connection": categories.append("@connection")
@@ -70,6 +71,11 @@ enum CommandTable {
             spec("decrby", 3, rw.union(.fast), keys: one, group: "string", since: "1.0.0", "Decrement the integer value of a key by the given number", keyspace(StringCommands.increment(by: nil, negate: true))),
             spec("incrbyfloat", 3, rw.union(.fast), keys: one, group: "string", since: "2.6.0", "Increment the float value of a key by the given amount", keyspace(StringCommands.incrbyfloat)),
             spec("lcs", -3, [.readonly], keys: (1, 2, 1), group: "string", since: "7.0.0", "Find longest common substring", keyspace(StringCommands.lcs)),
+            spec("setbit", 4, rw, keys: one, group: "bitmap", since: "2.2.0", "Sets or clears the bit at offset in the string value stored at key", keyspace(BitCommands.setbit)),
+            spec("getbit", 3, [.readonly, .fast], keys: one, group: "bitmap", since: "2.2.0", "Returns the bit value at offset in the string value stored at key", keyspace(BitCommands.getbit)),
+            spec("bitcount", -2, [.readonly], keys: one, group: "bitmap", since: "2.6.0", "Count set bits in a string", keyspace(BitCommands.bitcount)),
+            spec("bitpos", -3, [.readonly], keys: one, group: "bitmap", since: "2.8.7", "Find first bit set or clear in a string", keyspace(BitCommands.bitpos)),
+            spec("bitop", -4, rw, keys: (2, -1, 1), group: "bitmap", since: "2.6.0", "Perform bitwise operations between strings", keyspace(BitCommands.bitop)),
             // Keys
             spec("del", -2, [.write], keys: (1, -1, 1), group: "generic", since: "1.0.0", "Delete a key", keyspace(KeyCommands.del)),
             spec("unlink", -2, [.write, .fast], keys: (1, -1, 1), group: "generic", since: "4.0.0", "Delete a key asynchronously in another thread. Otherwise it is just as DEL, but non blocking.", keyspace(KeyCommands.del)),
@@ -134,6 +140,13 @@ enum CommandTable {
                     spec("set", -4, [.admin, .noscript, .loading, .stale], group: "server", since: "2.0.0", "Set configuration parameters to the given values", container: "config", plain(ServerCommands.configSet)),
                     spec("resetstat", 2, [.admin, .noscript, .loading, .stale], group: "server", since: "2.0.0", "Reset the stats returned by INFO", container: "config", plain(ServerCommands.configResetStat)),
                     spec("help", 2, [.loading, .stale], group: "server", since: "5.0.0", "Show helpful text about the different subcommands", container: "config", plain(ServerCommands.configHelp)),
+                ]),
+            spec(
+                "function", -2, [], group: "scripting", since: "7.0.0", "A container for function commands", .container,
+                subcommands: [
+                    spec("flush", -2, [.write, .noscript], group: "scripting", since: "7.0.0", "Deleting all functions", container: "function", plain(ServerCommands.functionFlush)),
+                    spec("list", -2, [.noscript], group: "scripting", since: "7.0.0", "List information about all the functions", container: "function", plain(ServerCommands.functionList)),
+                    spec("load", -3, [.write, .denyOOM, .noscript], group: "scripting", since: "7.0.0", "Create a function with the given arguments (name, code, description)", container: "function", plain(ServerCommands.functionLoad)),
                 ]),
             spec(
                 "command", -1, [.loading, .stale, .sentinel], group: "server", since: "2.8.13", "Get array of Redis command details", .plain(IntrospectionCommands.command),

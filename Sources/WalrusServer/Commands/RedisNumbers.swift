@@ -80,4 +80,11 @@ enum RedisNumbers {
         _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%.17g", $0) }
         return String(cString: buffer)
     }
+
+    /// Two decimals (INFO's usec_per_call, as Redis's %.2f).
+    static func format2(_ value: Double) -> String {
+        var buffer = [CChar](repeating: 0, count: 64)
+        _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%.2f", $0) }
+        return String(cString: buffer)
+    }
 }

@@ -148,4 +148,27 @@ enum ServerCommands {
         call.status("\(command) <subcommand> [<arg> [value] [opt] ...]. Subcommands are:")
         for line in lines { call.status(line) }
     }
+
+    // MARK: FUNCTION
+
+    /// FUNCTION FLUSH [ASYNC | SYNC]: walrus keeps no function libraries (Redis 7's FUNCTION
+    /// LOAD); there is nothing to delete.
+    @Sendable static func functionFlush(_ call: inout CommandCall) throws -> CommandOutcome {
+        if call.count > 3 || (call.count == 3 && !call.isOption(2, "ASYNC") && !call.isOption(2, "SYNC")) {
+            throw CommandError("ERR FUNCTION FLUSH only supports SYNC|ASYNC option")
+        }
+        call.ok()
+        return .reply
+    }
+
+    /// FUNCTION LIST [LIBRARYNAME pattern] [WITHCODE]: no libraries.
+    @Sendable static func functionList(_ call: inout CommandCall) throws -> CommandOutcome {
+        call.array(0)
+        return .reply
+    }
+
+    /// FUNCTION LOAD: refused with what to use instead.
+    @Sendable static func functionLoad(_ call: inout CommandCall) throws -> CommandOutcome {
+        throw CommandError("ERR walrus does not keep function libraries (FUNCTION LOAD); run scripts with EVAL or EVALSHA instead")
+    }
 }
