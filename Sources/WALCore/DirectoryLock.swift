@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// The data directory's `LOCK` file, held with `flock` for as long as the directory is open, so

@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Thin, error-reporting wrappers over the system calls the log uses. Every failure becomes a

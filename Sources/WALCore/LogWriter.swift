@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// The I/O side of the log: the open segment, what was written but not yet fdatasync'ed, and a

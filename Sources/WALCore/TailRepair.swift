@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 
 /// Cuts a torn write off the end of the last segment, keeping the cut bytes in a `.broken` copy

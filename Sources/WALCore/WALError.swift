@@ -6,15 +6,13 @@ public struct WALError: Error, Sendable, CustomStringConvertible {
     /// Broad classification of a WAL failure; compare codes, not messages.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         fileprivate enum Value: Hashable, Sendable {
-            case corruptRecord, tornTail, segmentGap, directoryLocked, io, closed, recordTooLarge
+            case corruptRecord, segmentGap, directoryLocked, io, closed, recordTooLarge
             case unknownOp, diskFull, invalidArgument, failed
         }
         fileprivate var value: Value
 
         /// A record failed its checks (magic, length, CRC) somewhere it cannot be a torn write.
         public static let corruptRecord = Code(value: .corruptRecord)
-        /// An incomplete final record (reported, never thrown by `open`, which repairs it).
-        public static let tornTail = Code(value: .tornTail)
         /// A segment is missing between two others, or the log does not start where `meta` says.
         public static let segmentGap = Code(value: .segmentGap)
         /// Another process holds the data directory's LOCK.

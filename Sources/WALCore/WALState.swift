@@ -1,3 +1,4 @@
+import DequeModule
 /// Everything the appenders and the flusher share, guarded by the log's `ConditionLock`.
 struct WALState {
     /// A caller waiting for its record to be sealed.
@@ -24,9 +25,8 @@ struct WALState {
     var cuts: [Cut] = []
     /// What is known of each segment, oldest first; numbers are consecutive.
     var segments: [SegmentInfo]
-    /// Callers waiting for a seal, in index order, from `waiterHead` on.
-    var waiters: [Waiter] = []
-    var waiterHead = 0
+    /// Callers waiting for a seal, in index order.
+    var waiters = Deque<Waiter>()
     /// A commit() asked for an fdatasync before the interval is up.
     var syncRequested = false
     /// Set once a write or fdatasync failed for good: every later call throws it.
@@ -47,30 +47,14 @@ struct WALState {
     /// Remove and return the waiters whose records are sealed.
     mutating func takeSealedWaiters() -> [Waiter] {
         var ready: [Waiter] = []
-        while self.waiterHead < self.waiters.count, self.waiters[self.waiterHead].index <= self.sealedIndex {
-            ready.append(self.waiters[self.waiterHead])
-            self.waiterHead += 1
-        }
-        self.compactWaiters()
+        while let first = self.waiters.first, first.index <= self.sealedIndex { ready.append(self.waiters.removeFirst()) }
         return ready
     }
 
     /// Remove and return every waiter (the log failed).
     mutating func takeAllWaiters() -> [Waiter] {
-        let all = Array(self.waiters[self.waiterHead...])
-        self.waiters.removeAll(keepingCapacity: true)
-        self.waiterHead = 0
-        return all
-    }
-
-    private mutating func compactWaiters() {
-        if self.waiterHead == self.waiters.count {
-            self.waiters.removeAll(keepingCapacity: true)
-            self.waiterHead = 0
-        } else if self.waiterHead > 4096 && self.waiterHead * 2 > self.waiters.count {
-            self.waiters.removeFirst(self.waiterHead)
-            self.waiterHead = 0
-        }
+        defer { self.waiters.removeAll(keepingCapacity: true) }
+        return Array(self.waiters)
     }
 
     /// The position in `segments` of segment `number`.

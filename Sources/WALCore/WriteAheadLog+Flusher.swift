@@ -1,7 +1,5 @@
 #if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
 #endif
 import Logging
 import Synchronization
@@ -341,11 +339,12 @@ extension WriteAheadLog {
     }
 }
 
-/// A counting semaphore over sem_t, for blocking callers.
-final class BlockingSemaphore: @unchecked Sendable {
+/// A counting semaphore over sem_t, for blocking callers (the sem_t lives in its own allocation:
+/// sem_init on a Swift property's address is not safe, the property may move).
+public final class BlockingSemaphore: @unchecked Sendable {
     private let semaphore: UnsafeMutablePointer<sem_t>
 
-    init() {
+    public init() {
         self.semaphore = .allocate(capacity: 1)
         sem_init(self.semaphore, 0, 0)
     }
@@ -355,9 +354,9 @@ final class BlockingSemaphore: @unchecked Sendable {
         self.semaphore.deallocate()
     }
 
-    func signal() { sem_post(self.semaphore) }
+    public func signal() { sem_post(self.semaphore) }
 
-    func wait() {
+    public func wait() {
         while sem_wait(self.semaphore) != 0 && errno == EINTR {}
     }
 }

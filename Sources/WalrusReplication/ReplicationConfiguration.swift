@@ -26,8 +26,6 @@ public struct ReplicationConfiguration: Sendable {
     public var retentionMaxBytes: Int64 = 1 << 30
     /// A follower that went away is remembered, and its log kept, this long (`repl-retention-seconds`).
     public var retentionSeconds: Int64 = 3600
-    /// This node's own replication port, told to its primary (the address a switchover hands over to).
-    public var replicationListenPort = 0
     /// This node's client port, told to the primary for INFO's slaveN:port.
     public var clientPort = 0
     /// The longest record the log accepts (bounds the frames a follower accepts).

@@ -1,6 +1,7 @@
 public import Logging
 public import NIOCore
 public import NIOPosix
+import DequeModule
 import Synchronization
 import WALCore
 public import WalrusProtocol
@@ -376,31 +377,27 @@ public final class ReplicationPrimary: @unchecked Sendable {
 /// recent ~100,000 (older records count as at least as old as the oldest entry).
 struct SealHistory {
     var sealedIndex: UInt64 = 0
-    private var indexes: [UInt64] = []
-    private var times: [UInt64] = []
+    /// (index, when) per fdatasync, oldest first.
+    private var seals = Deque<(index: UInt64, time: UInt64)>()
 
     mutating func record(index: UInt64, at time: UInt64) {
-        guard index > self.sealedIndex || self.indexes.isEmpty else { return }
+        guard index > self.sealedIndex || self.seals.isEmpty else { return }
         self.sealedIndex = index
-        self.indexes.append(index)
-        self.times.append(time)
-        if self.indexes.count > 131_072 {
-            self.indexes.removeFirst(65_536)
-            self.times.removeFirst(65_536)
-        }
+        self.seals.append((index, time))
+        if self.seals.count > 131_072 { self.seals.removeFirst(65_536) }
     }
 
     /// When the first record after `index` was sealed.
     func firstSeal(after index: UInt64) -> UInt64? {
-        guard index < self.sealedIndex, !self.indexes.isEmpty else { return nil }
+        guard index < self.sealedIndex, !self.seals.isEmpty else { return nil }
         // The first entry whose index is > `index`: it sealed record index+1.
         var low = 0
-        var high = self.indexes.count - 1
+        var high = self.seals.count - 1
         while low < high {
             let middle = (low + high) / 2
-            if self.indexes[middle] > index { high = middle } else { low = middle + 1 }
+            if self.seals[middle].index > index { high = middle } else { low = middle + 1 }
         }
-        return self.times[low]
+        return self.seals[low].time
     }
 }
 

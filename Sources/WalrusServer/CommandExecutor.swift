@@ -1,5 +1,4 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import WALCore
 import WalrusProtocol
@@ -226,19 +225,22 @@ final class CommandExecutor: Sendable {
 /// A write's acknowledgement: released once the reply is rendered, the record's index known and
 /// its seal reported — and, with `sync-replicas`, once enough followers hold it. The seal may
 /// come first (interval mode calls back inside the append), so whichever arrives last goes on.
-final class WriteCompletion: @unchecked Sendable {
-    private let lock = NIOLock()
+final class WriteCompletion: Sendable {
+    private struct State {
+        var reply: ByteBuffer?
+        var index: UInt64?
+        var hasRun = false
+        var seal: WALError??
+        /// The executor has not returned yet: a result now is returned, not sent.
+        var inline = true
+        var inlineResult: ByteBuffer?
+        var finished = false
+    }
+
+    private let state = LockedValue(State())
     private let executor: CommandExecutor
     private let allocator: ByteBufferAllocator
     private let completion: @Sendable (ByteBuffer) -> Void
-    private var reply: ByteBuffer?
-    private var index: UInt64?
-    private var hasRun = false
-    private var seal: WALError??
-    /// The executor has not returned yet: a result now is returned, not sent.
-    private var inline = true
-    private var inlineResult: ByteBuffer?
-    private var finished = false
 
     init(executor: CommandExecutor, allocator: ByteBufferAllocator, completion: @escaping @Sendable (ByteBuffer) -> Void) {
         self.executor = executor
@@ -249,7 +251,7 @@ final class WriteCompletion: @unchecked Sendable {
     /// The log's seal callback (flusher thread, or inline).
     var sealed: WriteAheadLog.SealCallback {
         { [self] error in
-            self.lock.withLock { self.seal = .some(error) }
+            self.state.withLock { $0.seal = .some(error) }
             self.advance()
         }
     }
@@ -257,33 +259,34 @@ final class WriteCompletion: @unchecked Sendable {
     /// The handler ran: its reply and record index (nil: it wrote nothing). Returns the reply
     /// to send at once if everything is already known.
     func ran(reply: ByteBuffer, index: UInt64?) -> ByteBuffer? {
-        self.lock.withLock {
-            self.reply = reply
-            self.index = index
-            self.hasRun = true
+        self.state.withLock { state in
+            state.reply = reply
+            state.index = index
+            state.hasRun = true
             // Nothing written: nothing to wait for (the log calls back at once then, too).
-            if index == nil && self.seal == nil { self.seal = .some(nil) }
+            if index == nil && state.seal == nil { state.seal = .some(nil) }
         }
         self.advance()
-        return self.lock.withLock {
-            self.inline = false
-            return self.inlineResult
+        return self.state.withLock { state in
+            state.inline = false
+            return state.inlineResult
         }
     }
 
     /// The write failed before it was logged: no callback will come.
-    func abandon() { self.lock.withLock { self.finished = true } }
+    func abandon() { self.state.withLock { $0.finished = true } }
 
     private func advance() {
-        let step: (ByteBuffer, UInt64?)? = self.lock.withLock {
-            guard !self.finished, self.hasRun, let seal = self.seal, let reply = self.reply else { return nil }
-            self.finished = true
+        let allocator = self.allocator
+        let step: (ByteBuffer, UInt64?)? = self.state.withLock { state in
+            guard !state.finished, state.hasRun, let seal = state.seal, let reply = state.reply else { return nil }
+            state.finished = true
             if let error = seal {
-                var buffer = self.allocator.buffer(capacity: 128)
+                var buffer = allocator.buffer(capacity: 128)
                 buffer.writeErrorReply(CommandExecutor.clientMessage(StoreError(error)))
                 return (buffer, nil)
             }
-            return (reply, self.index)
+            return (reply, state.index)
         }
         guard let (buffer, index) = step else { return }
         guard let index, index > 0, self.executor.waitsForFollowers, let replication = self.executor.replication else {
@@ -293,7 +296,7 @@ final class WriteCompletion: @unchecked Sendable {
         let timeout = replication.configuration.syncTimeoutMilliseconds
         replication.primary.waitForReplicas(index: index, needed: needed, timeoutMilliseconds: timeout) { count, timedOut in
             guard timedOut && count < needed else { return self.deliver(buffer) }
-            var refusal = self.allocator.buffer(capacity: 256)
+            var refusal = allocator.buffer(capacity: 256)
             refusal.writeErrorReply(
                 "NOREPLICAS Not enough good replicas to write: \(count) of \(needed) follower(s) reported record "
                     + "\(index) durable within \(timeout) ms (sync-replicas). The write is NOT acknowledged, but it "
@@ -303,9 +306,9 @@ final class WriteCompletion: @unchecked Sendable {
     }
 
     private func deliver(_ buffer: ByteBuffer) {
-        let now = self.lock.withLock { () -> Bool in
-            if self.inline {
-                self.inlineResult = buffer
+        let now = self.state.withLock { state -> Bool in
+            if state.inline {
+                state.inlineResult = buffer
                 return false
             }
             return true

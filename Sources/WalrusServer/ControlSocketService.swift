@@ -80,7 +80,7 @@ final class ControlConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     /// Requests are run one at a time per connection, in order (so a client cannot start a
     /// thread per line): lines that arrive while one runs wait here. Past `maxQueued` the socket
     /// is not read until the queue drains (TCP pushes back on the client; memory stays bounded).
-    private var queued: [Data] = []
+    private var queued = CircularBuffer<Data>()
     private var running = false
     /// A last reply (the line was too long) to send once the queued requests are answered.
     private var finalReply: [UInt8]?

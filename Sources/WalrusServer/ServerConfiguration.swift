@@ -1,3 +1,5 @@
+import NIOCore
+
 /// How the client port behaves. Every field has walrusd's default.
 public struct ServerConfiguration: Sendable {
     /// The address to listen on (default 127.0.0.1).
@@ -12,22 +14,8 @@ public struct ServerConfiguration: Sendable {
     public var maxBulkBytes = 32 * 1024 * 1024
     /// The most arguments in one request.
     public var maxArguments = 1024 * 1024
-    /// Event loop threads (default: one per core).
-    public var eventLoopThreads = System.coreCountForDefaults
+    /// Event loop threads for a server that makes its own group (tests; walrusd passes its group).
+    public var eventLoopThreads = max(1, System.coreCount / 2)
 
     public init() {}
 }
-
-enum System {
-    static var coreCountForDefaults: Int {
-        #if canImport(Glibc)
-        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        #else
-        return 2
-        #endif
-    }
-}
-
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -66,7 +66,7 @@ extension KeyValueStore {
     }
 
     static func blockUntilDurable(_ start: (@escaping WriteAheadLog.SealCallback) throws -> Void) throws {
-        let semaphore = Semaphore()
+        let semaphore = BlockingSemaphore()
         let box = ErrorBox()
         try start { error in
             box.error = error

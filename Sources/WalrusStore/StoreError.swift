@@ -9,8 +9,6 @@ public struct StoreError: Error, Sendable, CustomStringConvertible {
         public static let tooLarge = Code(name: "tooLarge")
         /// A snapshot file fails its checks.
         public static let badSnapshot = Code(name: "badSnapshot")
-        /// The store is closed.
-        public static let closed = Code(name: "closed")
         /// The write-ahead log refused or failed (see `walError`).
         public static let log = Code(name: "log")
         /// A checkpoint is already running (another caller may join it and take its result).

@@ -1,6 +1,7 @@
 import Logging
 import Testing
 @testable import walrusd
+import WalrusServer
 
 /// The config file: every key, flags over the file, and clear errors with file and line.
 struct DaemonConfigurationTests {
@@ -79,5 +80,28 @@ struct DaemonConfigurationTests {
         try after.set("log-level", "debug")
         try after.set("port", "1234")
         #expect(after.changedKeys(from: before) == ["port", "log-level"])
+    }
+}
+
+/// The README's key table is the key table: every key, its type, default, liveness and meaning
+/// (DaemonSettings.keys), so the two cannot drift apart.
+struct ConfigKeyTableTests {
+    @Test func readmeTableIsTheKeyTable() throws {
+        let readme = try String(contentsOf: SystemdIntegrationTests.repositoryRoot.appendingPathComponent("README.md"), encoding: .utf8)
+        let lines = readme.components(separatedBy: "\n")
+        guard let start = lines.firstIndex(where: { $0.hasPrefix("| key / flag |") }) else {
+            Issue.record("README has no key table")
+            return
+        }
+        let table = lines[start...].prefix { $0.hasPrefix("|") }.joined(separator: "\n")
+        #expect(table == DaemonSettings.markdownTable, "README's key table differs from DaemonSettings.keys; it should be:\n\(DaemonSettings.markdownTable)")
+    }
+
+    /// Every key is reachable under its Redis name too, where it has one (CONFIG GET/SET).
+    @Test func redisNamesResolve() {
+        for key in DaemonSettings.keys {
+            if let redis = key.redisName { #expect(DaemonSettings.key(redis)?.name == key.name) }
+            #expect(DaemonSettings.key(key.name)?.name == key.name)
+        }
     }
 }

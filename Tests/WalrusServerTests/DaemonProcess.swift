@@ -93,7 +93,15 @@ final class DaemonProcess: @unchecked Sendable {
         return self.process.terminationStatus
     }
 
-    deinit { if self.process.isRunning { self.stop(signal: SIGKILL) } }
+    deinit {
+        if self.process.isRunning {
+            self.stop(signal: SIGKILL)
+        } else {
+            // The pipe closes with this object: its dispatch source must be gone first (a source
+            // left on a closed descriptor crashed the test process in libdispatch's event loop).
+            self.errors.fileHandleForReading.readabilityHandler = nil
+        }
+    }
 }
 
 /// Run a command-line program to completion (bounded) and return its output and status.

@@ -1,0 +1,119 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+import WALCore
+@testable import WalrusProtocol
+@testable import WalrusReplication
+import WalrusStore
+
+/// The follower's end of a replication connection on an EmbeddedChannel: HELLO after CHALLENGE,
+/// STREAM applied and acknowledged, a refusal, a stale primary, a silent primary.
+struct FollowerConnectionHandlerTests {
+    /// A follower of "primary:1" on `channel`'s loop, over `fixture`'s store.
+    func follower(_ fixture: ReplicationFixture, loop: EmbeddedEventLoop, configure: (inout ReplicationConfiguration) -> Void = { _ in })
+        -> ReplicationFollower
+    {
+        var configuration = ReplicationConfiguration()
+        configuration.heartbeatMilliseconds = 100
+        configure(&configuration)
+        return ReplicationFollower(
+            store: fixture.store, configuration: configuration, host: "primary", port: 1, logger: quietLogger, eventLoop: loop,
+            threadPool: fixture.threadPool)
+    }
+
+    func channel(for follower: ReplicationFollower, loop: EmbeddedEventLoop) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(loop: loop)
+        try channel.pipeline.syncOperations.addHandler(
+            ByteToMessageHandler(ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: Frames.checksum)))
+        try channel.pipeline.syncOperations.addHandler(FollowerConnectionHandler(follower: follower))
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return channel
+    }
+
+    func challenge(epoch: UInt64 = 1, sealed: UInt64 = 3) -> ReplicationChallenge {
+        ReplicationChallenge(
+            clusterID: "cluster-a", nodeID: "the-primary", epoch: epoch, nonce: Array(repeating: 9, count: 32), authRequired: false,
+            sealedIndex: sealed, keyCount: 3)
+    }
+
+    /// Three WAL frames, indexes 1…3, as a primary's log holds them.
+    func records() -> ByteBuffer {
+        var buffer = ByteBuffer()
+        for i in 1...3 { buffer.writeBytes(RecordEncoder.encode(op: .set, key: Array("k\(i)".utf8), value: Array("v\(i)".utf8))) }
+        return buffer
+    }
+
+    /// HELLO names this node and its durable index; STREAM is appended, applied and acknowledged.
+    @Test func helloThenStreamThenAck() throws {
+        let fixture = try ReplicationFixture(clusterID: "cluster-a")
+        let loop = EmbeddedEventLoop()
+        let follower = self.follower(fixture, loop: loop)
+        let channel = try self.channel(for: follower, loop: loop)
+        let frames = WrittenFrames(channel)
+        try channel.sendFrame(.challenge) { self.challenge().encode(into: &$0) }
+        let hello = try #require(try frames.next())
+        #expect(hello.kind == .hello)
+        let decoded = try ReplicationHello.decode(hello.payload)
+        #expect(decoded.clusterID == "cluster-a" && decoded.nodeID == "node-cluster-a" && decoded.durableIndex == 0)
+        try channel.sendFrame(.stream) { ReplicationStream(firstIndex: 1, count: 3, frames: self.records()).encode(into: &$0) }
+        #expect(fixture.store.get("k2") == "v2" && fixture.store.wal.lastIndex == 3)
+        #expect(follower.status.linkUp && follower.status.received == 3)
+        let ack = try #require(try frames.next())
+        #expect(ack.kind == .ack)
+        #expect(try ReplicationAck.decode(ack.payload).received == 3)
+        follower.stop()
+        loop.run()
+    }
+
+    /// A REJECT ends the connection and the link shows the primary's words.
+    @Test func refusalIsShown() throws {
+        let fixture = try ReplicationFixture()
+        let loop = EmbeddedEventLoop()
+        let follower = self.follower(fixture, loop: loop)
+        let channel = try self.channel(for: follower, loop: loop)
+        let frames = WrittenFrames(channel)
+        try channel.sendFrame(.challenge) { self.challenge().encode(into: &$0) }
+        _ = try frames.next()
+        try channel.sendFrame(.reject) { ReplicationReject(reason: .badAuth, message: "wrong key").encode(into: &$0) }
+        loop.run()
+        #expect(!channel.isActive)
+        #expect(follower.status.state == .refused && follower.status.lastError == "wrong key")
+        follower.stop()
+        loop.run()
+    }
+
+    /// A primary of an older epoch than this node has seen is stale: the HELLO goes (so it learns
+    /// of the newer epoch) and nothing is streamed from it.
+    @Test func stalePrimaryIsRefused() throws {
+        let fixture = try ReplicationFixture()
+        try fixture.store.wal.updateMeta { $0.epochs.append(MetaFile.EpochStart(epoch: 5, firstIndex: 1)) }
+        let loop = EmbeddedEventLoop()
+        let follower = self.follower(fixture, loop: loop)
+        let channel = try self.channel(for: follower, loop: loop)
+        let frames = WrittenFrames(channel)
+        try channel.sendFrame(.challenge, epoch: 2) { self.challenge(epoch: 2).encode(into: &$0) }
+        let hello = try #require(try frames.next())
+        #expect(try ReplicationHello.decode(hello.payload).epoch == 5)
+        loop.run()
+        #expect(!channel.isActive)
+        #expect(follower.status.state == .refused && follower.status.lastError?.contains("stale primary") == true)
+        follower.stop()
+        loop.run()
+    }
+
+    /// A primary silent past repl-timeout is dropped: NIO's IdleStateHandler (in front of the
+    /// handler in the follower's pipeline) says so; it times with the real clock, so the test
+    /// delivers its event.
+    @Test func silentPrimaryIsDropped() throws {
+        let fixture = try ReplicationFixture()
+        let loop = EmbeddedEventLoop()
+        let follower = self.follower(fixture, loop: loop)
+        let channel = try self.channel(for: follower, loop: loop)
+        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        loop.run()
+        #expect(!channel.isActive)
+        #expect(follower.status.lastError?.contains("silent") == true)
+        follower.stop()
+        loop.run()
+    }
+}
