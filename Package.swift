@@ -165,12 +165,12 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        // Fuzz targets (no ArgumentParser, no NIOPosix: the fuzz build instruments only what it reads).
+        // Fuzz targets (no ArgumentParser). The command layer's target runs WalrusServer's executor.
         .target(name: "CFuzzerDriver"),
         .target(
             name: "WalrusFuzzTargets",
             dependencies: [
-                "WALCore", "WalrusStore", "WalrusProtocol",
+                "WALCore", "WalrusStore", "WalrusProtocol", "WalrusServer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

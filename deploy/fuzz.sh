@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fuzz walrus's decoders with libFuzzer: the RESP parser, the replication frame and message
 # decoders, the WAL record decoder and segment scanner, the snapshot reader and the control
-# socket's request parser (Sources/WalrusFuzzTargets).
+# socket's request parser, and the command layer (Sources/WalrusFuzzTargets).
 #
-#   deploy/fuzz.sh [SECONDS] [TARGET...]     default: 60 seconds for each of the five targets
+#   deploy/fuzz.sh [SECONDS] [TARGET...]     default: 60 seconds for each of the six targets
 #   WALRUS_FUZZ_JOBS=2                       targets run at once
 #   WALRUS_FUZZ_MERGE=1                      add inputs that found new coverage to Tests/Fuzz/corpus
 #
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(resp replication wal snapshot control)
+[ ${#targets[@]} -eq 0 ] && targets=(resp replication wal snapshot control commands)
 jobs=${WALRUS_FUZZ_JOBS:-2}
 
 swift build -c release --product walrus-fuzz --build-path .build-fuzz \

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import WALCore
 import WalrusProtocol
+import WalrusServer
 import WalrusStore
 
 /// The decoders that read what a peer or a disk hands walrus, as fuzz targets: each takes any
@@ -10,7 +11,7 @@ import WalrusStore
 /// under libFuzzer (built with `-sanitize=fuzzer,address`); the test suite replays the committed
 /// corpus (`Tests/Fuzz/corpus/<target>/`) through them as regression tests.
 public enum FuzzTargets {
-    public static let names = ["resp", "replication", "wal", "snapshot", "control"]
+    public static let names = ["resp", "replication", "wal", "snapshot", "control", "commands"]
 
     /// Run one input through a target.
     public static func run(_ name: String, _ data: UnsafeRawBufferPointer) {
@@ -20,6 +21,7 @@ public enum FuzzTargets {
         case "wal": self.wal(data)
         case "snapshot": self.snapshot(data)
         case "control": self.control(data)
+        case "commands": self.commands(data)
         default: preconditionFailure("unknown fuzz target \(name); the targets are \(names.joined(separator: ", "))")
         }
     }
@@ -149,6 +151,86 @@ public enum FuzzTargets {
         _ = try? ControlRequest.parse(data)
     }
 
+    // MARK: - Commands
+
+    /// The command layer: the input is a RESP request stream; each command runs through the
+    /// command table and its handler against a store (interval mode, on a tmpfs), in one
+    /// client's session (MULTI, WATCH). Every reply must be well-formed RESP, and the state
+    /// after the commands must equal the state replayed from the log they wrote (a reopen): a
+    /// live write and its replay never differ.
+    static func commands(_ data: UnsafeRawBufferPointer) {
+        var limits = RESPLimits()
+        limits.maxBulkBytes = 1 << 16
+        limits.maxArguments = 64
+        limits.maxInlineBytes = 1024
+        let (commands, _) = self.decodeRESP(data, chunk: max(1, data.count), limits: limits)
+        guard !commands.isEmpty else { return }
+        let directory = self.scratch + "/commands"
+        try? FileManager.default.removeItem(atPath: directory)
+        var configuration = StoreConfiguration(directory: directory)
+        configuration.wal.fsyncMode = .interval(milliseconds: 60_000)
+        configuration.wal.segmentSizeBytes = 1 << 16
+        configuration.maxValueBytes = 1 << 16
+        var logger = Logger(label: "walrus.fuzz")
+        logger.logLevel = .critical
+        guard let store = try? KeyValueStore.open(configuration, logger: logger) else { return }
+        let runner = CommandRunner(store: store)
+        for command in commands.prefix(200) {
+            let words = command.arguments.map { Array($0.readableBytesView) }
+            // An empty request (a blank inline line) gets no reply, as on the client port.
+            if words.isEmpty { continue }
+            // A command that would stop the process, or block for its timeout, is not what this target is about.
+            if let name = words.first.map({ String(decoding: $0, as: UTF8.self).uppercased() }), ["SHUTDOWN", "WAIT"].contains(name) {
+                continue
+            }
+            let reply = runner.run(words)
+            precondition(Self.isOneReply(reply), "the reply to \(words.map { String(decoding: $0.prefix(32), as: UTF8.self) }) is not one RESP reply: \(String(decoding: reply.prefix(200), as: UTF8.self))")
+        }
+        runner.end()
+        try? store.commitBlocking()
+        let live = store.digest()
+        store.close()
+        guard let reopened = try? KeyValueStore.open(configuration, logger: logger) else {
+            preconditionFailure("the log the commands wrote does not reopen")
+        }
+        let replayed = reopened.digest()
+        reopened.close()
+        precondition(live.digest == replayed.digest && live.keys == replayed.keys, "the replayed state differs from the live one")
+    }
+
+    /// Whether `bytes` is exactly one RESP2/RESP3 reply.
+    static func isOneReply(_ bytes: [UInt8]) -> Bool {
+        var position = 0
+        func line() -> String? {
+            guard let end = bytes[position...].firstIndex(of: 13), end + 1 < bytes.count, bytes[end + 1] == 10 else { return nil }
+            defer { position = end + 2 }
+            return String(decoding: bytes[(position + 1)..<end], as: UTF8.self)
+        }
+        func value(depth: Int) -> Bool {
+            guard depth < 16, position < bytes.count else { return false }
+            let kind = bytes[position]
+            guard let text = line() else { return false }
+            switch kind {
+            case UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: ":"), UInt8(ascii: "_"), UInt8(ascii: ","), UInt8(ascii: "#"):
+                return true
+            case UInt8(ascii: "$"):
+                guard let length = Int(text) else { return false }
+                if length == -1 { return true }
+                guard length >= 0, position + length + 2 <= bytes.count, bytes[position + length] == 13 else { return false }
+                position += length + 2
+                return true
+            case UInt8(ascii: "*"), UInt8(ascii: "%"):
+                guard let count = Int(text) else { return false }
+                if count == -1 { return true }
+                for _ in 0..<(count * (kind == UInt8(ascii: "%") ? 2 : 1)) where !value(depth: depth + 1) { return false }
+                return true
+            default:
+                return false
+            }
+        }
+        return value(depth: 0) && position == bytes.count
+    }
+
     // MARK: - Support
 
     /// A per-process scratch directory on a tmpfs when there is one.
@@ -193,6 +275,18 @@ public enum FuzzTargets {
             [7] + Array((set + "*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n*1\r\n$4\r\nPING\r\n").utf8),
             [1] + Array("*2\r\n$4\r\nECHO\r\n$0\r\n\r\n".utf8),
         ]
+        func request(_ words: String...) -> String {
+            "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+        }
+        seeds["commands"] = [
+            request("SET", "k", "1", "EX", "100") + request("INCR", "k") + request("APPEND", "k", "x") + request("GET", "k"),
+            request("MULTI") + request("SET", "a", "1") + request("INCRBY", "a", "5") + request("RENAME", "a", "b") + request("EXEC"),
+            request("WATCH", "w") + request("SET", "w", "2") + request("MULTI") + request("DEL", "w") + request("EXEC"),
+            request("MSET", "x", "1", "y", "2") + request("EXPIRE", "x", "10", "GT") + request("COPY", "y", "z") + request("FLUSHALL")
+                + request("SETRANGE", "r", "3", "abc") + request("SETBIT", "b", "7", "1") + request("INCRBYFLOAT", "f", "1.5"),
+            request("GETEX", "k", "PERSIST") + request("LCS", "k", "b", "IDX") + request("SCAN", "0", "COUNT", "5")
+                + request("KEYS", "*") + request("PEXPIREAT", "k", "1") + request("TTL", "k") + request("COMMAND", "INFO", "get"),
+        ].map { Array($0.utf8) }
         seeds["control"] = [
             #"{"verb":"status"}"#, #"{"verb":"log-level","level":"debug"}"#, #"{"verb":"promote","force":true}"#,
             #"{"verb":"follow","target":"[::1]:7380"}"#, #"{"verb":"switchover","target":"10.0.0.2:7380","timeoutMilliseconds":5000}"#,

@@ -12,8 +12,10 @@ extension ByteBuffer {
     /// `-text\r\n` (text starts with an error code such as `ERR`, `READONLY`, `WRONGTYPE`).
     public mutating func writeErrorReply(_ text: String) {
         self.writeInteger(UInt8(ascii: "-"))
-        // An error reply is one line: newlines in a message would break the protocol.
-        self.writeString(text.replacingNewlines())
+        // An error reply is one line: a CR or LF in a message (a command name a client sent, say)
+        // would end it early. Replaced byte by byte: "\r\n" is one Character in Swift, so a
+        // Character comparison misses it.
+        self.writeBytes(text.utf8.map { $0 == 13 || $0 == 10 ? UInt8(ascii: " ") : $0 })
         self.writeStaticString("\r\n")
     }
 
@@ -86,8 +88,4 @@ extension ByteBuffer {
     }
 }
 
-extension String {
-    fileprivate func replacingNewlines() -> String {
-        String(self.map { $0 == "\r" || $0 == "\n" ? " " : $0 })
-    }
-}
+

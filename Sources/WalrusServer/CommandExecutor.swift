@@ -29,12 +29,16 @@ final class CommandExecutor: Sendable {
     let settings: ServerSettings
     /// INFO, ROLE and CONFIG read the node's state from here.
     let status: NodeStatusSource
+    /// Stops the daemon as SIGTERM does (SHUTDOWN); nil where the process is not a daemon.
+    let shutdown: (@Sendable () -> Void)?
     private let alwaysMode: Bool
 
     init(
         store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger,
-        replication: ReplicationNode?, ports: ListenerPorts, settings: ServerSettings, status: NodeStatusSource
+        replication: ReplicationNode?, ports: ListenerPorts, settings: ServerSettings, status: NodeStatusSource,
+        shutdown: (@Sendable () -> Void)? = nil
     ) {
+        self.shutdown = shutdown
         self.store = store
         self.statistics = statistics
         self.server = server

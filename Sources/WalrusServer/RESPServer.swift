@@ -45,7 +45,7 @@ public final class RESPServer: Service, Sendable {
         store: KeyValueStore, configuration: ServerConfiguration, logger: Logger, group: any EventLoopGroup,
         replication: ReplicationNode? = nil, commandMetrics: CommandMetrics? = nil, ports: ListenerPorts = ListenerPorts(),
         settings: ServerSettings? = nil, logLevel: @escaping @Sendable () -> Logger.Level = { .info },
-        onBound: @escaping @Sendable (Int) -> Void = { _ in }
+        shutdown: (@Sendable () -> Void)? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.replication = replication
         self.commandMetrics = commandMetrics
@@ -65,7 +65,7 @@ public final class RESPServer: Service, Sendable {
             store: store, statistics: statistics, replication: replication, ports: ports, settings: settings, logLevel: logLevel)
         self.executor = CommandExecutor(
             store: store, statistics: statistics, server: configuration, logger: logger, replication: replication, ports: ports,
-            settings: settings, status: self.status)
+            settings: settings, status: self.status, shutdown: shutdown)
     }
 
     /// The port actually bound (after `run` started), for `port = 0`.

@@ -51,7 +51,8 @@ enum ServerInfo {
             "Memory",
             [
                 ("used_memory", String(status.dataBytes)), ("used_memory_rss", String(status.residentBytes)),
-                ("maxmemory", "0"), ("maxmemory_policy", "noeviction"), ("walrus_data_bytes", String(status.dataBytes)),
+                ("maxmemory", "0"), ("maxmemory_policy", "noeviction"), ("mem_allocator", "libc"),
+                ("walrus_data_bytes", String(status.dataBytes)),
             ])
         section(
             "Persistence",

@@ -201,6 +201,18 @@ final class CompactMap: @unchecked Sendable {
         self.probe(key, hash: self.hasher.hash(key)).found
     }
 
+    /// The memory `key` takes: its entry's malloc chunk and its slots (MEMORY USAGE), nil if absent.
+    func footprint(_ key: UnsafeRawBufferPointer) -> Int? {
+        let (index, found) = self.probe(key, hash: self.hasher.hash(key))
+        guard found else { return nil }
+        let entry = Self.entry(self.slots[index])
+        // One 8-byte slot at most 85% full, and one in the expiry index for a key with a deadline.
+        let slots = Self.hasDeadline(entry) ? 2 : 1
+        // glibc's chunk for a request of n bytes on 64-bit: n + 8 rounded up to 16, at least 32.
+        let chunk = max(32, (Self.size(of: entry) + 8 + 15) & ~15)
+        return chunk + slots * 8 * 100 / Self.maxLoadNumerator
+    }
+
     /// The deadline of `key`: nil when absent, `.some(nil)` when present without one.
     func deadline(_ key: UnsafeRawBufferPointer) -> Int64?? {
         let (index, found) = self.probe(key, hash: self.hasher.hash(key))

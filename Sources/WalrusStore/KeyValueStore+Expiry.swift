@@ -94,6 +94,13 @@ extension StoreTransaction {
         registry.watch(ByteKey(key), token: token, expired: expired)
     }
 
+    /// The bytes `key` takes in memory (MEMORY USAGE), nil when absent or expired. A key this
+    /// transaction wrote is measured as the map holds it until the transaction commits.
+    public mutating func memoryUsage(_ key: UnsafeRawBufferPointer) throws -> Int? {
+        guard try self.exists(key) else { return nil }
+        return self.state.map.footprint(key) ?? (key.count + 64)
+    }
+
     /// The state's digest (DIGEST): the map as of the transaction's start, its own writes not
     /// yet included.
     public func digest() -> (index: UInt64, keys: Int, digest: String) { KeyValueStore.digest(of: self.state) }

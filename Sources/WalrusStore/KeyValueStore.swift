@@ -38,7 +38,7 @@ public final class KeyValueStore: Sendable {
     private let retentionGuard = LockedValue<(@Sendable () -> UInt64?)?>(nil)
     /// Key and value limits in force (a reload can change them).
     private let limits: LockedValue<(key: Int, value: Int)>
-    let logger: Logger
+    public let logger: Logger
 
     private init(
         configuration: StoreConfiguration, wal: WriteAheadLog, state: StoreState, recovery: StoreRecoveryReport,
@@ -240,6 +240,9 @@ public final class KeyValueStore: Sendable {
         state.appliedIndex = index
         return index
     }
+
+    /// Whether a checkpoint is being written now.
+    public var checkpointInProgress: Bool { self.checkpointing.withLock { $0.running } }
 
     /// When the newest checkpoint was written (Unix seconds; 0 when none was this run), for LASTSAVE.
     public var lastCheckpointSeconds: Int { self.lastCheckpoint.load(ordering: .relaxed) }

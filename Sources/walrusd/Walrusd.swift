@@ -101,7 +101,9 @@ struct Walrusd: AsyncParsableCommand {
         let server = RESPServer(
             store: store, configuration: serverConfiguration, logger: logger, group: group, replication: replication,
             commandMetrics: registry == nil ? nil : CommandMetrics(), ports: ports, settings: current,
-            logLevel: { level.current })
+            logLevel: { level.current },
+            // SHUTDOWN takes the path SIGTERM takes: drain, seal, exit 0.
+            shutdown: { kill(getpid(), SIGTERM) })
         serverBox.server = server
         let replicationService = ReplicationService(node: replication, logger: logger) { port in ports.replicationPort = port }
         let reloadAction: @Sendable () -> String = {

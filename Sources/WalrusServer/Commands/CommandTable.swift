@@ -131,6 +131,9 @@ enum CommandTable {
             spec("wait", 3, [.noscript], group: "generic", since: "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", plain(ServerCommands.wait)),
             spec("time", 1, [.loading, .stale, .fast], group: "server", since: "2.6.0", "Return the current server time", plain(ServerCommands.time)),
             spec("lastsave", 1, [.loading, .stale, .fast], group: "server", since: "1.0.0", "Get the UNIX time stamp of the last successful save to disk", plain(ServerCommands.lastsave)),
+            spec("save", 1, [.admin, .noscript, .noMulti], group: "server", since: "1.0.0", "Synchronously save the dataset to disk", plain(ServerCommands.save)),
+            spec("bgsave", -1, [.admin, .noscript], group: "server", since: "1.0.0", "Asynchronously save the dataset to disk", plain(ServerCommands.bgsave)),
+            spec("shutdown", -1, [.admin, .noscript, .loading, .stale, .noMulti, .sentinel, .allowBusy], group: "server", since: "1.0.0", "Synchronously save the dataset to disk and then shut down the server", plain(ServerCommands.shutdown)),
             spec("commit", 1, [.fast], group: "server", since: "walrus", "Seal every write made so far (fdatasync); answer once durable", plain(ServerCommands.commit)),
             spec("digest", 1, [.readonly], group: "server", since: "walrus", "A checksum of every key, value and deadline, equal on nodes that hold the same data", keyspace(ServerCommands.digest)),
             spec(
@@ -140,6 +143,11 @@ enum CommandTable {
                     spec("set", -4, [.admin, .noscript, .loading, .stale], group: "server", since: "2.0.0", "Set configuration parameters to the given values", container: "config", plain(ServerCommands.configSet)),
                     spec("resetstat", 2, [.admin, .noscript, .loading, .stale], group: "server", since: "2.0.0", "Reset the stats returned by INFO", container: "config", plain(ServerCommands.configResetStat)),
                     spec("help", 2, [.loading, .stale], group: "server", since: "5.0.0", "Show helpful text about the different subcommands", container: "config", plain(ServerCommands.configHelp)),
+                ]),
+            spec(
+                "memory", -2, [], group: "server", since: "4.0.0", "A container for memory diagnostics commands", .container,
+                subcommands: [
+                    spec("usage", -3, [.readonly], keys: (2, 2, 1), group: "server", since: "4.0.0", "Estimate the memory usage of a key", container: "memory", keyspace(KeyCommands.memoryUsage)),
                 ]),
             spec(
                 "function", -2, [], group: "scripting", since: "7.0.0", "A container for function commands", .container,

@@ -223,4 +223,14 @@ enum KeyCommands {
         try store.removeAll()
         call.ok()
     }
+
+    /// MEMORY USAGE key [SAMPLES count]: bytes the key takes (its entry's malloc chunk and its
+    /// table slots), null when absent.
+    @Sendable static func memoryUsage(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
+        if call.count > 3 {
+            guard call.count == 5, call.isOption(3, "SAMPLES") else { throw CommandError.syntax }
+            _ = try call.integer(4)
+        }
+        if let bytes = try call.withBytes(2, { try store.memoryUsage($0) }) { call.integer(reply: bytes) } else { call.null() }
+    }
 }

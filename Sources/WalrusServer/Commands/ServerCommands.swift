@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import WALCore
 import WalrusStore
 #if canImport(Glibc)
@@ -89,6 +90,70 @@ enum ServerCommands {
     @Sendable static func lastsave(_ call: inout CommandCall) throws -> CommandOutcome {
         call.integer(reply: call.executor.store.lastCheckpointSeconds)
         return .reply
+    }
+
+    // MARK: Persistence
+
+    /// SAVE: a checkpoint now (walrus's snapshot, `walrusctl checkpoint`), answered when written.
+    /// The log already holds every write durably; the snapshot shortens the next recovery.
+    @Sendable static func save(_ call: inout CommandCall) throws -> CommandOutcome {
+        let store = call.executor.store
+        let allocator = call.allocator
+        return .pending { completion in
+            NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) {
+                try store.checkpointBlocking()
+            }.whenComplete { result in
+                var buffer = allocator.buffer(capacity: 64)
+                switch result {
+                case .success: buffer.writeStaticString("+OK\r\n")
+                case .failure(let error as StoreError) where error.code == .checkpointRunning:
+                    buffer.writeErrorReply("ERR Background save already in progress")
+                case .failure(let error): buffer.writeErrorReply(CommandExecutor.clientMessage(error))
+                }
+                completion(buffer)
+            }
+        }
+    }
+
+    /// BGSAVE [SCHEDULE]: a checkpoint in the background.
+    @Sendable static func bgsave(_ call: inout CommandCall) throws -> CommandOutcome {
+        if call.count > 2 || (call.count == 2 && !call.isOption(1, "SCHEDULE")) { throw CommandError.syntax }
+        let store = call.executor.store
+        guard !store.checkpointInProgress else { throw CommandError("ERR Background save already in progress") }
+        let logger = call.executor.logger
+        NIOThreadPool.singleton.submit { state in
+            guard state == .active else { return }
+            do {
+                try store.checkpointBlocking()
+            } catch {
+                logger.error("BGSAVE failed", metadata: ["store.error": "\(error)"])
+            }
+        }
+        call.status("Background saving started")
+        return .reply
+    }
+
+    /// SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT]: the daemon stops as on SIGTERM (clients
+    /// drained, the log sealed); nothing is ever lost by NOSAVE, every write is in the log.
+    @Sendable static func shutdown(_ call: inout CommandCall) throws -> CommandOutcome {
+        var abort = false
+        for index in 1..<max(call.count, 1) {
+            if call.isOption(index, "ABORT") {
+                abort = true
+            } else if !(call.isOption(index, "NOSAVE") || call.isOption(index, "SAVE") || call.isOption(index, "NOW")
+                || call.isOption(index, "FORCE"))
+            {
+                throw CommandError.syntax
+            }
+        }
+        if abort { throw CommandError("ERR No shutdown in progress.") }
+        guard let shutdown = call.executor.shutdown else {
+            throw CommandError("ERR SHUTDOWN is not available in this process; stop walrusd with SIGTERM or systemctl stop")
+        }
+        call.executor.logger.notice("Shutting down on a client's SHUTDOWN")
+        shutdown()
+        call.ok()
+        return .close
     }
 
     // MARK: CONFIG
