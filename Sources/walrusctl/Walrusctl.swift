@@ -324,17 +324,18 @@ struct WAL: ParsableCommand {
             }
             let connection = self.dryRun ? nil : try RESPConnection(host: String(self.to[..<colon]), port: port)
             var sent = 0
+            var skippedFlushes = 0
             var failed: [String] = []
             let report = try WALInspector.dump(file: self.file, range: 1...UInt64.max) { index, record in
                 var commands: [[[UInt8]]] = []
-                switch record.op {
-                case .set: commands.append([Array("SET".utf8), Array(record.key), Array(record.value)])
-                case .delete: commands.append([Array("DEL".utf8), Array(record.key)])
-                case .batch:
+                if record.op != .epoch {
                     record.forEachBatchEntry { op, key, value in
-                        commands.append(op == .set ? [Array("SET".utf8), Array(key), Array(value)] : [Array("DEL".utf8), Array(key)])
+                        if let command = RecordText.command(op, key, value) {
+                            commands.append(command)
+                        } else if op == .flushAll {
+                            skippedFlushes += 1
+                        }
                     }
-                default: break
                 }
                 for command in commands {
                     if let connection {
@@ -348,6 +349,9 @@ struct WAL: ParsableCommand {
             }
             if let damage = report.damage { ControlOptions.fail("walrusctl: \(damage)") }
             print("\(self.dryRun ? "would send" : "sent") \(sent) command(s) from \(report.records) record(s)" + (failed.isEmpty ? "" : "; \(failed.count) refused"))
+            if skippedFlushes > 0 {
+                print("note: \(skippedFlushes) FLUSHALL record(s) not replayed: they would empty the new primary; run FLUSHALL there yourself if you mean it")
+            }
             for line in failed.prefix(10) { print("  " + line) }
             if !failed.isEmpty { throw ExitCode(1) }
         }
@@ -398,20 +402,15 @@ struct WAL: ParsableCommand {
             let json = self.json
             let printer: (UInt64, RecordView) throws -> Void = { index, record in
                 var values: [String] = []
-                record.forEachBatchEntry { op, key, value in
-                    values.append(json ? "" : "\(op) \(Self.show(key))" + (op == .set ? " = \(Self.show(value))" : ""))
-                }
+                record.forEachBatchEntry { op, key, value in values.append(RecordText.text(op, key, value)) }
                 if json {
                     var object: [String: Any] = ["index": index, "op": "\(record.op)"]
                     if record.op == .epoch { object["epoch"] = record.epoch ?? 0 } else if record.op == .batch {
                         var entries: [[String: Any]] = []
-                        record.forEachBatchEntry { op, key, value in
-                            entries.append(["op": "\(op)", "key": Self.show(key), "value": Self.show(value)])
-                        }
+                        record.forEachBatchEntry { op, key, value in entries.append(RecordText.json(op, key, value)) }
                         object["entries"] = entries
                     } else {
-                        object["key"] = Self.show(record.key)
-                        if record.op == .set { object["value"] = Self.show(record.value) }
+                        object.merge(RecordText.json(record.op, record.key, record.value)) { _, new in new }
                     }
                     ControlOptions.printJSONLine(object)
                 } else if record.op == .epoch {
@@ -426,8 +425,68 @@ struct WAL: ParsableCommand {
             if let damage = report.damage { ControlOptions.fail("walrusctl: \(damage)") }
         }
 
-        /// Bytes as text; unprintable bytes as \xHH.
-        static func show(_ bytes: UnsafeRawBufferPointer) -> String {
+        static func show(_ bytes: UnsafeRawBufferPointer) -> String { RecordText.show(bytes) }
+    }
+}
+
+/// How a record's operation reads for people, for JSON, and as the Redis command that redoes it.
+enum RecordText {
+    /// A deadline's 8 bytes, and what follows them.
+    static func deadline(_ value: UnsafeRawBufferPointer) -> (Int64, UnsafeRawBufferPointer) {
+        let deadline = value.prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        return (Int64(bitPattern: deadline), UnsafeRawBufferPointer(rebasing: value.dropFirst(8)))
+    }
+
+    static func date(_ milliseconds: Int64) -> String {
+        ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+
+    static func text(_ op: RecordOp, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> String {
+        switch op {
+        case .set: "set \(show(key)) = \(show(value))"
+        case .delete: "delete \(show(key))"
+        case .setExpiring:
+            "set \(show(key)) = \(show(deadline(value).1)) until \(date(deadline(value).0))"
+        case .expireAt: "expire \(show(key)) at \(date(deadline(value).0))"
+        case .persist: "persist \(show(key))"
+        case .flushAll: "flush-all"
+        default: "\(op) \(show(key))"
+        }
+    }
+
+    static func json(_ op: RecordOp, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> [String: Any] {
+        var object: [String: Any] = ["op": "\(op)"]
+        switch op {
+        case .flushAll: break
+        case .set: object["key"] = show(key); object["value"] = show(value)
+        case .setExpiring:
+            object["key"] = show(key)
+            object["value"] = show(deadline(value).1)
+            object["deadline"] = deadline(value).0
+        case .expireAt:
+            object["key"] = show(key)
+            object["deadline"] = deadline(value).0
+        default: object["key"] = show(key)
+        }
+        return object
+    }
+
+    /// The Redis command that redoes the operation (FLUSHALL: nil; a replay does not empty the
+    /// new primary on its own).
+    static func command(_ op: RecordOp, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> [[UInt8]]? {
+        switch op {
+        case .set: [Array("SET".utf8), Array(key), Array(value)]
+        case .delete: [Array("DEL".utf8), Array(key)]
+        case .setExpiring:
+            [Array("SET".utf8), Array(key), Array(deadline(value).1), Array("PXAT".utf8), Array(String(deadline(value).0).utf8)]
+        case .expireAt: [Array("PEXPIREAT".utf8), Array(key), Array(String(deadline(value).0).utf8)]
+        case .persist: [Array("PERSIST".utf8), Array(key)]
+        default: nil
+        }
+    }
+
+    /// Bytes as text; unprintable bytes as \xHH.
+    static func show(_ bytes: UnsafeRawBufferPointer) -> String {
             var text = ""
             for byte in bytes {
                 if byte >= 0x20 && byte < 0x7F && byte != UInt8(ascii: "\\") {
@@ -438,7 +497,6 @@ struct WAL: ParsableCommand {
             }
             return text
         }
-    }
 }
 
 extension ControlOptions {

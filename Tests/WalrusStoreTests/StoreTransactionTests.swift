@@ -214,4 +214,35 @@ struct StoreTransactionTests {
         } while cursor != 0 && step < 100_000
         for i in 0..<300 { #expect(seen.contains("stay\(i)"), "stay\(i) missed") }
     }
+
+    /// The embedding API: conditional sets, deadlines, counters, a transaction that fails when a
+    /// watched key changed.
+    @Test func embeddingAPI() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let store = try self.open(directory, mode: .always)
+        defer { store.close() }
+        let key = Array("counter".utf8)
+        #expect(try await store.set(key, Array("1".utf8), condition: .ifAbsent))
+        #expect(try await !store.set(key, Array("2".utf8), condition: .ifAbsent))
+        #expect(try await !store.set(Array("nope".utf8), Array("x".utf8), condition: .ifPresent))
+        #expect(try await store.increment(key, by: 41) == 42)
+        #expect(try await store.expire(key, at: wallClockMilliseconds() + 60_000))
+        let ttl = try #require(try store.timeToLive(key))
+        #expect((ttl ?? 0) > 50_000)
+        #expect(try await store.increment(key) == 43, "INCR keeps the deadline")
+        #expect(try store.timeToLive(key) != .some(nil))
+        #expect(try await store.persist(key))
+        #expect(try store.timeToLive(key) == .some(nil))
+        try await store.set(Array("text".utf8), Array("abc".utf8))
+        await #expect(throws: StoreError.self) { try await store.increment(Array("text".utf8)) }
+
+        let token = store.watch([key])
+        let unchanged = try await store.transaction(ifUnchanged: token) { try $0.set(Array("t".utf8), [1]) }
+        #expect(unchanged != nil)
+        let second = store.watch([key])
+        try await store.increment(key)
+        let changed = try await store.transaction(ifUnchanged: second) { try $0.set(Array("u".utf8), [1]) }
+        #expect(changed == nil && store.get("u") == nil)
+    }
 }
