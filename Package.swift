@@ -56,6 +56,17 @@ let package = Package(
             pkgConfig: "libedit",
             providers: [.apt(["libedit-dev"])]
         ),
+        // Lua 5.1 (what Redis embeds) with cjson and bit, for scripts; CLuaBridge is the only
+        // code that calls the Lua API (a Lua error unwinds with longjmp, never through Swift).
+        .systemLibrary(
+            name: "CLua",
+            pkgConfig: "lua5.1",
+            providers: [.apt(["liblua5.1-0-dev", "lua-cjson-dev", "lua-bitop-dev"])]
+        ),
+        .target(
+            name: "CLuaBridge", dependencies: ["CLua"],
+            linkerSettings: [.linkedLibrary("lua5.1-cjson"), .linkedLibrary("lua5.1-bitop"), .linkedLibrary("lua5.1")]
+        ),
         .target(
             name: "WALCore",
             dependencies: [
@@ -98,6 +109,8 @@ let package = Package(
                 "WalrusStore",
                 "WalrusProtocol",
                 "WalrusReplication",
+                "CLuaBridge",
+                "CCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -17,6 +17,10 @@ packages=(
   redis-server    # the peer walrus-bench measures against
   gnuplot-nox     # walrus-bench report draws its charts with it
   python3-pip     # for redis-py below
+  liblua5.1-0-dev # Lua 5.1 (what Redis embeds) for EVAL and EVALSHA
+  lua-cjson-dev   # the cjson library Redis scripts use
+  lua-bitop-dev   # the bit library Redis scripts use
+  tcl             # Redis's own test suite (deploy/redis-suite.sh) is Tcl
 )
 
 missing=()

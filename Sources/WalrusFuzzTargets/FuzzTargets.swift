@@ -174,7 +174,8 @@ public enum FuzzTargets {
         var logger = Logger(label: "walrus.fuzz")
         logger.logLevel = .critical
         guard let store = try? KeyValueStore.open(configuration, logger: logger) else { return }
-        let runner = CommandRunner(store: store)
+        // Scripts too (the conversions, the sandbox); an endless one is stopped after 200 ms.
+        let runner = CommandRunner(store: store, scriptTimeLimitMilliseconds: 200)
         for command in commands.prefix(200) {
             let words = command.arguments.map { Array($0.readableBytesView) }
             // An empty request (a blank inline line) gets no reply, as on the client port.

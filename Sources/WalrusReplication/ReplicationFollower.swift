@@ -253,6 +253,8 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
     /// Frames that arrived while a blocking step ran.
     private var queued = CircularBuffer<ReplicationFrame>()
     private var busy = false
+    /// A drain is scheduled for when a script no longer holds the store.
+    private var retryScheduled = false
     private var ending: ReplicationFollower.Ending?
     private var snapshot: IncomingSnapshot?
     private var heartbeat: RepeatedTask?
@@ -319,8 +321,21 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         self.context?.close(promise: nil)
     }
 
-    /// Handle queued frames until one starts a blocking step.
+    /// Handle queued frames until one starts a blocking step. While a script holds the store
+    /// (a read-only script on this follower), the frames wait and are tried again shortly.
     private func drain() {
+        guard !self.busy, self.ending == nil, !self.queued.isEmpty else { return }
+        let gate = self.store.gate
+        guard gate.enter() else {
+            guard !self.retryScheduled, let context = self.context else { return }
+            self.retryScheduled = true
+            context.eventLoop.scheduleTask(in: .milliseconds(2)) { [self] in
+                self.retryScheduled = false
+                self.drain()
+            }
+            return
+        }
+        defer { gate.exit() }
         while !self.busy, self.ending == nil, let frame = self.queued.popFirst() {
             do {
                 try self.handle(frame)

@@ -31,6 +31,8 @@ final class CommandExecutor: Sendable {
     let status: NodeStatusSource
     /// Stops the daemon as SIGTERM does (SHUTDOWN); nil where the process is not a daemon.
     let shutdown: (@Sendable () -> Void)?
+    /// EVAL, EVALSHA and SCRIPT: the node's Lua state, script cache and script thread.
+    let scripts: ScriptEngine
     private let alwaysMode: Bool
 
     init(
@@ -48,6 +50,10 @@ final class CommandExecutor: Sendable {
         self.settings = settings
         self.status = status
         self.alwaysMode = store.configuration.wal.fsyncMode == .always
+        self.scripts = ScriptEngine(store: store, logger: logger, version: ServerInfo.redisVersion) { [settings] in
+            let snapshot = settings.snapshot
+            return (snapshot.busyReplyThreshold, snapshot.scriptMemoryBytes)
+        }
     }
 
     /// Why writes are refused now (a follower, a fenced or paused primary), if they are.
@@ -64,9 +70,14 @@ final class CommandExecutor: Sendable {
 
     // MARK: Dispatch
 
+    /// Run one command. The caller holds the store's gate (`ExclusiveGate.enter`), or knows no
+    /// event loop shares the store. A script (or an EXEC holding one) answers `.pending`, runs
+    /// on the script thread, calls `resumed` once it has run (the connection's next commands
+    /// must see what it wrote) and `completion` with its reply once that is as durable as
+    /// promised.
     func execute(
         _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator,
-        completion: @escaping @Sendable (ByteBuffer) -> Void
+        resumed: (@Sendable () -> Void)? = nil, completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         let arguments = command.arguments
         var out = allocator.buffer(capacity: 64)
@@ -77,6 +88,7 @@ final class CommandExecutor: Sendable {
             if session.inMulti { session.queueFailed = true }
             if let known = CommandTable.lookup(CommandTable.upper(arguments[0])) { self.statistics.commands.rejected(known) }
             out.writeErrorReply(error.message)
+            self.statistics.countError(out)
             return .reply(out)
         case .success(let found):
             spec = found
@@ -86,6 +98,7 @@ final class CommandExecutor: Sendable {
                 session.queueFailed = true
                 self.statistics.commands.rejected(spec)
                 out.writeErrorReply(refusal)
+                self.statistics.countError(out)
                 return .reply(out)
             }
             session.queued!.append(QueuedCommand(spec: spec, arguments: arguments))
@@ -95,13 +108,17 @@ final class CommandExecutor: Sendable {
         if spec.flags.contains(.write), let refusal = self.writeRefusal {
             self.statistics.commands.rejected(spec)
             out.writeErrorReply(refusal)
+            self.statistics.countError(out)
             return .reply(out)
         }
         let started = monotonicNanoseconds()
-        let outcome = self.run(spec, arguments: arguments, out: out, session: session, allocator: allocator, completion: completion)
+        let outcome = self.run(
+            spec, arguments: arguments, out: out, session: session, allocator: allocator, resumed: resumed, completion: completion)
         let failed: Bool
         switch outcome {
-        case .reply(let buffer), .replyAndClose(let buffer): failed = buffer.readableBytesView.first == UInt8(ascii: "-")
+        case .reply(let buffer), .replyAndClose(let buffer):
+            failed = buffer.readableBytesView.first == UInt8(ascii: "-")
+            if failed { self.statistics.countError(buffer) }
         case .pending: failed = false
         }
         self.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
@@ -110,21 +127,32 @@ final class CommandExecutor: Sendable {
 
     private func run(
         _ spec: CommandSpec, arguments: [ByteBuffer], out: ByteBuffer, session: ClientSession, allocator: ByteBufferAllocator,
-        completion: @escaping @Sendable (ByteBuffer) -> Void
+        resumed: (@Sendable () -> Void)?, completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         var call = CommandCall(
             spec: spec, arguments: arguments, out: out, session: session, executor: self, allocator: allocator,
             inTransaction: false)
         switch spec.handler {
         case .keyspace(let handler):
+            // An EXEC that holds a script runs where scripts run, as one piece of exclusive work.
+            if spec.name == "exec", spec.container == nil, let queued = session.queued,
+                queued.contains(where: { if case .script = $0.spec.handler { return true } else { return false } })
+            {
+                return self.runExclusive(handler, call: call, resumed: resumed, completion: completion)
+            }
             return self.runKeyspace(handler, call: &call, completion: completion)
+        case .script(let handler):
+            return self.runExclusive(handler, call: call, resumed: resumed, completion: completion)
         case .plain(let handler):
             do {
                 switch try handler(&call) {
                 case .reply: return .reply(call.out)
                 case .close: return .replyAndClose(call.out)
                 case .pending(let start):
-                    start(completion)
+                    start { [statistics] reply in
+                        statistics.countError(reply)
+                        completion(reply)
+                    }
                     return .pending
                 }
             } catch {
@@ -169,13 +197,92 @@ final class CommandExecutor: Sendable {
         return .pending
     }
 
+    /// A script, or an EXEC holding one: on the script thread with the store's gate closed, in
+    /// one transaction (one record). `resumed` is called once it has run, `completion` with the
+    /// reply once durable.
+    private func runExclusive(
+        _ handler: @escaping @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void, call: CommandCall,
+        resumed: (@Sendable () -> Void)?, completion: @escaping @Sendable (ByteBuffer) -> Void
+    ) -> Outcome {
+        let waits = !call.spec.flags.contains(.readonly) && (self.alwaysMode || self.waitsForFollowers)
+        let pending = waits ? WriteCompletion(executor: self, allocator: call.allocator, completion: completion) : nil
+        let expiresKeys = self.expiresKeys
+        // The call (and its session) is handed to the script thread; the connection waits for
+        // `resumed` before it touches its session again.
+        call.session.awaitingScript = true
+        nonisolated(unsafe) let job = call
+        self.scripts.exclusive { [self] in
+            var call = job
+            var index: UInt64?
+            var failure: ByteBuffer?
+            do {
+                index = try self.store.perform(expiresKeys: expiresKeys, onDurable: pending.map { $0.sealed }) { transaction in
+                    try handler(&call, &transaction)
+                }.index
+            } catch {
+                pending?.abandon()
+                failure = Self.errorReply(error, allocator: call.allocator)
+                self.statistics.countError(failure!)
+            }
+            resumed?()
+            if let failure { return completion(failure) }
+            guard let pending else { return completion(call.out) }
+            if let ready = pending.ran(reply: call.out, index: index) { completion(ready) }
+        }
+        return .pending
+    }
+
+    /// What to do with a command that arrives while a script (exclusive work) runs.
+    enum ExclusiveOutcome {
+        /// Answered (-BUSY, an error, or a command that may run meanwhile).
+        case done(Outcome)
+        /// Wait: until the script passes the busy threshold or ends, or (`untilEnd`) until it ends.
+        case park(untilEnd: Bool)
+    }
+
+    /// Redis's rules while a script is busy (processCommand): nothing runs until it passes
+    /// `busy-reply-threshold`; past it, commands answer -BUSY except SCRIPT KILL, SHUTDOWN and
+    /// the connection's own bookkeeping (MULTI, HELLO, QUIT; WATCH, UNWATCH, DISCARD and RESET,
+    /// which touch the store, wait for the end). A refused command fails its MULTI; a refused
+    /// EXEC aborts it. The caller could not enter the store's gate.
+    func executeWhileExclusive(
+        _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
+    ) -> ExclusiveOutcome {
+        guard case .success(let spec) = CommandTable.resolve(command.arguments) else {
+            // Unknown commands and arity errors answer at once, as on Redis.
+            return .done(self.execute(command, session: session, allocator: allocator, completion: completion))
+        }
+        guard self.scripts.timedOut else { return .park(untilEnd: false) }
+        if spec.flags.contains(.allowBusy) {
+            if case .plain = spec.handler, spec.name != "reset" {
+                return .done(self.execute(command, session: session, allocator: allocator, completion: completion))
+            }
+            return .park(untilEnd: true)
+        }
+        self.statistics.commands.rejected(spec)
+        let busy = "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        var out = allocator.buffer(capacity: 128)
+        if spec.name == "exec" && spec.container == nil && session.inMulti {
+            session.endMulti()
+            session.unwatchPending = true
+            out.writeErrorReply("EXECABORT Transaction discarded because of: " + busy)
+        } else {
+            if session.inMulti { session.queueFailed = true }
+            out.writeErrorReply(busy)
+        }
+        self.statistics.countError(out)
+        return .done(.reply(out))
+    }
+
     /// One command inside EXEC or a script: its reply (or its error, which fails it alone)
     /// goes into `call.out`; its writes join the enclosing transaction.
     func runInside(_ call: inout CommandCall, transaction: inout StoreTransaction) {
         let mark = call.out.writerIndex
         do {
             switch call.spec.handler {
-            case .keyspace(let handler):
+            case .keyspace(let handler), .script(let handler):
+                // (A script here runs inside its EXEC, which is on the script thread already.)
                 try handler(&call, &transaction)
             case .plain(let handler):
                 switch try handler(&call) {
@@ -191,6 +298,7 @@ final class CommandExecutor: Sendable {
         } catch {
             call.out.moveWriterIndex(to: mark)
             call.out.writeErrorReply(Self.commandError(error).message)
+            self.statistics.countError(call.out.getSlice(at: mark, length: call.out.writerIndex - mark) ?? call.out)
         }
     }
 
@@ -317,6 +425,9 @@ final class WriteCompletion: Sendable {
             }
             return true
         }
-        if now { self.completion(buffer) }
+        if now {
+            self.executor.statistics.countError(buffer)
+            self.completion(buffer)
+        }
     }
 }

@@ -14,8 +14,10 @@ public final class CommandRunner {
     private let session: ClientSession
     private let allocator = ByteBufferAllocator()
 
-    /// A runner over `store`, as a primary that takes writes.
-    public init(store: KeyValueStore) {
+    /// A runner over `store`, as a primary that takes writes. A script running longer than
+    /// `scriptTimeLimitMilliseconds` (0: no limit) is stopped and its writes discarded — a
+    /// runner has no second client to send SCRIPT KILL.
+    public init(store: KeyValueStore, scriptTimeLimitMilliseconds: Int = 0) {
         let statistics = ServerStatistics(startedNanoseconds: monotonicNanoseconds())
         let server = ServerConfiguration()
         let ports = ListenerPorts()
@@ -26,6 +28,7 @@ public final class CommandRunner {
             status: NodeStatusSource(
                 store: store, statistics: statistics, replication: nil, ports: ports, settings: settings, logLevel: { .info }))
         self.session = ClientSession(id: 1)
+        self.executor.scripts.setHardLimit(milliseconds: scriptTimeLimitMilliseconds)
     }
 
     /// Run one command (its words, the name first); returns the reply's RESP bytes once the

@@ -35,7 +35,14 @@ public struct ExpiryService: Service {
             guard self.store.expiringCount > 0, self.server.executor.expiresKeys else { continue }
             // The cycle's rounds take the store's lock one at a time: off the cooperative pool.
             let store = self.store
-            guard let report = try? await self.threadPool.runIfActive({ store.expireCycle() }) else { continue }
+            // Not while a script holds the store (it would wait on the lock for the script).
+            guard
+                let report = try? await self.threadPool.runIfActive({ () -> ExpiryCycleReport? in
+                    guard store.gate.enter() else { return nil }
+                    defer { store.gate.exit() }
+                    return store.expireCycle()
+                })
+            else { continue }
             if report.timedOut { delay = .milliseconds(10) }
             if report.expired > 0 {
                 self.logger.trace("Expired keys", metadata: ["expiry.keys": "\(report.expired)", "expiry.rounds": "\(report.rounds)"])

@@ -69,8 +69,47 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.session = ClientSession(id: statistics.clientIDs.add(1, ordering: .relaxed).newValue)
     }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    /// Why this connection runs no command now.
+    private enum Parked {
+        case no
+        /// Its own script runs on the script thread: the commands behind it must see its writes.
+        case ownScript
+        /// Another client's script holds the store (`executeWhileExclusive` said wait).
+        case behindScript
+    }
+
+    @exclusivity(unchecked) private var parked = Parked.no
+    /// A command decoded but not yet run when the connection parked behind a script.
+    private var parkedCommand: RESPCommand?
+    /// Called (from the script thread) once this connection's script has run, and when a
+    /// script it waits behind passes the busy threshold or ends.
+    private var resumeCallback: (@Sendable () -> Void)?
+    private var wakeCallback: (@Sendable () -> Void)?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let eventLoop = context.eventLoop
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        self.resumeCallback = {
+            eventLoop.execute {
+                let handler = bound.value
+                handler.session.awaitingScript = false
+                if handler.parked == .ownScript { handler.unpark() }
+            }
+        }
+        self.wakeCallback = {
+            eventLoop.execute {
+                let handler = bound.value
+                if handler.parked == .behindScript { handler.unpark() }
+            }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.resumeCallback = nil
+        self.wakeCallback = nil
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
@@ -79,6 +118,43 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             self.pending = nil
             pending.writeBuffer(&buffer)
             buffer = pending
+        }
+        if self.parked != .no {
+            self.pending = buffer
+            return
+        }
+        self.process(buffer, context: context)
+    }
+
+    /// Go on with the requests that waited (on the event loop).
+    private func unpark() {
+        guard let context = self.context, !self.closing else { return }
+        if self.parked == .behindScript { context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in } }
+        self.parked = .no
+        let buffer = self.pending ?? context.channel.allocator.buffer(capacity: 0)
+        self.pending = nil
+        self.process(buffer, context: context)
+        context.flush()
+    }
+
+    /// Run the requests in `input` — unless a script holds the store, when they wait or get
+    /// -BUSY (`processWhileExclusive`).
+    private func process(_ input: ByteBuffer, context: ChannelHandlerContext) {
+        var buffer = input
+        let gate = self.executor.store.gate
+        guard gate.enter() else { return self.processWhileExclusive(buffer, context: context) }
+        defer { gate.exit() }
+        if self.session.unwatchPending {
+            self.session.unwatchPending = false
+            self.executor.store.unwatch(self.session.watch)
+        }
+        if let command = self.parkedCommand {
+            self.parkedCommand = nil
+            self.handle(command, context: context)
+            if self.parked != .no {
+                self.pending = buffer
+                return
+            }
         }
         var quickCount = 0
         if self.batch.capacity == 0 {
@@ -106,6 +182,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 // Replies already batched go first: they answer earlier requests.
                 self.writeBatch(context: context)
                 self.handle(command, context: context)
+                // Its own script dispatched: the rest waits until it has run.
+                if self.parked != .no { break }
             }
         } catch {
             self.finishQuick(quickCount, context: context)
@@ -113,9 +191,81 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             return
         }
         self.finishQuick(quickCount, context: context)
+        self.keep(&buffer)
+    }
+
+    /// Keep what was not handled of `buffer` for later.
+    private func keep(_ buffer: inout ByteBuffer) {
         if buffer.readableBytes > 0 && !self.closing {
             if buffer.readerIndex > 64 * 1024 { buffer.discardReadBytes() }
             self.pending = buffer
+        }
+    }
+
+    /// A script holds the store: each request waits, runs (SCRIPT KILL, SHUTDOWN …) or gets
+    /// -BUSY, by `CommandExecutor.executeWhileExclusive`.
+    private func processWhileExclusive(_ input: ByteBuffer, context: ChannelHandlerContext) {
+        var buffer = input
+        while !self.closing {
+            let command: RESPCommand
+            if let parked = self.parkedCommand {
+                self.parkedCommand = nil
+                command = parked
+            } else {
+                do {
+                    guard let decoded = try self.decoder.decode(buffer: &buffer) else { break }
+                    command = decoded
+                } catch {
+                    self.errorCaught(context: context, error: error)
+                    return
+                }
+            }
+            guard !command.arguments.isEmpty else { continue }
+            let reply = Reply()
+            let eventLoop = context.eventLoop
+            let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
+            let outcome = self.executor.executeWhileExclusive(command, session: self.session, allocator: context.channel.allocator) {
+                result in
+                eventLoop.execute {
+                    let (handler, reply) = bound.value
+                    reply.buffer = result
+                    handler.drain(flush: true)
+                }
+            }
+            switch outcome {
+            case .done(let result):
+                self.statistics.totalCommands.add(1, ordering: .relaxed)
+                self.replies.append(reply)
+                self.settle(reply, result)
+                self.drain(flush: false)
+            case .park(let untilEnd):
+                self.parkedCommand = command
+                switch self.executor.scripts.park(untilEnd: untilEnd, wake: self.wakeCallback ?? {}) {
+                case .parked:
+                    self.parked = .behindScript
+                    context.channel.setOption(ChannelOptions.autoRead, value: false).whenFailure { _ in }
+                    self.keep(&buffer)
+                    return
+                case .notBusy, .timedOut:
+                    // It ended (or passed the threshold) meanwhile: start over.
+                    return self.process(buffer, context: context)
+                }
+            }
+        }
+        self.keep(&buffer)
+    }
+
+    /// File an executor outcome into its reply slot.
+    private func settle(_ reply: Reply, _ outcome: CommandExecutor.Outcome) {
+        switch outcome {
+        case .reply(let buffer):
+            reply.buffer = buffer
+        case .replyAndClose(let buffer):
+            reply.buffer = buffer
+            reply.closeAfter = true
+            self.closing = true
+        case .pending:
+            break
         }
     }
 
@@ -241,7 +391,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
         let allocator = context.channel.allocator
-        let outcome = self.executor.execute(command, session: self.session, allocator: allocator) { result in
+        let outcome = self.executor.execute(command, session: self.session, allocator: allocator, resumed: self.resumeCallback) {
+            result in
             // Called from the log's flusher thread once the write is durable: hop back.
             eventLoop.execute {
                 let (handler, reply) = bound.value
@@ -249,16 +400,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 handler.drain(flush: true)
             }
         }
-        switch outcome {
-        case .reply(let buffer):
-            reply.buffer = buffer
-        case .replyAndClose(let buffer):
-            reply.buffer = buffer
-            reply.closeAfter = true
-            self.closing = true
-        case .pending:
-            break
-        }
+        self.settle(reply, outcome)
+        if self.session.awaitingScript { self.parked = .ownScript }
         self.drain(flush: false)
     }
 
@@ -331,9 +474,19 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         self.statistics.connectedClients.subtract(1, ordering: .relaxed)
-        // A MULTI in progress is dropped (nothing of it was logged); watches end.
+        // A MULTI in progress is dropped (nothing of it was logged); watches end — once no
+        // script holds the store (the event loop never waits for one).
         self.session.endMulti()
-        if self.session.watch.isWatching { self.executor.store.unwatch(self.session.watch) }
+        if self.session.watch.isWatching {
+            let store = self.executor.store
+            let token = self.session.watch
+            if store.gate.enter() {
+                store.unwatch(token)
+                store.gate.exit()
+            } else {
+                self.executor.scripts.submit { store.unwatch(token) }
+            }
+        }
         context.fireChannelInactive()
     }
 }

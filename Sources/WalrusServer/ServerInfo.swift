@@ -51,6 +51,10 @@ enum ServerInfo {
             "Memory",
             [
                 ("used_memory", String(status.dataBytes)), ("used_memory_rss", String(status.residentBytes)),
+                ("used_memory_lua", String(executor.scripts.luaMemory)),
+                ("used_memory_vm_eval", String(executor.scripts.luaMemory)),
+                ("used_memory_scripts_eval", String(executor.scripts.cachedBytes)),
+                ("number_of_cached_scripts", String(executor.scripts.cachedCount)),
                 ("maxmemory", "0"), ("maxmemory_policy", "noeviction"), ("mem_allocator", "libc"),
                 ("walrus_data_bytes", String(status.dataBytes)),
             ])
@@ -72,6 +76,7 @@ enum ServerInfo {
                 ("total_connections_received", String(status.totalConnections)),
                 ("total_commands_processed", String(status.totalCommands)),
                 ("rejected_connections", String(status.rejectedConnections)), ("expired_keys", String(status.expiredKeys)),
+                ("total_error_replies", String(executor.statistics.errorReplies.load(ordering: .relaxed))),
                 ("evicted_keys", "0"), ("walrus_protocol_errors", String(status.protocolErrors)),
             ])
         section("Replication", Self.replicationFields(status, executor: executor))
@@ -82,7 +87,7 @@ enum ServerInfo {
                 ("used_cpu_sys_children", "0.000000"), ("used_cpu_user_children", "0.000000"),
             ])
         section("Modules", [])
-        section("Errorstats", [])
+        section("Errorstats", executor.statistics.errorStatistics)
         section("Cluster", [("cluster_enabled", "0")])
         section(
             "Keyspace",

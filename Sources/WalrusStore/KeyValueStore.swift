@@ -39,6 +39,9 @@ public final class KeyValueStore: Sendable {
     /// Key and value limits in force (a reload can change them).
     private let limits: LockedValue<(key: Int, value: Int)>
     public let logger: Logger
+    /// Held by short work (commands, expiry, replication) and closed by a running script: see
+    /// `ExclusiveGate`.
+    public let gate = ExclusiveGate()
 
     private init(
         configuration: StoreConfiguration, wal: WriteAheadLog, state: StoreState, recovery: StoreRecoveryReport,

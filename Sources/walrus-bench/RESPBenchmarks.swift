@@ -32,7 +32,10 @@ struct RESPBenchmarks {
             (
                 "durable: walrusd fsync=always vs redis-server appendfsync always",
                 ["--fsync", "always"], ["--appendfsync", "always"],
-                [("SET -c 1", ["-t", "set", "-c", "1"]), ("SET -c 50", ["-t", "set", "-c", "50"])]
+                [
+                    ("SET -c 1", ["-t", "set", "-c", "1"]), ("SET -c 50", ["-t", "set", "-c", "50"]),
+                    ("EVALSHA (INCR, PEXPIRE, PTTL) -c 50", ["-c", "50"] + Self.evalsha),
+                ]
             ),
             (
                 "periodic: walrusd fsync=interval (1000 ms) vs redis-server appendfsync everysec",
@@ -42,6 +45,7 @@ struct RESPBenchmarks {
                     ("SET -c 50", ["-t", "set", "-c", "50"]), ("GET -c 50", ["-t", "get", "-c", "50"]),
                     ("SET -c 50 -P 16", ["-t", "set", "-c", "50", "-P", "16"]),
                     ("GET -c 50 -P 16", ["-t", "get", "-c", "50", "-P", "16"]),
+                    ("EVALSHA (INCR, PEXPIRE, PTTL) -c 50", ["-c", "50"] + Self.evalsha),
                 ]
             ),
         ]
@@ -67,27 +71,70 @@ struct RESPBenchmarks {
                 walrus.process.waitUntilExit()
                 redis.process.waitUntilExit()
             }
+            // The script the EVALSHA rows run, in both script caches.
+            var sha = ""
+            for server in [walrus, redis] {
+                sha = try RESPConnection(host: "127.0.0.1", port: server.port).command("SCRIPT", "LOAD", Self.rateLimiter).text ?? ""
+            }
             var rows: [[String]] = []
-            for (name, arguments) in mode.workloads {
+            for (name, words) in mode.workloads {
+                let arguments = words.map { $0 == "SHA" ? sha : $0 }
                 var ours: [Double] = []
                 var theirs: [Double] = []
+                var ourCPU: [Double] = []
+                var theirCPU: [Double] = []
                 // One client waiting for each fdatasync manages a few thousand a second: fewer requests.
                 let requests = arguments.suffix(2) == ["-c", "1"] && mode.walrus.contains("always") ? min(self.requests, 10_000) : self.requests
                 for _ in 0..<self.repetitions {
-                    ours.append(try self.benchmark(port: walrus.port, arguments, requests: requests))
-                    theirs.append(try self.benchmark(port: redis.port, arguments, requests: requests))
+                    let (rate, cpu) = try self.measure(walrus, arguments, requests: requests)
+                    ours.append(rate)
+                    ourCPU.append(cpu)
+                    let (peerRate, peerCPU) = try self.measure(redis, arguments, requests: requests)
+                    theirs.append(peerRate)
+                    theirCPU.append(peerCPU)
                 }
                 let (w, r) = (Bench.median(ours), Bench.median(theirs))
-                rows.append([name, Bench.format(w), Bench.format(r), Bench.ratio(w, r)])
+                let (wc, rc) = (Bench.median(ourCPU), Bench.median(theirCPU))
+                rows.append([
+                    name, Bench.format(w), Bench.format(r), Bench.ratio(w, r), String(format: "%.1f", wc), String(format: "%.1f", rc),
+                ])
                 let durable = mode.walrus.contains("always")
-                let goal: Double? = durable ? (name == "SET -c 50" ? 1.5 : nil) : (name.contains("-c 50") ? 1.0 : nil)
+                let script = name.hasPrefix("EVALSHA")
+                let goal: Double? =
+                    script ? 1.0 : durable ? (name == "SET -c 50" ? 1.5 : nil) : (name.contains("-c 50") ? 1.0 : nil)
+                let section = durable ? "RESP, durable (fsync=always ↔ appendfsync always)" : "RESP, periodic (fsync=interval 1 s ↔ everysec)"
+                let workload = name + (self.replicas ? ", follower attached" : "")
                 Report.add(
-                    section: durable ? "RESP, durable (fsync=always ↔ appendfsync always)" : "RESP, periodic (fsync=interval 1 s ↔ everysec)",
-                    workload: name + (self.replicas ? ", follower attached" : ""), walrus: w, peer: r, peerName: "redis-server",
-                    unit: "ops/s", goal: goal.map { .atLeast($0) }, limit: durable ? "fdatasync rate × batch (see WAL rows)" : "")
+                    section: section, workload: workload, walrus: w, peer: r, peerName: "redis-server",
+                    unit: "ops/s", goal: goal.map { .atLeast($0) },
+                    limit: script ? "one script thread; each script a hop off and back onto the event loop"
+                        : durable ? "fdatasync rate × batch (see WAL rows)" : "")
+                Report.add(
+                    section: section, workload: workload + ", server CPU", walrus: wc, peer: rc, peerName: "redis-server",
+                    unit: "CPU-µs/op", lowerIsBetter: true)
             }
-            Bench.table(mode.title, ["workload", "walrusd ops/s", "redis-server ops/s", "walrus ÷ redis"], rows)
+            Bench.table(
+                mode.title,
+                ["workload", "walrusd ops/s", "redis-server ops/s", "walrus ÷ redis", "walrusd CPU-µs/op", "redis-server CPU-µs/op"], rows)
         }
+    }
+
+    /// A rate limiter as rate-limit-redis writes it: three commands per call.
+    static let rateLimiter =
+        "local hits = redis.call('INCR', KEYS[1]) local ttl = redis.call('PTTL', KEYS[1]) "
+        + "if ttl <= 0 then redis.call('PEXPIRE', KEYS[1], 60000) ttl = 60000 end return {hits, ttl}"
+
+    /// redis-benchmark's words for one EVALSHA of `rateLimiter` on a random key (SHA: the
+    /// script's, from SCRIPT LOAD).
+    static let evalsha = ["EVALSHA", "SHA", "1", "rl:__rand_int__"]
+
+    /// One redis-benchmark run against `server`: ops/s, and the server's CPU time (user +
+    /// system, all its threads, from /proc) per request in µs.
+    func measure(_ server: Server, _ arguments: [String], requests: Int) throws -> (Double, Double) {
+        let before = Bench.cpuSeconds(server.process.processIdentifier)
+        let rate = try self.benchmark(port: server.port, arguments, requests: requests)
+        let spent = Bench.cpuSeconds(server.process.processIdentifier) - before
+        return (rate, spent / Double(requests) * 1e6)
     }
 
     struct BenchError: Error, CustomStringConvertible {
@@ -143,8 +190,10 @@ struct RESPBenchmarks {
             ["-p", String(port), "-n", String(requests ?? self.requests), "-d", "100", "-r", "100000", "-q"] + arguments
         ).text
         // "SET: 64557.78 requests per second, p50=0.655 msec" (after \r progress lines).
+        // A custom command's line starts with its words: the figure is the word before "requests".
         for line in text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) where line.contains("requests per second") {
-            if let value = line.split(separator: " ").dropFirst().first, let number = Double(value) { return number }
+            let words = line.split(separator: " ")
+            if let at = words.firstIndex(of: "requests"), at > 0, let number = Double(words[at - 1]) { return number }
         }
         throw BenchError("redis-benchmark printed no figure: \(text.suffix(200))")
     }

@@ -22,6 +22,11 @@ final class ClientSession {
     var queueFailed = false
     /// WATCH: dirty once a watched key changes.
     let watch = WatchToken()
+    /// The watches must end, but a script held the store when the MULTI was aborted: the next
+    /// command that can reach the store ends them first.
+    var unwatchPending = false
+    /// A script this connection sent runs on the script thread: its next commands wait for it.
+    var awaitingScript = false
 
     init(id: Int) { self.id = id }
 

@@ -84,6 +84,9 @@ enum CommandHandler: Sendable {
     /// Reads or writes the keyspace: runs inside a store transaction (its own, or its EXEC's or
     /// script's), whose writes become one log record.
     case keyspace(@Sendable (inout CommandCall, inout StoreTransaction) throws -> Void)
+    /// A script (EVAL and its kin): runs on the script thread as exclusive work, inside a store
+    /// transaction of its own or its EXEC's, whose writes become one log record.
+    case script(@Sendable (inout CommandCall, inout StoreTransaction) throws -> Void)
     /// Everything else (connection state, server information, replication).
     case plain(@Sendable (inout CommandCall) throws -> CommandOutcome)
     /// A container (CONFIG, CLIENT, COMMAND …): dispatch goes on to a subcommand.

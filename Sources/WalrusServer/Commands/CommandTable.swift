@@ -106,6 +106,21 @@ enum CommandTable {
             spec("discard", 1, [.noscript, .loading, .stale, .fast, .allowBusy], group: "transactions", since: "2.0.0", "Discard all commands issued after MULTI", keyspace(TransactionCommands.discard)),
             spec("watch", -2, [.noscript, .loading, .stale, .fast, .allowBusy], keys: (1, -1, 1), group: "transactions", since: "2.2.0", "Watch the given keys to determine execution of the MULTI/EXEC block", keyspace(TransactionCommands.watch)),
             spec("unwatch", 1, [.noscript, .loading, .stale, .fast, .allowBusy], group: "transactions", since: "2.2.0", "Forget about all watched keys", keyspace(TransactionCommands.unwatch)),
+            // Scripting
+            spec("eval", -3, [.noscript, .mayReplicate, .noMandatoryKeys, .stale], group: "scripting", since: "2.6.0", "Execute a Lua script server side", .script(ScriptCommands.eval(bySHA: false, readOnly: false))),
+            spec("evalsha", -3, [.noscript, .mayReplicate, .noMandatoryKeys, .stale], group: "scripting", since: "2.6.0", "Execute a Lua script server side", .script(ScriptCommands.eval(bySHA: true, readOnly: false))),
+            spec("eval_ro", -3, [.noscript, .noMandatoryKeys, .stale, .readonly], group: "scripting", since: "7.0.0", "Execute a read-only Lua script server side", .script(ScriptCommands.eval(bySHA: false, readOnly: true))),
+            spec("evalsha_ro", -3, [.noscript, .noMandatoryKeys, .stale, .readonly], group: "scripting", since: "7.0.0", "Execute a read-only Lua script server side", .script(ScriptCommands.eval(bySHA: true, readOnly: true))),
+            spec(
+                "script", -2, [], group: "scripting", since: "2.6.0", "A container for Lua scripts management commands", .container,
+                subcommands: [
+                    spec("load", 3, [.noscript, .stale], group: "scripting", since: "2.6.0", "Load the specified Lua script into the script cache.", container: "script", plain(ScriptCommands.load)),
+                    spec("exists", -3, [.noscript], group: "scripting", since: "2.6.0", "Check existence of scripts in the script cache.", container: "script", plain(ScriptCommands.exists)),
+                    spec("flush", -2, [.noscript], group: "scripting", since: "2.6.0", "Remove all the scripts from the script cache.", container: "script", plain(ScriptCommands.flush)),
+                    spec("kill", 2, [.noscript, .allowBusy], group: "scripting", since: "2.6.0", "Kill the script currently in execution.", container: "script", plain(ScriptCommands.kill)),
+                    spec("debug", 3, [.noscript], group: "scripting", since: "3.2.0", "Set the debug mode for executed scripts.", container: "script", plain(ScriptCommands.debug)),
+                    spec("help", 2, [.loading, .stale], group: "scripting", since: "5.0.0", "Show helpful text about the different subcommands", container: "script", plain(ScriptCommands.help)),
+                ]),
             // Connection
             spec("ping", -1, [.fast, .sentinel], group: "connection", since: "1.0.0", "Ping the server", plain(ConnectionCommands.ping)),
             spec("echo", 2, [.loading, .stale, .fast], group: "connection", since: "1.0.0", "Echo the given string", plain(ConnectionCommands.echo)),

@@ -151,6 +151,9 @@ enum ServerCommands {
             throw CommandError("ERR SHUTDOWN is not available in this process; stop walrusd with SIGTERM or systemctl stop")
         }
         call.executor.logger.notice("Shutting down on a client's SHUTDOWN")
+        // A script running now stops, whatever it wrote (Redis's SHUTDOWN NOSAVE during a busy
+        // script); none of its writes was acknowledged, and none is logged.
+        call.executor.scripts.stopForShutdown()
         shutdown()
         call.ok()
         return .close

@@ -36,6 +36,8 @@ public struct DaemonSettings: Equatable, Sendable {
     public var replRetentionSeconds = 3600
     public var metricsPort: Int? = nil
     public var metricsBind = "127.0.0.1"
+    public var busyReplyThreshold = 5000
+    public var scriptMemoryBytes = 512 << 20
 
     public init() {}
 
@@ -239,6 +241,13 @@ extension DaemonSettings {
                 settings.metricsPort = text.isEmpty ? nil : try Self.parseInteger("metrics-port", text, 0...65535)
             }),
         text("metrics-bind", type: "address", default: "`127.0.0.1`", \.metricsBind, "the metrics endpoint's address"),
+        integer(
+            "busy-reply-threshold", redis: "lua-time-limit", type: "ms", 0...Int.max, default: "5000", live: true,
+            \.busyReplyThreshold,
+            "a script running longer makes other clients' commands answer `-BUSY` (0: never); SCRIPT KILL stops it"),
+        integer(
+            "script-memory-bytes", type: "bytes", (1 << 20)...(1 << 40), default: "536870912", live: true,
+            \.scriptMemoryBytes, "the Lua heap's bound; an allocation past it fails the script with \"not enough memory\""),
     ]
 
     /// The README's table of keys, from `keys` (a test checks the README against this).
