@@ -1235,6 +1235,7 @@ typedef struct {
     const char *const *args;
     const size_t *arg_lengths;
     walrus_buffer *out;
+    int hook_count;
     int failed;
 } run_arguments;
 
@@ -1283,7 +1284,7 @@ static int run_protected(lua_State *L) {
     set_array(L, "ARGV", a->nargs, a->args, a->arg_lengths);
     w->script_resp = 2;
     w->running = 1;
-    lua_sethook(L, count_hook, LUA_MASKCOUNT, 100000);
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, a->hook_count > 0 ? a->hook_count : 100000);
     int status = lua_pcall(L, 0, 1, 1);
     lua_sethook(L, NULL, 0, 0);
     w->running = 0;
@@ -1345,8 +1346,8 @@ static int run_protected(lua_State *L) {
 
 int walrus_lua_run(walrus_lua *w, const char *sha, int caller_resp, int nkeys, const char *const *keys,
                    const size_t *key_lengths, int nargs, const char *const *args, const size_t *arg_lengths,
-                   walrus_buffer *out) {
-    run_arguments a = {w, sha, caller_resp, nkeys, keys, key_lengths, nargs, args, arg_lengths, out, 0};
+                   int hook_count, walrus_buffer *out) {
+    run_arguments a = {w, sha, caller_resp, nkeys, keys, key_lengths, nargs, args, arg_lengths, out, hook_count, 0};
     w->error_counted = 0;
     int status = lua_cpcall(w->L, run_protected, &a);
     w->running = 0;

@@ -50,9 +50,17 @@ final class CommandExecutor: Sendable {
         self.settings = settings
         self.status = status
         self.alwaysMode = store.configuration.wal.fsyncMode == .always
+        // Read at every script: cached until the settings change.
+        let cached = LockedValue((generation: -1, busy: 0, memory: 0))
         self.scripts = ScriptEngine(store: store, logger: logger, version: ServerInfo.redisVersion) { [settings] in
-            let snapshot = settings.snapshot
-            return (snapshot.busyReplyThreshold, snapshot.scriptMemoryBytes)
+            let generation = settings.generation
+            return cached.withLock { cache in
+                if cache.generation != generation {
+                    let snapshot = settings.snapshot
+                    cache = (generation, snapshot.busyReplyThreshold, snapshot.scriptMemoryBytes)
+                }
+                return (cache.busy, cache.memory)
+            }
         }
     }
 
@@ -73,11 +81,12 @@ final class CommandExecutor: Sendable {
     /// Run one command. The caller holds the store's gate (`ExclusiveGate.enter`), or knows no
     /// event loop shares the store. A script (or an EXEC holding one) answers `.pending`, runs
     /// on the script thread, calls `resumed` once it has run (the connection's next commands
-    /// must see what it wrote) and `completion` with its reply once that is as durable as
-    /// promised.
+    /// must see what it wrote) — with its reply when that is ready too, so one hop back to the
+    /// event loop carries both — and otherwise `completion` with the reply once it is as
+    /// durable as promised.
     func execute(
-        _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator,
-        resumed: (@Sendable () -> Void)? = nil, completion: @escaping @Sendable (ByteBuffer) -> Void
+        _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator, insideGate: Bool = false,
+        resumed: (@Sendable (ByteBuffer?) -> Void)? = nil, completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         let arguments = command.arguments
         var out = allocator.buffer(capacity: 64)
@@ -113,12 +122,14 @@ final class CommandExecutor: Sendable {
         }
         let started = monotonicNanoseconds()
         let outcome = self.run(
-            spec, arguments: arguments, out: out, session: session, allocator: allocator, resumed: resumed, completion: completion)
+            spec, arguments: arguments, out: out, session: session, allocator: allocator, insideGate: insideGate, resumed: resumed,
+            completion: completion)
         let failed: Bool
         switch outcome {
         case .reply(let buffer), .replyAndClose(let buffer):
             failed = buffer.readableBytesView.first == UInt8(ascii: "-")
-            if failed { self.statistics.countError(buffer) }
+            // A script's error is counted where it arose (a command's inside, or the script's own).
+            if failed, !spec.isScript { self.statistics.countError(buffer) }
         case .pending: failed = false
         }
         self.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
@@ -127,7 +138,7 @@ final class CommandExecutor: Sendable {
 
     private func run(
         _ spec: CommandSpec, arguments: [ByteBuffer], out: ByteBuffer, session: ClientSession, allocator: ByteBufferAllocator,
-        resumed: (@Sendable () -> Void)?, completion: @escaping @Sendable (ByteBuffer) -> Void
+        insideGate: Bool, resumed: (@Sendable (ByteBuffer?) -> Void)?, completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         var call = CommandCall(
             spec: spec, arguments: arguments, out: out, session: session, executor: self, allocator: allocator,
@@ -142,6 +153,9 @@ final class CommandExecutor: Sendable {
             }
             return self.runKeyspace(handler, call: &call, completion: completion)
         case .script(let handler):
+            // Most scripts take microseconds: run here, on the event loop, unless it outlasts
+            // the inline budget — then it runs again on the script thread (see runInline).
+            if insideGate, let outcome = self.runInline(handler, call: &call, completion: completion) { return outcome }
             return self.runExclusive(handler, call: call, resumed: resumed, completion: completion)
         case .plain(let handler):
             do {
@@ -197,15 +211,50 @@ final class CommandExecutor: Sendable {
         return .pending
     }
 
+    /// A script run inline: the caller (an event loop inside the gate) upgrades to exclusive
+    /// for the run; nil when it cannot (other exclusive work is under way) or when the script
+    /// outlasted `ScriptEngine.inlineBudgetNanoseconds` — then nothing of this run was applied
+    /// or logged, and the caller hands it to the script thread.
+    private func runInline(
+        _ handler: @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void, call: inout CommandCall,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
+    ) -> Outcome? {
+        guard self.scripts.beginInline() else { return nil }
+        defer { self.scripts.endInline() }
+        call.inlineScript = true
+        defer { call.inlineScript = false }
+        let mark = call.out.writerIndex
+        let waits = !call.spec.flags.contains(.readonly) && (self.alwaysMode || self.waitsForFollowers)
+        let pending = waits ? WriteCompletion(executor: self, allocator: call.allocator, countsErrors: !call.spec.isScript, completion: completion) : nil
+        let index: UInt64?
+        do {
+            index = try self.store.perform(expiresKeys: self.expiresKeys, onDurable: pending.map { $0.sealed }) { transaction in
+                try handler(&call, &transaction)
+            }.index
+        } catch is ScriptEngine.InlineAbort {
+            pending?.abandon()
+            call.out.moveWriterIndex(to: mark)
+            return nil
+        } catch {
+            pending?.abandon()
+            let reply = Self.errorReply(error, allocator: call.allocator)
+            self.statistics.countError(reply)
+            return .reply(reply)
+        }
+        guard let pending else { return .reply(call.out) }
+        if let ready = pending.ran(reply: call.out, index: index) { return .reply(ready) }
+        return .pending
+    }
+
     /// A script, or an EXEC holding one: on the script thread with the store's gate closed, in
     /// one transaction (one record). `resumed` is called once it has run, `completion` with the
     /// reply once durable.
     private func runExclusive(
         _ handler: @escaping @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void, call: CommandCall,
-        resumed: (@Sendable () -> Void)?, completion: @escaping @Sendable (ByteBuffer) -> Void
+        resumed: (@Sendable (ByteBuffer?) -> Void)?, completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         let waits = !call.spec.flags.contains(.readonly) && (self.alwaysMode || self.waitsForFollowers)
-        let pending = waits ? WriteCompletion(executor: self, allocator: call.allocator, completion: completion) : nil
+        let pending = waits ? WriteCompletion(executor: self, allocator: call.allocator, countsErrors: !call.spec.isScript, completion: completion) : nil
         let expiresKeys = self.expiresKeys
         // The call (and its session) is handed to the script thread; the connection waits for
         // `resumed` before it touches its session again.
@@ -224,10 +273,16 @@ final class CommandExecutor: Sendable {
                 failure = Self.errorReply(error, allocator: call.allocator)
                 self.statistics.countError(failure!)
             }
-            resumed?()
-            if let failure { return completion(failure) }
-            guard let pending else { return completion(call.out) }
-            if let ready = pending.ran(reply: call.out, index: index) { completion(ready) }
+            let ready: ByteBuffer?
+            if let failure {
+                ready = failure
+            } else if let pending {
+                ready = pending.ran(reply: call.out, index: index)
+            } else {
+                ready = call.out
+            }
+            if let resumed { return resumed(ready) }
+            if let ready { completion(ready) }
         }
         return .pending
     }
@@ -353,8 +408,14 @@ final class WriteCompletion: Sendable {
     private let executor: CommandExecutor
     private let allocator: ByteBufferAllocator
     private let completion: @Sendable (ByteBuffer) -> Void
+    /// Count an error reply in INFO errorstats (a script's errors are counted where they arise).
+    private let countsErrors: Bool
 
-    init(executor: CommandExecutor, allocator: ByteBufferAllocator, completion: @escaping @Sendable (ByteBuffer) -> Void) {
+    init(
+        executor: CommandExecutor, allocator: ByteBufferAllocator, countsErrors: Bool = true,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
+    ) {
+        self.countsErrors = countsErrors
         self.executor = executor
         self.allocator = allocator
         self.completion = completion
@@ -426,7 +487,7 @@ final class WriteCompletion: Sendable {
             return true
         }
         if now {
-            self.executor.statistics.countError(buffer)
+            if self.countsErrors { self.executor.statistics.countError(buffer) }
             self.completion(buffer)
         }
     }

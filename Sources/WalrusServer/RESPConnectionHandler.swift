@@ -83,18 +83,20 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var parkedCommand: RESPCommand?
     /// Called (from the script thread) once this connection's script has run, and when a
     /// script it waits behind passes the busy threshold or ends.
-    private var resumeCallback: (@Sendable () -> Void)?
+    private var resumeCallback: (@Sendable (ByteBuffer?) -> Void)?
     private var wakeCallback: (@Sendable () -> Void)?
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        self.resumeCallback = {
+        self.resumeCallback = { reply in
             eventLoop.execute {
                 let handler = bound.value
                 handler.session.awaitingScript = false
-                if handler.parked == .ownScript { handler.unpark() }
+                // The script's reply slot is the last one: nothing was queued behind it.
+                if let reply, let slot = handler.replies.last { slot.buffer = reply }
+                if handler.parked == .ownScript { handler.unpark() } else { handler.drain(flush: true) }
             }
         }
         self.wakeCallback = {
@@ -131,6 +133,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard let context = self.context, !self.closing else { return }
         if self.parked == .behindScript { context.channel.setOption(ChannelOptions.autoRead, value: true).whenFailure { _ in } }
         self.parked = .no
+        // The script's reply, if it came with the resume, goes before what follows.
+        self.drain(flush: false)
         let buffer = self.pending ?? context.channel.allocator.buffer(capacity: 0)
         self.pending = nil
         self.process(buffer, context: context)
@@ -391,7 +395,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
         let allocator = context.channel.allocator
-        let outcome = self.executor.execute(command, session: self.session, allocator: allocator, resumed: self.resumeCallback) {
+        let outcome = self.executor.execute(
+            command, session: self.session, allocator: allocator, insideGate: true, resumed: self.resumeCallback
+        ) {
             result in
             // Called from the log's flusher thread once the write is durable: hop back.
             eventLoop.execute {

@@ -49,4 +49,22 @@ public final class ExclusiveGate: Sendable {
 
     /// Open it again.
     public func open() { self.closed.store(false, ordering: .sequentiallyConsistent) }
+
+    /// From inside (after `enter`): make this short work exclusive for a moment — close the gate
+    /// and wait until no one else is inside. False when other exclusive work holds or wants the
+    /// gate (then carry on as short work, or hand the work over). Undo with `downgrade`.
+    public func tryUpgrade() -> Bool {
+        guard self.closed.compareExchange(expected: false, desired: true, ordering: .sequentiallyConsistent).exchanged else {
+            return false
+        }
+        var spins = 0
+        while self.inside.load(ordering: .sequentiallyConsistent) > 1 {
+            spins += 1
+            if spins < 100 { sched_yield() } else { usleep(20) }
+        }
+        return true
+    }
+
+    /// End an upgrade: the caller is short work inside again.
+    public func downgrade() { self.open() }
 }

@@ -61,11 +61,11 @@ int walrus_lua_defined(walrus_lua *lua, const char *sha);
 void walrus_lua_undefine(walrus_lua *lua, const char *sha);
 
 /// Run script `sha` with KEYS and ARGV; its reply, as RESP for a client speaking `caller_resp`,
-/// goes into `out`. Returns 0 for a reply, 1 for an error reply, 2 for an error reply that
+/// goes into `out`. The host's interrupt check runs every `hook_count` instructions (0: 100,000). Returns 0 for a reply, 1 for an error reply, 2 for an error reply that
 /// passes on a command's error (already counted in the error statistics when it happened).
 int walrus_lua_run(walrus_lua *lua, const char *sha, int caller_resp, int nkeys, const char *const *keys,
                    const size_t *key_lengths, int nargs, const char *const *args, const size_t *arg_lengths,
-                   walrus_buffer *out);
+                   int hook_count, walrus_buffer *out);
 
 #ifdef __cplusplus
 }

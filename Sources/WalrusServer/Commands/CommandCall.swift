@@ -18,6 +18,8 @@ struct CommandCall {
     /// Inside EXEC (or a script): a command that would block answers at once (Redis's
     /// CLIENT_DENY_BLOCKING), and nothing may take the store's lock again.
     let inTransaction: Bool
+    /// A script runs inline on its event loop, with a budget (`ScriptEngine.InlineAbort`).
+    var inlineScript = false
 
     var resp3: Bool { self.session.resp3 }
     var count: Int { self.arguments.count }

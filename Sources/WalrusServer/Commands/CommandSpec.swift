@@ -93,8 +93,9 @@ enum CommandHandler: Sendable {
     case container
 }
 
-/// One entry of the command table.
-struct CommandSpec: Sendable {
+/// One entry of the command table. A class: every command's dispatch hands its entry around,
+/// and a reference is one retain where the struct's copy was a dozen.
+final class CommandSpec: Sendable {
     /// Lower-case, as COMMAND INFO prints it (`get`, or `get` under `config` for `config|get`).
     let name: String
     /// Redis's convention: n means exactly n words (the name included), -n at least n.
@@ -116,6 +117,32 @@ struct CommandSpec: Sendable {
     let subcommands: [String: CommandSpec]
     /// The container's name for a subcommand (`config`), nil for a top-level command.
     let container: String?
+
+    init(
+        name: String, arity: Int, flags: CommandFlags, firstKey: Int, lastKey: Int, keyStep: Int, group: String,
+        categories: [String], summary: String, since: String, handler: CommandHandler, subcommands: [String: CommandSpec],
+        container: String?
+    ) {
+        self.name = name
+        self.arity = arity
+        self.flags = flags
+        self.firstKey = firstKey
+        self.lastKey = lastKey
+        self.keyStep = keyStep
+        self.group = group
+        self.categories = categories
+        self.summary = summary
+        self.since = since
+        self.handler = handler
+        self.subcommands = subcommands
+        self.container = container
+    }
+
+    /// EVAL and its kin.
+    var isScript: Bool {
+        if case .script = self.handler { return true }
+        return false
+    }
 
     /// `config|get` for a subcommand, else the name.
     var fullName: String { self.container.map { "\($0)|\(self.name)" } ?? self.name }

@@ -84,8 +84,14 @@ final class ScriptEngine: @unchecked Sendable {
         var waiters: [Waiter] = []
     }
 
+    private struct Job {
+        /// Set for exclusive work: the engine whose gate the job closes.
+        let exclusive: ScriptEngine?
+        let body: @Sendable () -> Void
+    }
+
     private struct Jobs {
-        var queue: [@Sendable () -> Void] = []
+        var queue: [Job] = []
         var stopped = false
     }
 
@@ -94,6 +100,10 @@ final class ScriptEngine: @unchecked Sendable {
     /// The busy threshold (ms; 0: never) and Lua's memory bound, read at each script's start.
     private let limits: @Sendable () -> (busyMilliseconds: Int, memoryBytes: Int)
     private let cache = LockedValue<[String: CachedScript]>([:])
+    /// Held while Lua runs or compiles: on the script thread, or inline on an event loop (a
+    /// long run only ever happens on the script thread, with the gate closed, when no event loop
+    /// can be inside to want the lock).
+    private let luaLock = LockedValue(())
     private let busy = LockedValue(Busy())
     private let jobs: ConditionLock<Jobs>
     private let started = LockedValue(false)
@@ -103,6 +113,10 @@ final class ScriptEngine: @unchecked Sendable {
     private var run: ScriptRun?
     private var reply: UnsafeMutableRawPointer?
     private var replyCapacity = 0
+    private var memoryLimit = 0
+    private let lookup = CommandLookup()
+    /// The session commands from scripts run in (one at a time, under the Lua lock).
+    private let scriptSession = ClientSession(id: 0)
     private let version: String
     /// Stop any script running longer than this (ms; 0: never), discarding its writes: for
     /// embedders and the fuzz target, which have no other client to send SCRIPT KILL.
@@ -157,24 +171,47 @@ final class ScriptEngine: @unchecked Sendable {
     // MARK: The script thread
 
     /// Run `job` on the script thread, after the jobs before it.
-    func submit(_ job: @escaping @Sendable () -> Void) {
+    func submit(_ job: @escaping @Sendable () -> Void) { self.enqueue(Job(exclusive: nil, body: job)) }
+
+    /// Run `body` on the script thread as exclusive work: with the gate closed (no command runs
+    /// meanwhile). Exclusive jobs queued together run under one closing of the gate (under load
+    /// the scripts of many clients wait together); parked connections are woken when they end.
+    func exclusive(_ body: @escaping @Sendable () -> Void) { self.enqueue(Job(exclusive: self, body: body)) }
+
+    private func enqueue(_ job: Job) {
         let start = self.started.withLock { started -> Bool in
             defer { started = true }
             return !started
         }
         if start {
             let jobs = self.jobs
+            // The thread holds the engine only while it runs a job's closure (which does).
             _ = DedicatedThread(name: "walrus-scripts", detached: true) {
                 while true {
-                    var next: (@Sendable () -> Void)?
                     jobs.wait(while: { $0.queue.isEmpty && !$0.stopped }, untilMonotonicNanoseconds: nil)
-                    let stop = jobs.withLock { state -> Bool in
-                        if state.queue.isEmpty { return state.stopped }
-                        next = state.queue.removeFirst()
-                        return false
+                    let (batch, stop) = jobs.withLock { state -> ([Job], Bool) in
+                        let batch = state.queue
+                        state.queue.removeAll(keepingCapacity: true)
+                        return (batch, batch.isEmpty && state.stopped)
                     }
                     if stop { return }
-                    next?()
+                    var index = 0
+                    while index < batch.count {
+                        guard let engine = batch[index].exclusive else {
+                            batch[index].body()
+                            index += 1
+                            continue
+                        }
+                        var end = index
+                        while end < batch.count && batch[end].exclusive != nil { end += 1 }
+                        engine.beginExclusive()
+                        for job in batch[index..<end] {
+                            engine.nextExclusiveJob()
+                            job.body()
+                        }
+                        engine.endExclusive()
+                        index = end
+                    }
                 }
             }
         }
@@ -182,23 +219,30 @@ final class ScriptEngine: @unchecked Sendable {
         self.jobs.signal()
     }
 
-    /// Run `body` on the script thread as exclusive work: with the gate closed (no command runs
-    /// meanwhile). Parked connections are woken when it ends.
-    func exclusive(_ body: @escaping @Sendable () -> Void) {
-        self.submit { [self] in
-            self.busy.withLock { busy in
-                busy = Busy(exclusive: true, waiters: busy.waiters)
-            }
-            self.store.gate.close()
-            body()
-            self.store.gate.open()
-            let waiters = self.busy.withLock { busy -> [Waiter] in
-                let waiters = busy.waiters
-                busy = Busy()
-                return waiters
-            }
-            for waiter in waiters { waiter.wake() }
+    private func beginExclusive() {
+        self.busy.withLock { busy in
+            busy = Busy(exclusive: true, waiters: busy.waiters)
         }
+        self.store.gate.close()
+    }
+
+    /// The next job of a group starts: the last one's timing and kill state go.
+    private func nextExclusiveJob() {
+        self.busy.withLock { busy in
+            busy.timedOut = false
+            busy.killRequested = false
+            busy.dirty = false
+        }
+    }
+
+    private func endExclusive() {
+        self.store.gate.open()
+        let waiters = self.busy.withLock { busy -> [Waiter] in
+            let waiters = busy.waiters
+            busy = Busy()
+            return waiters
+        }
+        for waiter in waiters { waiter.wake() }
     }
 
     // MARK: Busy state (any thread)
@@ -249,6 +293,10 @@ final class ScriptEngine: @unchecked Sendable {
 
     /// Compile `script` into the Lua state if it is not there yet; nil or the error reply text.
     func define(_ sha: String, _ script: CachedScript) -> String? {
+        self.luaLock.withLock { _ in self.defineLocked(sha, script) }
+    }
+
+    private func defineLocked(_ sha: String, _ script: CachedScript) -> String? {
         guard let lua = self.openLua() else { return "ERR the Lua interpreter could not start (see the log)" }
         if sha.withCString({ walrus_lua_defined(lua, $0) }) != 0 { return nil }
         var error = walrus_buffer()
@@ -271,17 +319,45 @@ final class ScriptEngine: @unchecked Sendable {
 
     /// SCRIPT FLUSH: a new Lua state and an empty cache (Redis's scriptingReset).
     func flush() {
-        self.cache.withLock { $0.removeAll() }
-        if let lua = self.lua { walrus_lua_close(lua) }
-        self.lua = nil
-        self.luaMemoryValue.withLock { $0 = 0 }
+        self.luaLock.withLock { _ in
+            self.cache.withLock { $0.removeAll() }
+            if let lua = self.lua { walrus_lua_close(lua) }
+            self.lua = nil
+            self.luaMemoryValue.withLock { $0 = 0 }
+        }
+    }
+
+    // MARK: Inline runs
+
+    /// A script tried inline that needs longer than `inlineBudgetNanoseconds`: its transaction
+    /// is dropped (nothing of it was applied or logged) and it runs again on the script thread.
+    struct InlineAbort: Error {}
+
+    /// How long a script may run inline on its event loop before it moves to the script thread.
+    static let inlineBudgetNanoseconds: UInt64 = 2_000_000
+
+    /// From an event loop inside the gate: run the next script right here, exclusively, if no
+    /// other exclusive work holds or wants the gate. Pair with `endInline`.
+    func beginInline() -> Bool {
+        guard self.store.gate.tryUpgrade() else { return false }
+        self.busy.withLock { busy in
+            busy = Busy(exclusive: true, waiters: busy.waiters)
+        }
+        return true
+    }
+
+    func endInline() {
+        let waiters = self.busy.withLock { busy -> [Waiter] in
+            let waiters = busy.waiters
+            busy = Busy()
+            return waiters
+        }
+        self.store.gate.downgrade()
+        for waiter in waiters { waiter.wake() }
     }
 
     private func openLua() -> OpaquePointer? {
-        if let lua = self.lua {
-            walrus_lua_set_memory_limit(lua, self.limits().memoryBytes)
-            return lua
-        }
+        if let lua = self.lua { return lua }
         var host = walrus_lua_host()
         host.context = Unmanaged.passUnretained(self).toOpaque()
         host.call = { context, resp, argc, argv, lengths, replyLength in
@@ -307,7 +383,8 @@ final class ScriptEngine: @unchecked Sendable {
             let word = ByteBuffer(bytes: UnsafeRawBufferPointer(start: name, count: length))
             return CommandTable.byName[CommandTable.upper(word)] != nil ? 1 : 0
         }
-        let lua = self.version.withCString { walrus_lua_open(host, self.limits().memoryBytes, $0, 0x0007_0000) }
+        self.memoryLimit = self.limits().memoryBytes
+        let lua = self.version.withCString { walrus_lua_open(host, self.memoryLimit, $0, 0x0007_0000) }
         if lua == nil { self.logger.error("The Lua interpreter could not start: scripts answer with an error") }
         self.lua = lua
         if let lua { self.luaMemoryValue.withLock { $0 = walrus_lua_memory(lua) } }
@@ -320,9 +397,25 @@ final class ScriptEngine: @unchecked Sendable {
         sha: String, script: CachedScript, keys: ArraySlice<ByteBuffer>, args: ArraySlice<ByteBuffer>, readOnly: Bool,
         call: inout CommandCall, transaction: inout StoreTransaction
     ) throws {
-        if let error = self.define(sha, script) { throw CommandError(error) }
+        try self.luaLock.withLock { _ in
+            try self.executeLocked(
+                sha: sha, script: script, keys: keys, args: args, readOnly: readOnly, call: &call, transaction: &transaction)
+        }
+    }
+
+    private func executeLocked(
+        sha: String, script: CachedScript, keys: ArraySlice<ByteBuffer>, args: ArraySlice<ByteBuffer>, readOnly: Bool,
+        call: inout CommandCall, transaction: inout StoreTransaction
+    ) throws {
+        if let error = self.defineLocked(sha, script) { throw CommandError(error) }
         let lua = self.lua!
-        let threshold = self.limits().busyMilliseconds
+        let inline = call.inlineScript
+        let limits = self.limits()
+        let threshold = limits.busyMilliseconds
+        if limits.memoryBytes != self.memoryLimit {
+            self.memoryLimit = limits.memoryBytes
+            walrus_lua_set_memory_limit(lua, limits.memoryBytes)
+        }
         let hardLimit = UInt64(max(self.hardLimit.withLock { $0 }, 0)) * 1_000_000
         self.busy.withLock { busy in
             busy.script = true
@@ -334,15 +427,22 @@ final class ScriptEngine: @unchecked Sendable {
         }
         var out = walrus_buffer()
         defer { walrus_buffer_free(&out) }
-        let session = ClientSession(id: 0)
+        let session = self.scriptSession
+        session.protocolVersion = 2
         var status: Int32 = 0
+        var aborted = false
         withUnsafeMutablePointer(to: &transaction) { pointer in
             let run = ScriptRun(
                 sha: sha, readOnly: readOnly || script.flags.contains(.noWrites), executor: call.executor, session: session,
                 allocator: call.allocator, transaction: pointer, thresholdNanoseconds: UInt64(max(threshold, 0)) * 1_000_000,
-                hardLimitNanoseconds: hardLimit)
+                hardLimitNanoseconds: hardLimit,
+                inlineDeadlineNanoseconds: inline ? monotonicNanoseconds() + Self.inlineBudgetNanoseconds : 0,
+                lookup: self.lookup)
             self.run = run
-            defer { self.run = nil }
+            defer {
+                self.run = nil
+                aborted = run.abortedInline
+            }
             let words = Array(keys) + Array(args)
             var pointers: [UnsafePointer<CChar>?] = []
             var lengths: [Int] = []
@@ -360,7 +460,8 @@ final class ScriptEngine: @unchecked Sendable {
                         status = sha.withCString { name in
                             walrus_lua_run(
                                 lua, name, Int32(call.session.protocolVersion), Int32(keys.count), p.baseAddress, l.baseAddress,
-                                Int32(args.count), p.baseAddress.map { $0 + keys.count }, l.baseAddress.map { $0 + keys.count }, &out)
+                                Int32(args.count), p.baseAddress.map { $0 + keys.count }, l.baseAddress.map { $0 + keys.count },
+                                inline ? 10_000 : 100_000, &out)
                         }
                     }
                 }
@@ -371,6 +472,8 @@ final class ScriptEngine: @unchecked Sendable {
             return (busy.shutdown, busy.overHardLimit)
         }
         self.luaMemoryValue.withLock { $0 = walrus_lua_memory(lua) }
+        // (Whatever the script answered: a pcall may have caught the stop.)
+        if aborted { throw InlineAbort() }
         if shutdown {
             throw CommandError("ERR the server is shutting down: the script was stopped and its writes discarded")
         }
@@ -395,6 +498,10 @@ final class ScriptEngine: @unchecked Sendable {
         let now = monotonicNanoseconds()
         var wake: [Waiter] = []
         var warn: UInt64?
+        if run.inlineDeadlineNanoseconds > 0 && now >= run.inlineDeadlineNanoseconds {
+            run.abortedInline = true
+            return true
+        }
         let stop = self.busy.withLock { busy -> Bool in
             if busy.killRequested || busy.shutdown || busy.overHardLimit { return true }
             if run.hardLimitNanoseconds > 0 && now - busy.started >= run.hardLimitNanoseconds {
@@ -415,7 +522,7 @@ final class ScriptEngine: @unchecked Sendable {
                 metadata: ["script.sha": "\(run.sha)"])
         }
         for waiter in wake { waiter.wake() }
-        if stop {
+        if stop && !run.abortedInline {
             let why = self.busy.withLock { $0.shutdown ? "by SHUTDOWN" : $0.overHardLimit ? "past its time limit" : "by user with SCRIPT KILL" }
             self.logger.warning("Lua script killed \(why).", metadata: ["script.sha": "\(run.sha)"])
         }
@@ -472,14 +579,22 @@ final class ScriptRun {
     let transaction: UnsafeMutablePointer<StoreTransaction>
     let thresholdNanoseconds: UInt64
     let hardLimitNanoseconds: UInt64
+    let lookup: CommandLookup
+    /// Run inline on an event loop until then (0: on the script thread, no budget).
+    let inlineDeadlineNanoseconds: UInt64
+    /// The inline budget ran out: the run is void.
+    var abortedInline = false
     /// A write command has run: later writes skip the role checks (Redis's SCRIPT_WRITE_DIRTY).
     private var dirty = false
 
     init(
         sha: String, readOnly: Bool, executor: CommandExecutor, session: ClientSession, allocator: ByteBufferAllocator,
-        transaction: UnsafeMutablePointer<StoreTransaction>, thresholdNanoseconds: UInt64, hardLimitNanoseconds: UInt64
+        transaction: UnsafeMutablePointer<StoreTransaction>, thresholdNanoseconds: UInt64, hardLimitNanoseconds: UInt64,
+        inlineDeadlineNanoseconds: UInt64, lookup: CommandLookup
     ) {
+        self.lookup = lookup
         self.hardLimitNanoseconds = hardLimitNanoseconds
+        self.inlineDeadlineNanoseconds = inlineDeadlineNanoseconds
         self.sha = sha
         self.readOnly = readOnly
         self.executor = executor
@@ -493,7 +608,7 @@ final class ScriptRun {
     func call(_ words: [ByteBuffer], markDirty: () -> Void) -> ByteBuffer {
         var out = self.allocator.buffer(capacity: 64)
         let spec: CommandSpec
-        switch CommandTable.resolve(words) {
+        switch self.lookup.resolve(words) {
         case .success(let found):
             spec = found
         case .failure:
@@ -527,5 +642,33 @@ final class ScriptRun {
         let failed = inner.out.readableBytesView.first == UInt8(ascii: "-")
         self.executor.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
         return inner.out
+    }
+}
+
+/// The command table entries scripts called lately, found by comparing bytes: a script calls
+/// the same few commands over and over, and the table's lookup builds a String per call.
+final class CommandLookup {
+    private var recent: [(name: [UInt8], spec: CommandSpec)] = []
+
+    func resolve(_ words: [ByteBuffer]) -> Result<CommandSpec, CommandError> {
+        let hit = words[0].withUnsafeReadableBytes { name -> CommandSpec? in
+            for entry in self.recent where entry.name.count == name.count {
+                var same = true
+                for i in 0..<name.count where (name[i] >= 97 && name[i] <= 122 ? name[i] - 32 : name[i]) != entry.name[i] {
+                    same = false
+                    break
+                }
+                if same { return entry.spec }
+            }
+            return nil
+        }
+        if let hit {
+            return hit.accepts(wordCount: words.count) ? .success(hit) : .failure(.arity(hit.fullName))
+        }
+        let result = CommandTable.resolve(words)
+        if case .success(let spec) = result, spec.container == nil, self.recent.count < 16 {
+            self.recent.append((Array(CommandTable.upper(words[0]).utf8), spec))
+        }
+        return result
     }
 }

@@ -6,6 +6,7 @@ public import WalrusStore
 /// CONFIG GET and INFO, and `apply` to make the running parts follow a change of live keys.
 public final class ServerSettings: Sendable {
     private let current: LockedValue<DaemonSettings>
+    private let changes = Atomic<Int>(0)
     private let apply: @Sendable (DaemonSettings, [String]) -> Void
 
     /// - Parameter apply: makes the running parts follow `keys` (live keys) taking the values of
@@ -42,9 +43,13 @@ public final class ServerSettings: Sendable {
     /// The settings in force.
     public var snapshot: DaemonSettings { self.current.withLock { $0 } }
 
+    /// Counts changes (reloads, CONFIG SET): a reader that caches a value re-reads it when this moves.
+    public var generation: Int { self.changes.load(ordering: .acquiring) }
+
     /// Take `fresh` (a reload): the live keys among `keys` are applied.
     public func replace(with fresh: DaemonSettings, applying keys: [String]) {
         self.current.withLock { $0 = fresh }
+        self.changes.add(1, ordering: .releasing)
         self.apply(fresh, keys)
     }
 
