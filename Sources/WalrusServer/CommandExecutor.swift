@@ -17,6 +17,9 @@ final class CommandExecutor: Sendable {
         case replyAndClose(ByteBuffer)
         /// `completion` will be called with the reply.
         case pending
+        /// The reply is ready but goes out only once the log is durable through its write: the
+        /// caller asked to seal a read's writes with one commit (`batchCommits`).
+        case replyAfterCommit(ByteBuffer)
     }
 
     let store: KeyValueStore
@@ -86,7 +89,8 @@ final class CommandExecutor: Sendable {
     /// durable as promised.
     func execute(
         _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator, insideGate: Bool = false,
-        resumed: (@Sendable (ByteBuffer?) -> Void)? = nil, completion: @escaping @Sendable (ByteBuffer) -> Void
+        batchCommits: Bool = false, resumed: (@Sendable (ByteBuffer?) -> Void)? = nil,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         let arguments = command.arguments
         var out = allocator.buffer(capacity: 64)
@@ -122,11 +126,11 @@ final class CommandExecutor: Sendable {
         }
         let started = monotonicNanoseconds()
         let outcome = self.run(
-            spec, arguments: arguments, out: out, session: session, allocator: allocator, insideGate: insideGate, resumed: resumed,
-            completion: completion)
+            spec, arguments: arguments, out: out, session: session, allocator: allocator, insideGate: insideGate,
+            batchCommits: batchCommits, resumed: resumed, completion: completion)
         let failed: Bool
         switch outcome {
-        case .reply(let buffer), .replyAndClose(let buffer):
+        case .reply(let buffer), .replyAndClose(let buffer), .replyAfterCommit(let buffer):
             failed = buffer.readableBytesView.first == UInt8(ascii: "-")
             // A script's error is counted where it arose (a command's inside, or the script's own).
             if failed, !spec.isScript { self.statistics.countError(buffer) }
@@ -138,7 +142,8 @@ final class CommandExecutor: Sendable {
 
     private func run(
         _ spec: CommandSpec, arguments: [ByteBuffer], out: ByteBuffer, session: ClientSession, allocator: ByteBufferAllocator,
-        insideGate: Bool, resumed: (@Sendable (ByteBuffer?) -> Void)?, completion: @escaping @Sendable (ByteBuffer) -> Void
+        insideGate: Bool, batchCommits: Bool, resumed: (@Sendable (ByteBuffer?) -> Void)?,
+        completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         var call = CommandCall(
             spec: spec, arguments: arguments, out: out, session: session, executor: self, allocator: allocator,
@@ -151,11 +156,13 @@ final class CommandExecutor: Sendable {
             {
                 return self.runExclusive(handler, call: call, resumed: resumed, completion: completion)
             }
-            return self.runKeyspace(handler, call: &call, completion: completion)
+            return self.runKeyspace(handler, call: &call, batchCommits: batchCommits, completion: completion)
         case .script(let handler):
             // Most scripts take microseconds: run here, on the event loop, unless it outlasts
             // the inline budget — then it runs again on the script thread (see runInline).
-            if insideGate, let outcome = self.runInline(handler, call: &call, completion: completion) { return outcome }
+            if insideGate, let outcome = self.runInline(handler, call: &call, batchCommits: batchCommits, completion: completion) {
+                return outcome
+            }
             return self.runExclusive(handler, call: call, resumed: resumed, completion: completion)
         case .plain(let handler):
             do {
@@ -190,9 +197,22 @@ final class CommandExecutor: Sendable {
     /// key answers at once: whatever happens to that delete, the key reads as gone.
     private func runKeyspace(
         _ handler: @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void, call: inout CommandCall,
-        completion: @escaping @Sendable (ByteBuffer) -> Void
+        batchCommits: Bool, completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         let waits = !call.spec.flags.contains(.readonly) && (self.alwaysMode || self.waitsForFollowers)
+        // The connection seals its read's writes with one commit: no callback per write. (Not
+        // with sync-replicas, which waits for each write's index on the followers.)
+        if waits && batchCommits && !self.waitsForFollowers {
+            do {
+                let index = try self.store.perform(expiresKeys: self.expiresKeys) { transaction in try handler(&call, &transaction) }.index
+                return index == nil ? .reply(call.out) : .replyAfterCommit(call.out)
+            } catch {
+                if let storeError = error as? StoreError, storeError.code == .tooLarge {
+                    self.logger.notice("Refused a write over a limit", metadata: ["limit.error": "\(storeError.message)"])
+                }
+                return .reply(Self.errorReply(error, allocator: call.allocator))
+            }
+        }
         let pending = waits ? WriteCompletion(executor: self, allocator: call.allocator, completion: completion) : nil
         let index: UInt64?
         do {
@@ -217,7 +237,7 @@ final class CommandExecutor: Sendable {
     /// or logged, and the caller hands it to the script thread.
     private func runInline(
         _ handler: @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void, call: inout CommandCall,
-        completion: @escaping @Sendable (ByteBuffer) -> Void
+        batchCommits: Bool, completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome? {
         guard self.scripts.beginInline() else { return nil }
         defer { self.scripts.endInline() }
@@ -225,7 +245,10 @@ final class CommandExecutor: Sendable {
         defer { call.inlineScript = false }
         let mark = call.out.writerIndex
         let waits = !call.spec.flags.contains(.readonly) && (self.alwaysMode || self.waitsForFollowers)
-        let pending = waits ? WriteCompletion(executor: self, allocator: call.allocator, countsErrors: !call.spec.isScript, completion: completion) : nil
+        let batched = waits && batchCommits && !self.waitsForFollowers
+        let pending =
+            waits && !batched
+            ? WriteCompletion(executor: self, allocator: call.allocator, countsErrors: !call.spec.isScript, completion: completion) : nil
         let index: UInt64?
         do {
             index = try self.store.perform(expiresKeys: self.expiresKeys, onDurable: pending.map { $0.sealed }) { transaction in
@@ -241,6 +264,7 @@ final class CommandExecutor: Sendable {
             self.statistics.countError(reply)
             return .reply(reply)
         }
+        if batched { return index == nil ? .reply(call.out) : .replyAfterCommit(call.out) }
         guard let pending else { return .reply(call.out) }
         if let ready = pending.ran(reply: call.out, index: index) { return .reply(ready) }
         return .pending

@@ -43,7 +43,7 @@ public final class CommandRunner {
             semaphore.signal()
         }
         switch outcome {
-        case .reply(let buffer), .replyAndClose(let buffer): return Array(buffer.readableBytesView)
+        case .reply(let buffer), .replyAndClose(let buffer), .replyAfterCommit(let buffer): return Array(buffer.readableBytesView)
         case .pending:
             semaphore.wait()
             return box.reply.map { Array($0.readableBytesView) } ?? []

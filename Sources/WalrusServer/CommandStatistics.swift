@@ -13,22 +13,25 @@ final class CommandStatistics: Sendable {
         let failed = Atomic<Int>(0)
     }
 
+    /// By the entries' statistics slots (`CommandTable.allEntries` order).
+    private let slots: [Counters]
     private let counters: [String: Counters]
 
     init() {
+        let entries = CommandTable.allEntries
+        self.slots = entries.map { _ in Counters() }
         var counters: [String: Counters] = [:]
-        for spec in CommandTable.commands {
-            counters[spec.fullName] = Counters()
-            for sub in spec.subcommands.values { counters[sub.fullName] = Counters() }
-        }
+        for (slot, spec) in entries.enumerated() { counters[spec.fullName] = self.slots[slot] }
         self.counters = counters
     }
 
-    func counters(for spec: CommandSpec) -> Counters? { self.counters[spec.fullName] }
+    func counters(for spec: CommandSpec) -> Counters? {
+        spec.statisticsSlot >= 0 && spec.statisticsSlot < self.slots.count ? self.slots[spec.statisticsSlot] : nil
+    }
 
     /// One command answered.
     func record(_ spec: CommandSpec, nanoseconds: UInt64, failed: Bool) {
-        guard let counters = self.counters[spec.fullName] else { return }
+        guard let counters = self.counters(for: spec) else { return }
         counters.calls.add(1, ordering: .relaxed)
         counters.nanoseconds.add(Int(nanoseconds), ordering: .relaxed)
         if failed { counters.failed.add(1, ordering: .relaxed) }
@@ -37,13 +40,13 @@ final class CommandStatistics: Sendable {
     /// `count` commands of one kind answered in `nanoseconds` in all (the in-place GET/SET path
     /// counts a read's worth at once).
     func record(_ spec: CommandSpec, count: Int, nanoseconds: UInt64) {
-        guard count > 0, let counters = self.counters[spec.fullName] else { return }
+        guard count > 0, let counters = self.counters(for: spec) else { return }
         counters.calls.add(count, ordering: .relaxed)
         counters.nanoseconds.add(Int(nanoseconds), ordering: .relaxed)
     }
 
     func rejected(_ spec: CommandSpec) {
-        self.counters[spec.fullName]?.rejected.add(1, ordering: .relaxed)
+        self.counters(for: spec)?.rejected.add(1, ordering: .relaxed)
     }
 
     /// `cmdstat_<name>:calls=…,usec=…,usec_per_call=…,rejected_calls=…,failed_calls=…` for every

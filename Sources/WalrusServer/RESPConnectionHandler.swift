@@ -27,8 +27,11 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         /// Set when metrics are on: which command, and when it arrived.
         var metric: CommandMetrics.Entry?
         var startedNanoseconds: UInt64 = 0
-        /// A quick SET in `always` mode: answered when the read's commit is durable.
+        /// A write in `always` mode (a quick SET, or an executor write with `batchCommits`):
+        /// answered when the read's commit is durable.
         var awaitingCommit = false
+        /// The reply to send then (nil: +OK).
+        var held: ByteBuffer?
         init(_ buffer: ByteBuffer? = nil) { self.buffer = buffer }
     }
 
@@ -270,6 +273,10 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             self.closing = true
         case .pending:
             break
+        case .replyAfterCommit(let buffer):
+            reply.held = buffer
+            reply.awaitingCommit = true
+            self.lastUncommitted = reply
         }
     }
 
@@ -368,7 +375,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         var index = self.replies.startIndex
         while index != self.replies.endIndex {
             let reply = self.replies[index]
-            if reply.awaitingCommit && reply.buffer == nil { reply.buffer = ok }
+            if reply.awaitingCommit && reply.buffer == nil { reply.buffer = error == nil ? (reply.held ?? ok) : ok }
             if reply === last { break }
             index = self.replies.index(after: index)
         }
@@ -396,7 +403,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
         let allocator = context.channel.allocator
         let outcome = self.executor.execute(
-            command, session: self.session, allocator: allocator, insideGate: true, resumed: self.resumeCallback
+            command, session: self.session, allocator: allocator, insideGate: true, batchCommits: true,
+            resumed: self.resumeCallback
         ) {
             result in
             // Called from the log's flusher thread once the write is durable: hop back.

@@ -123,6 +123,7 @@ struct ReportCommand: AsyncParsableCommand {
         try resp.run()
         try ReplicationBenchmarks(directory: directory, quick: self.quick, walrusd: walrusd).run()
         try ScaleBenchmarks(directory: directory, walrusd: walrusd, quick: self.quick, repetitions: repetitions).run()
+        try KeyspaceBenchmarks(directory: directory, walrusd: walrusd, quick: self.quick, repetitions: self.quick ? 1 : 3).run()
 
         let rows = Report.rows.withLock { $0 }
         let table = Self.markdown(rows, machine: Bench.machine(), seconds: Bench.now() - started)

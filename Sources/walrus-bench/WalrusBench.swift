@@ -8,7 +8,7 @@ struct WalrusBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrus-bench",
         abstract: "Measure walrus beside the baselines a user would compare it with, in one run.",
-        subcommands: [WAL.self, RESP.self, Repl.self, ReportCommand.self, PowerCut.self, RecoveryProbe.self],
+        subcommands: [WAL.self, RESP.self, Keyspace.self, Repl.self, ReportCommand.self, PowerCut.self, RecoveryProbe.self],
         defaultSubcommand: WAL.self)
 
     struct WAL: AsyncParsableCommand {
@@ -67,6 +67,28 @@ struct RESP: ParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try RESPBenchmarks(
             directory: directory, requests: self.quick ? 2000 : self.requests, repetitions: self.quick ? 1 : self.repetitions
+        ).run()
+    }
+}
+
+/// The string and keyspace surface beside redis-server.
+struct Keyspace: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "keyspace",
+        abstract: "SET EX, INCR, EXPIRE, MULTI/EXEC, SCAN, memory with TTLs and an expiry wave, beside redis-server.")
+
+    @Option(help: "Where the servers keep their data (a real disk); removed afterwards.")
+    var dir: String = "./walrus-bench-data"
+    @Option(help: "Runs per figure (the median is printed).") var repetitions: Int = 3
+    @Flag(help: "Few requests and keys, one run: checks the harness works.") var quick = false
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        try KeyspaceBenchmarks(
+            directory: directory, walrusd: binDirectory + "/walrusd", quick: self.quick, repetitions: self.quick ? 1 : self.repetitions
         ).run()
     }
 }

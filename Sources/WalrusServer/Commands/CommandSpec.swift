@@ -95,7 +95,7 @@ enum CommandHandler: Sendable {
 
 /// One entry of the command table. A class: every command's dispatch hands its entry around,
 /// and a reference is one retain where the struct's copy was a dozen.
-final class CommandSpec: Sendable {
+final class CommandSpec: @unchecked Sendable {
     /// Lower-case, as COMMAND INFO prints it (`get`, or `get` under `config` for `config|get`).
     let name: String
     /// Redis's convention: n means exactly n words (the name included), -n at least n.
@@ -117,6 +117,11 @@ final class CommandSpec: Sendable {
     let subcommands: [String: CommandSpec]
     /// The container's name for a subcommand (`config`), nil for a top-level command.
     let container: String?
+    /// Where this entry's counters are in `CommandStatistics` (set once the table is built).
+    private(set) var statisticsSlot = -1
+
+    /// Number the entries (the table's builder, once).
+    func assignSlot(_ slot: Int) { self.statisticsSlot = slot }
 
     init(
         name: String, arity: Int, flags: CommandFlags, firstKey: Int, lastKey: Int, keyStep: Int, group: String,

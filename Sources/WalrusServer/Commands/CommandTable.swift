@@ -182,8 +182,24 @@ enum CommandTable {
                 ]),
         ]
         list.sort { $0.name < $1.name }
+        // Statistics slots, top-level entries then subcommands (assigned before the table is
+        // shared, never changed after).
+        var slot = 0
+        for spec in list {
+            spec.assignSlot(slot)
+            slot += 1
+            for sub in spec.subcommands.values.sorted(by: { $0.name < $1.name }) {
+                sub.assignSlot(slot)
+                slot += 1
+            }
+        }
         return list
     }()
+
+    /// Every entry with its subcommands, in statistics-slot order.
+    static let allEntries: [CommandSpec] = Self.commands.flatMap { spec in
+        [spec] + spec.subcommands.values.sorted(by: { $0.name < $1.name })
+    }
 
     /// Upper-case name → entry.
     static let byName: [String: CommandSpec] = Dictionary(uniqueKeysWithValues: commands.map { ($0.name.uppercased(), $0) })
@@ -199,8 +215,7 @@ enum CommandTable {
     /// The entry for a request (a subcommand's for a container), or the error Redis gives:
     /// unknown command, unknown subcommand, wrong number of arguments.
     static func resolve(_ arguments: [ByteBuffer]) -> Result<CommandSpec, CommandError> {
-        let name = Self.upper(arguments[0])
-        guard let spec = Self.byName[Self.aliases[name] ?? name] else {
+        guard let spec = Self.find(arguments[0]) else {
             var words = ""
             for argument in arguments.dropFirst() where words.utf8.count < 128 {
                 let room = 128 - words.utf8.count
@@ -213,8 +228,7 @@ enum CommandTable {
             return spec.accepts(wordCount: arguments.count) ? .success(spec) : .failure(.arity(spec.fullName))
         }
         guard arguments.count >= 2 else { return .failure(.arity(spec.fullName)) }
-        let subName = Self.upper(arguments[1])
-        guard let sub = spec.subcommands[subName] else {
+        guard let sub = spec.subcommands[Self.upper(arguments[1])] else {
             let shown = String(decoding: arguments[1].readableBytesView.prefix(128), as: UTF8.self)
             return .failure(CommandError("ERR unknown subcommand '\(shown)'. Try \(spec.name.uppercased()) HELP."))
         }
@@ -228,6 +242,47 @@ enum CommandTable {
         if parts.count == 2 { return spec.subcommands[parts[1]] }
         return spec
     }
+
+    /// The entry named by `word` (any case, the shell's aliases too), without building a String:
+    /// a command name is looked up on every request.
+    static func find(_ word: ByteBuffer) -> CommandSpec? {
+        word.withUnsafeReadableBytes { bytes in
+            guard let key = NameKey(bytes) else { return nil }
+            return Self.byKey[key]
+        }
+    }
+
+    /// A name up to 24 bytes, upper-cased, packed into three words.
+    struct NameKey: Hashable {
+        var a: UInt64 = 0
+        var b: UInt64 = 0
+        var c: UInt64 = 0
+
+        init?(_ bytes: UnsafeRawBufferPointer) {
+            guard bytes.count > 0, bytes.count <= 24 else { return nil }
+            for (i, byte) in bytes.enumerated() {
+                let upper = UInt64(byte >= 97 && byte <= 122 ? byte - 32 : byte)
+                switch i >> 3 {
+                case 0: self.a |= upper << (UInt64(i & 7) * 8)
+                case 1: self.b |= upper << (UInt64(i & 7) * 8)
+                default: self.c |= upper << (UInt64(i & 7) * 8)
+                }
+            }
+        }
+
+        init?(_ name: String) {
+            let key = Array(name.utf8).withUnsafeBytes { NameKey($0) }
+            guard let key else { return nil }
+            self = key
+        }
+    }
+
+    private static let byKey: [NameKey: CommandSpec] = {
+        var table: [NameKey: CommandSpec] = [:]
+        for (name, spec) in Self.byName { table[NameKey(name)!] = spec }
+        for (alias, name) in Self.aliases { table[NameKey(alias)!] = Self.byName[name]! }
+        return table
+    }()
 
     static func upper(_ word: ByteBuffer) -> String {
         word.withUnsafeReadableBytes { bytes in
