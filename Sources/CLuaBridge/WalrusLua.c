@@ -789,20 +789,18 @@ static int is_protected(lua_State *L, int index) {
     return protected;
 }
 
-static int guarded_setmetatable(lua_State *L) {
-    if (is_protected(L, 1)) return readonly_error(L);
+/// Call the wrapped builtin (upvalue 1) with this call's arguments; its results.
+static int call_wrapped(lua_State *L) {
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
     return lua_gettop(L);
 }
 
-static int guarded_rawset(lua_State *L) {
+/// setmetatable and rawset: refused on a protected table.
+static int guarded_on_protected(lua_State *L) {
     if (is_protected(L, 1)) return readonly_error(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_wrapped(L);
 }
 
 /// A stack level given to getfenv/setfenv, one deeper: the wrapper is a level of its own.
@@ -817,10 +815,7 @@ static int guarded_setfenv(lua_State *L) {
     // Level 0 is the thread's global table: the sandbox itself.
     if (lua_type(L, 1) == LUA_TNUMBER && lua_tonumber(L, 1) == 0) return readonly_error(L);
     shift_level(L);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_wrapped(L);
 }
 
 /// getfenv, except that it never hands out the real global table (only its readonly face).
@@ -840,20 +835,25 @@ static int guarded_getfenv(lua_State *L) {
     return 1;
 }
 
-/// loadstring without binary chunks (string.dump output), which can break the VM.
-static int guarded_loadstring(lua_State *L) {
-    size_t length;
-    const char *s = luaL_checklstring(L, 1, &length);
+/// Compile `s` as text (never a binary chunk: string.dump output can break the VM): the
+/// function, or nil and the message, as loadstring answers.
+static int load_text(lua_State *L, const char *s, size_t length, const char *name) {
     if (length > 0 && s[0] == LUA_SIGNATURE[0]) {
         lua_pushnil(L);
         lua_pushstring(L, "Binary code loading is not allowed");
         return 2;
     }
-    const char *name = luaL_optstring(L, 2, s);
     if (luaL_loadbuffer(L, s, length, name) == 0) return 1;
     lua_pushnil(L);
     lua_insert(L, -2);
     return 2;
+}
+
+/// loadstring without binary chunks.
+static int guarded_loadstring(lua_State *L) {
+    size_t length;
+    const char *s = luaL_checklstring(L, 1, &length);
+    return load_text(L, s, length, luaL_optstring(L, 2, s));
 }
 
 /// load(f): the pieces gathered, then loaded as text (never binary).
@@ -876,15 +876,7 @@ static int guarded_load(lua_State *L) {
     luaL_pushresult(&chunk);
     size_t length;
     const char *s = lua_tolstring(L, -1, &length);
-    if (length > 0 && s[0] == LUA_SIGNATURE[0]) {
-        lua_pushnil(L);
-        lua_pushstring(L, "Binary code loading is not allowed");
-        return 2;
-    }
-    if (luaL_loadbuffer(L, s, length, name) == 0) return 1;
-    lua_pushnil(L);
-    lua_insert(L, -2);
-    return 2;
+    return load_text(L, s, length, name);
 }
 
 /// Push the readonly face of the table on top (replacing it): an empty table that reads through
@@ -1018,8 +1010,8 @@ static int open_protected(lua_State *L) {
     lua_pushnil(L);
     lua_setglobal(L, "debug");
 
-    wrap_global(L, "setmetatable", guarded_setmetatable);
-    wrap_global(L, "rawset", guarded_rawset);
+    wrap_global(L, "setmetatable", guarded_on_protected);
+    wrap_global(L, "rawset", guarded_on_protected);
     wrap_global(L, "setfenv", guarded_setfenv);
     wrap_global(L, "getfenv", guarded_getfenv);
     lua_pushcfunction(L, guarded_loadstring);

@@ -489,7 +489,20 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelInactive(context: ChannelHandlerContext) {
         self.statistics.connectedClients.subtract(1, ordering: .relaxed)
         // A MULTI in progress is dropped (nothing of it was logged); watches end — once no
-        // script holds the store (the event loop never waits for one).
+        // script holds the store (the event loop never waits for one). While this connection's
+        // own script (or EXEC) is queued on the script thread, the session is that job's: the
+        // cleanup goes behind it there.
+        if self.session.awaitingScript {
+            let session = self.session
+            let store = self.executor.store
+            nonisolated(unsafe) let owned = session
+            self.executor.scripts.submit {
+                owned.endMulti()
+                if owned.watch.isWatching { store.unwatch(owned.watch) }
+            }
+            context.fireChannelInactive()
+            return
+        }
         self.session.endMulti()
         if self.session.watch.isWatching {
             let store = self.executor.store

@@ -107,7 +107,7 @@ struct RESPBenchmarks {
                 Report.add(
                     section: section, workload: workload, walrus: w, peer: r, peerName: "redis-server",
                     unit: "ops/s", goal: goal.map { .atLeast($0) },
-                    limit: script ? "one script thread; each script a hop off and back onto the event loop"
+                    limit: script ? "three commands through the executor (see the Keyspace CPU rows)"
                         : durable ? "fdatasync rate × batch (see WAL rows)" : "")
                 Report.add(
                     section: section, workload: workload + ", server CPU", walrus: wc, peer: rc, peerName: "redis-server",

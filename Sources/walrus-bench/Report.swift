@@ -274,23 +274,14 @@ struct ScaleBenchmarks {
         for keys in Set(sizes + [memoryKeys]).sorted() {
             let input = try self.protocolFile(keys: keys, value: value)
             defer { unlink(input) }
-            let walrus = try RESPBenchmarks(directory: self.directory, requests: 0, repetitions: 1).startWalrusd(
-                self.walrusd, ["--fsync", "interval", "--fsync-interval", "1000"])
-            let redis = try RESPBenchmarks.startRedis(directory: self.directory, name: "scale", ["--appendonly", "yes", "--appendfsync", "everysec"])
+            let (walrus, redis, ours, theirs) = try Self.loadedPair(directory: self.directory, walrusd: self.walrusd, input: input, keys: keys)
             defer {
                 for server in [walrus, redis] {
                     kill(server.process.processIdentifier, SIGKILL)
                     server.process.waitUntilExit()
                 }
             }
-            let walrusBefore = Self.rss(walrus.process.processIdentifier)
-            let redisBefore = Self.redisRSS(redis.port)
-            try Self.pipe(input, port: walrus.port)
-            try Self.pipe(input, port: redis.port)
-            usleep(500_000)
             if keys == memoryKeys {
-                let ours = Double(Self.rss(walrus.process.processIdentifier) - walrusBefore) / Double(keys)
-                let theirs = Double(Self.redisRSS(redis.port) - redisBefore) / Double(keys)
                 memoryRow = [Bench.format(Double(keys)), Bench.format(ours), Bench.format(theirs), Bench.ratio(ours, theirs)]
                 Report.add(
                     section: "Memory", workload: "RSS per key, \(Bench.format(Double(keys))) keys of 100-byte values",
@@ -350,6 +341,24 @@ struct ScaleBenchmarks {
         }
         try handle.write(contentsOf: Data(chunk.utf8))
         return path
+    }
+
+    /// walrusd (fsync=interval) and redis-server (everysec) started and loaded with the same
+    /// `input` of `keys` keys: both servers (the caller stops them) and the RSS each gained per key.
+    static func loadedPair(
+        directory: String, walrusd: String, input: String, keys: Int
+    ) throws -> (walrus: RESPBenchmarks.Server, redis: RESPBenchmarks.Server, ours: Double, theirs: Double) {
+        let walrus = try RESPBenchmarks(directory: directory, requests: 0, repetitions: 1).startWalrusd(
+            walrusd, ["--fsync", "interval", "--fsync-interval", "1000"])
+        let redis = try RESPBenchmarks.startRedis(directory: directory, name: "scale", ["--appendonly", "yes", "--appendfsync", "everysec"])
+        let walrusBefore = Self.rss(walrus.process.processIdentifier)
+        let redisBefore = Self.redisRSS(redis.port)
+        try Self.pipe(input, port: walrus.port)
+        try Self.pipe(input, port: redis.port)
+        usleep(500_000)
+        let ours = Double(Self.rss(walrus.process.processIdentifier) - walrusBefore) / Double(keys)
+        let theirs = Double(Self.redisRSS(redis.port) - redisBefore) / Double(keys)
+        return (walrus, redis, ours, theirs)
     }
 
     static func pipe(_ input: String, port: Int) throws {
