@@ -141,7 +141,7 @@ final class FollowerSession: @unchecked Sendable {
         case .snapshot(let partialIndex, let partialBytes):
             // Choosing may write a whole checkpoint: off the event loop.
             let primary = self.primary
-            self.primary.threadPool.runIfActive(eventLoop: self.channel.eventLoop) {
+            self.primary.threadPool.run(on: self.channel.eventLoop) {
                 try primary.chooseSnapshot(partialIndex: partialIndex, partialBytes: partialBytes)
             }.whenComplete { [self] result in
                 switch result {
@@ -311,14 +311,15 @@ final class FollowerSession: @unchecked Sendable {
         let offset = transfer.offset
         let allocator = self.channel.allocator
         let epoch = self.epoch
-        self.primary.threadPool.runIfActive(eventLoop: self.channel.eventLoop) {
+        let fd = transfer.fd
+        self.primary.threadPool.run(on: self.channel.eventLoop) {
             try Frames.make(.snapshotChunk, epoch: epoch, allocator: allocator, capacity: want + 8) { frame in
                 ReplicationSnapshotChunk.encodeHeader(offset: offset, into: &frame)
                 try frame.writeWithUnsafeMutableBytes(minimumWritableBytes: want) { raw in
                     var done = 0
                     while done < want {
                         let n = try FileIO.pread(
-                            transfer.fd, into: raw.baseAddress! + done, count: want - done, at: Int64(offset) + Int64(done),
+                            fd, into: raw.baseAddress! + done, count: want - done, at: Int64(offset) + Int64(done),
                             path: plan.path)
                         guard n > 0 else {
                             throw ReplicationError("The snapshot \(plan.path) is shorter than its size; it changed while being sent.")

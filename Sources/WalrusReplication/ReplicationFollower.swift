@@ -22,7 +22,7 @@ public final class ReplicationFollower: @unchecked Sendable {
     let host: String
     let port: Int
     let eventLoop: any EventLoop
-    let threadPool: NIOThreadPool
+    let threadPool: any BlockingWork
     private let onLinkChange: @Sendable (FollowerLinkStatus) -> Void
     private let link: LockedValue<FollowerLinkStatus>
     private let stopping = Atomic<Bool>(false)
@@ -47,7 +47,7 @@ public final class ReplicationFollower: @unchecked Sendable {
 
     public init(
         store: KeyValueStore, configuration: ReplicationConfiguration, host: String, port: Int, logger: Logger,
-        eventLoop: any EventLoop, threadPool: NIOThreadPool, onLinkChange: @escaping @Sendable (FollowerLinkStatus) -> Void = { _ in }
+        eventLoop: any EventLoop, threadPool: any BlockingWork, onLinkChange: @escaping @Sendable (FollowerLinkStatus) -> Void = { _ in }
     ) {
         self.store = store
         self.configuration = configuration
@@ -351,7 +351,7 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
     private func offLoop<T: Sendable>(_ work: @escaping @Sendable () throws -> T, then: @escaping (T) throws -> Void) {
         guard let context = self.context else { return }
         self.busy = true
-        self.follower.threadPool.runIfActive(eventLoop: context.eventLoop, work).whenComplete { [self] result in
+        self.follower.threadPool.run(on: context.eventLoop, work).whenComplete { [self] result in
             self.busy = false
             do {
                 try then(try result.get())

@@ -18,7 +18,7 @@ public final class ReplicationNode: Sendable {
     public let primary: ReplicationPrimary
     let logger: Logger
     let group: any EventLoopGroup
-    let threadPool: NIOThreadPool
+    let threadPool: any BlockingWork
     private let machine: LockedValue<NodeRole.StateMachine>
     /// The role writes and status read: published after a transition's actions when the new
     /// role takes writes (so no write lands before its epoch record), before them otherwise.
@@ -38,7 +38,7 @@ public final class ReplicationNode: Sendable {
 
     public init(
         store: KeyValueStore, configuration: ReplicationConfiguration, logger: Logger, group: any EventLoopGroup,
-        threadPool: NIOThreadPool, onLinkChange: @escaping @Sendable (FollowerLinkStatus) -> Void = { _ in }
+        threadPool: any BlockingWork, onLinkChange: @escaping @Sendable (FollowerLinkStatus) -> Void = { _ in }
     ) {
         self.store = store
         self.configuration = configuration

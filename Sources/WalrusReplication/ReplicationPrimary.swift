@@ -19,7 +19,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
     /// The daemon's one event-loop group (the listener, each follower's connection, timers).
     let group: any EventLoopGroup
     /// Blocking work off the event loops: choosing and reading snapshots.
-    let threadPool: NIOThreadPool
+    let threadPool: any BlockingWork
     /// The sealed index and when each index was sealed (for data age).
     private let seals = LockedValue(SealHistory())
     private let sessions = LockedValue<[UInt64: FollowerSession]>([:])
@@ -104,7 +104,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
     }
     public init(
         store: KeyValueStore, configuration: ReplicationConfiguration, logger: Logger, group: any EventLoopGroup,
-        threadPool: NIOThreadPool
+        threadPool: any BlockingWork
     ) {
         self.store = store
         self.configuration = configuration

@@ -18,7 +18,7 @@ struct FollowerConnectionHandlerTests {
         configure(&configuration)
         return ReplicationFollower(
             store: fixture.store, configuration: configuration, host: "primary", port: 1, logger: quietLogger, eventLoop: loop,
-            threadPool: fixture.threadPool)
+            threadPool: InPlaceBlockingWork())
     }
 
     func channel(for follower: ReplicationFollower, loop: EmbeddedEventLoop) throws -> EmbeddedChannel {

@@ -14,11 +14,11 @@ import WalrusTestKit
 
 let quietLogger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
 
-/// A store in a fresh directory, and the thread pool replication's blocking steps use.
+/// A store in a fresh directory. The handlers' blocking steps run in place: an EmbeddedEventLoop
+/// belongs to the test's thread, and a pool thread completing their futures would race it.
 final class ReplicationFixture {
     let directory = TemporaryDirectory()
     let store: KeyValueStore
-    let threadPool = NIOThreadPool(numberOfThreads: 1)
 
     init(records: Int = 0, clusterID: String = "cluster-a", segmentSize: Int = 1 << 20) throws {
         var configuration = StoreConfiguration(directory: self.directory.path)
@@ -31,12 +31,10 @@ final class ReplicationFixture {
         }
         for i in 0..<records { try self.store.set(key: Array("k\(i)".utf8), value: Array(repeating: 7, count: 200)) }
         try self.store.commitBlocking()
-        self.threadPool.start()
     }
 
     deinit {
         self.store.close()
-        try? self.threadPool.syncShutdownGracefully()
         self.directory.remove()
     }
 
@@ -46,7 +44,7 @@ final class ReplicationFixture {
         configure(&configuration)
         return ReplicationPrimary(
             store: self.store, configuration: configuration, logger: quietLogger, group: MultiThreadedEventLoopGroup.singleton,
-            threadPool: self.threadPool)
+            threadPool: InPlaceBlockingWork())
     }
 }
 
@@ -65,7 +63,7 @@ final class WrittenFrames {
 
     init(_ channel: EmbeddedChannel) { self.channel = channel }
 
-    /// The next frame, running the loop and waiting (bounded) for work the thread pool finishes.
+    /// The next frame, running the loop (bounded: a frame that never comes is nil).
     func next(waitingMilliseconds: Int = 3000) throws -> ReplicationFrame? {
         let deadline = monotonicNanoseconds() + UInt64(waitingMilliseconds) * 1_000_000
         while true {
