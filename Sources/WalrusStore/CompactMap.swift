@@ -312,10 +312,14 @@ final class CompactMap: @unchecked Sendable {
         self.expiring.removeAll()
     }
 
-    /// Up to `count` keys that have a deadline, picked from a random place in the expiry index,
-    /// with their deadlines (the expiry cycle's sample).
-    func sampleExpiring(_ count: Int, using generator: inout some RandomNumberGenerator) -> [(key: [UInt8], deadline: Int64)] {
-        self.expiring.sample(count, using: &generator).map { entry in
+    /// Up to `count` keys that have a deadline, read from the place in the expiry index that
+    /// `point` (a random number) picks, with their deadlines (the expiry cycle's sample).
+    ///
+    /// The randomness comes in as a number, not an `inout` generator: the system generator is
+    /// an empty struct, and ThreadSanitizer's instrumentation of an `inout` access to one held
+    /// by a closure faults on its (meaningless) address.
+    func sampleExpiring(_ count: Int, from point: UInt64) -> [(key: [UInt8], deadline: Int64)] {
+        self.expiring.sample(count, from: point).map { entry in
             (Array(Self.key(of: entry)), Self.deadline(of: entry) ?? 0)
         }
     }
@@ -366,10 +370,11 @@ final class CompactMap: @unchecked Sendable {
         }
     }
 
-    /// The table position of a random entry (RANDOMKEY), nil when empty.
-    func randomEntry(using generator: inout some RandomNumberGenerator) -> (key: UnsafeRawBufferPointer, deadline: Int64?)? {
+    /// The first entry at or after the slot `point` (a random number) picks (RANDOMKEY), nil
+    /// when empty.
+    func randomEntry(from point: UInt64) -> (key: UnsafeRawBufferPointer, deadline: Int64?)? {
         guard self.count > 0 else { return nil }
-        var position = Int.random(in: 0..<self.capacity, using: &generator)
+        var position = self.home(point)
         while self.slots[position] == 0 {
             position += 1
             if position == self.capacity { position = 0 }
@@ -424,6 +429,17 @@ final class CompactMap: @unchecked Sendable {
             let entry = Self.entry(self.slots[i])
             try body(Self.key(of: entry), Self.value(of: entry), Self.deadline(of: entry))
         }
+    }
+
+    /// Whether the expiry index holds exactly the live entries that have a deadline (tests).
+    func expiryIndexIsConsistent() -> Bool {
+        var live = Set<UnsafeMutableRawPointer>()
+        for i in 0..<self.capacity where self.slots[i] != 0 {
+            let entry = Self.entry(self.slots[i])
+            if Self.hasDeadline(entry) { live.insert(entry) }
+        }
+        let indexed = self.expiring.entries()
+        return indexed.count == self.expiring.count && Set(indexed) == live
     }
 
     /// The table's capacity (SCAN cursors are positions in it).

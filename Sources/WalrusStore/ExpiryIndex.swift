@@ -95,14 +95,15 @@ final class ExpiryIndex: @unchecked Sendable {
         self.count = 0
     }
 
-    /// Up to `count` entries, read from a random slot onwards (Redis samples its expires dict the
-    /// same way: random buckets, then the entries that follow).
-    func sample(_ count: Int, using generator: inout some RandomNumberGenerator) -> [UnsafeMutableRawPointer] {
+    /// Up to `count` entries, read onwards from the slot `point` (a random 64-bit number) falls
+    /// on (Redis samples its expires dict the same way: random buckets, then the entries that
+    /// follow).
+    func sample(_ count: Int, from point: UInt64) -> [UnsafeMutableRawPointer] {
         guard self.count > 0 else { return [] }
         var result: [UnsafeMutableRawPointer] = []
         let wanted = min(count, self.count)
         result.reserveCapacity(wanted)
-        var index = Int.random(in: 0..<self.capacity, using: &generator)
+        var index = self.home(point)
         var visited = 0
         while result.count < wanted && visited < self.capacity {
             let slot = self.slots[index]
@@ -112,6 +113,13 @@ final class ExpiryIndex: @unchecked Sendable {
             if index == self.capacity { index = 0 }
         }
         return result
+    }
+
+    /// Every entry in the index, in slot order (tests check it against the map).
+    func entries() -> [UnsafeMutableRawPointer] {
+        (0..<self.capacity).compactMap { i in
+            self.slots[i] == 0 ? nil : UnsafeMutableRawPointer(bitPattern: UInt(self.slots[i] & Self.addressMask))!
+        }
     }
 
     private func resize(to newCapacity: Int) {

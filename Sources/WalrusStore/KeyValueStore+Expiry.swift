@@ -28,12 +28,11 @@ extension KeyValueStore {
     ) -> ExpiryCycleReport {
         var report = ExpiryCycleReport()
         let started = monotonicNanoseconds()
-        var generator = SystemRandomNumberGenerator()
         while true {
             let round: (sampled: Int, expired: Int)
             do {
                 round = try self.perform { transaction in
-                    let sample = transaction.state.map.sampleExpiring(keysPerRound, using: &generator)
+                    let sample = transaction.state.map.sampleExpiring(keysPerRound, from: UInt64.random(in: .min ... .max))
                     var expired = 0
                     for (key, deadline) in sample where deadline <= transaction.now {
                         // The existence check deletes it (a primary's transaction).

@@ -357,12 +357,11 @@ public struct StoreTransaction {
 
     /// A random live key (RANDOMKEY), nil when there is none.
     public mutating func randomKey() throws -> [UInt8]? {
-        var generator = SystemRandomNumberGenerator()
         if self.lastFlush == nil {
             // A few draws from the map; a key past its deadline is deleted (on a primary) by the
             // existence check and another one drawn.
             for _ in 0..<100 {
-                guard let (key, _) = self.state.map.randomEntry(using: &generator) else { break }
+                guard let (key, _) = self.state.map.randomEntry(from: UInt64.random(in: .min ... .max)) else { break }
                 let copy = Array(key)
                 if try copy.withUnsafeBytes({ try self.exists($0) }) { return copy }
             }

@@ -114,10 +114,53 @@ struct CompactMapTests {
             let got = key.withUnsafeBytes { k in map.withEntry(k) { v, d in (Array(v), d) } }
             #expect(got?.0 == value && got?.1 == deadline)
         }
-        let sample = map.sampleExpiring(50, using: &random)
+        let sample = map.sampleExpiring(50, from: random.next())
         #expect(sample.count == min(50, map.expiring.count))
         for (key, deadline) in sample { #expect(model[key]?.1 == deadline && deadline != nil) }
         map.removeAll()
         #expect(map.count == 0 && map.expiring.count == 0)
+    }
+    /// The expiry index against the map at every step, through everything that changes it:
+    /// sets with and without deadlines, deadline changes, deletes, mass deletes (the index
+    /// shrinks), FLUSHALL, growth, and all of these while a snapshot is open.
+    @Test(arguments: [40, 3000])
+    func expiryIndexStaysExact(keySpace: Int) {
+        var random = SplitMix(state: UInt64(keySpace) &* 31)
+        let map = CompactMap()
+        var snapshot: CompactMap.Snapshot?
+        for step in 0..<30_000 {
+            let key = Array("k\(Int.random(in: 0..<keySpace, using: &random))".utf8)
+            let deadline: Int64? = Int.random(in: 0..<3, using: &random) == 0 ? nil : Int64(step)
+            switch Int.random(in: 0..<1000, using: &random) {
+            case 0..<450:
+                let value = [UInt8](repeating: 1, count: Int.random(in: 0..<20, using: &random))
+                key.withUnsafeBytes { k in value.withUnsafeBytes { v in map.set(k, v, deadline: deadline) } }
+            case 450..<700:
+                _ = key.withUnsafeBytes { map.setDeadline($0, deadline) }
+            case 700..<990:
+                _ = key.withUnsafeBytes { map.remove($0) }
+            case 990..<995:
+                // Delete most keys at once: the index gives memory back.
+                for i in 0..<keySpace where i % 10 != 0 { _ = Array("k\(i)".utf8).withUnsafeBytes { map.remove($0) } }
+            case 995..<997:
+                map.removeAll()
+            default:
+                if snapshot == nil {
+                    snapshot = map.openSnapshot()
+                } else {
+                    snapshot = nil
+                    map.closeSnapshot()
+                }
+            }
+            if step % 97 == 0 || keySpace < 100 {
+                #expect(map.expiryIndexIsConsistent(), "step \(step)")
+                let sample = map.sampleExpiring(20, from: random.next())
+                for (key, deadline) in sample {
+                    #expect(key.withUnsafeBytes { k in map.withEntry(k) { _, d in d } } == .some(deadline), "step \(step)")
+                }
+            }
+        }
+        if snapshot != nil { map.closeSnapshot() }
+        #expect(map.expiryIndexIsConsistent())
     }
 }
