@@ -16,6 +16,14 @@ count=$(ls "$reports" | wc -l)
 if [ "$count" -gt 0 ]; then
     echo "ThreadSanitizer: $count processes reported (first 200 lines of each):"
     for f in "$reports"/*; do echo "== $f"; head -200 "$f"; done
+    # Last, so that a log cut to its tail still names every finding: each report's headline and
+    # the first frames in walrus's own code.
+    echo "ThreadSanitizer findings, by process:"
+    for f in "$reports"/*; do
+        echo "== $f"
+        grep -E "WARNING: ThreadSanitizer|ERROR: ThreadSanitizer|SUMMARY: ThreadSanitizer" "$f" | sort | uniq -c | head -20
+        grep -v /checkouts/ "$f" | grep -oE "(Sources|Tests)/[^ ]+\.swift:[0-9]+" | awk '!seen[$0]++' | head -12
+    done
     status=1
 fi
 echo "ThreadSanitizer: $count reports; swift test exit status $status"

@@ -170,10 +170,20 @@ struct DifferentialTests {
                 if command[0] != "MULTI" && command[0] != "EXEC" { queued.append(command) }
                 let bytes = command.map { Array($0.utf8) }
                 let expected = try toRedis.command(bytes)
-                let got = try toWalrus.command(bytes)
-                sent += 1
                 history.append(command.joined(separator: " "))
                 if history.count > 12 { history.removeFirst() }
+                let got: RESPValue
+                do {
+                    got = try toWalrus.command(bytes)
+                } catch {
+                    Issue.record(
+                        """
+                        step \(step), seed \(seed) (WALRUS_DIFF_SEED=\(seed) replays it), fsync \(fsync): walrusd: \(error)
+                        last commands: \(history.joined(separator: " | "))
+                        """)
+                    return
+                }
+                sent += 1
                 guard Self.agree(command, expected, got, queued: queued) else {
                     Issue.record(
                         """

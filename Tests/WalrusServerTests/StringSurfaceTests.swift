@@ -62,7 +62,10 @@ struct StringSurfaceTests {
         #expect(try writer.command("SET", "later", "v", "EX", "3600") == .simple("OK"))
         #expect(try self.helpers.eventually { try reader.command("GET", "soon") == .bulk(Array("v".utf8)) })
         let ttl = try reader.command("TTL", "later")
-        #expect(ttl == .integer(3600) || ttl == .integer(3599), "\(ttl)")
+        // The deadline travels as an absolute time: the follower's TTL is the primary's less the
+        // seconds since the SET (a few, on a loaded machine or under a sanitizer).
+        guard case .integer(let seconds) = ttl else { Issue.record("TTL answered \(ttl)"); return }
+        #expect((3590...3600).contains(seconds), "TTL on the follower: \(seconds)")
         // Gone for readers once the deadline passes; the primary's cycle deletes it, and the
         // follower's key count follows its delete record.
         #expect(try self.helpers.eventually(5) { try reader.command("GET", "soon") == .bulk(nil) })
