@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
     *) files+=("$1"); shift ;;
   esac
 done
-[ ${#files[@]} -gt 0 ] || files=(unit/type/string unit/type/incr unit/keyspace unit/expire unit/scan unit/multi unit/protocol unit/info-command unit/scripting)
+[ ${#files[@]} -gt 0 ] || files=(unit/type/string unit/type/incr unit/keyspace unit/expire unit/scan unit/multi unit/protocol unit/info-command unit/scripting unit/pubsub)
 exceptions="$root/Tests/RedisSuite/exceptions.tsv"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)

@@ -40,9 +40,12 @@ public struct ReplicationFrame: Sendable, Equatable {
         public static let promote = Kind(rawValue: 10)
         /// Follower → primary: promoted (`ReplicationPromotion`).
         public static let promoted = Kind(rawValue: 11)
+        /// Primary → follower: a PUBLISH for the follower's own subscribers, as Redis propagates
+        /// it to replicas (`ReplicationPublish`). Not a record: nothing of it is stored.
+        public static let publish = Kind(rawValue: 12)
 
         /// Whether this version knows the kind.
-        public var isKnown: Bool { (1...11).contains(self.rawValue) }
+        public var isKnown: Bool { (1...12).contains(self.rawValue) }
 
         public var description: String {
             switch self {
@@ -57,6 +60,7 @@ public struct ReplicationFrame: Sendable, Equatable {
             case .diverged: "DIVERGED"
             case .promote: "PROMOTE"
             case .promoted: "PROMOTED"
+            case .publish: "PUBLISH"
             default: "kind \(self.rawValue)"
             }
         }

@@ -256,6 +256,32 @@ public struct ReplicationDiverged: Sendable, Equatable {
     }
 }
 
+/// PUBLISH: a channel and a message, each length-prefixed (u32).
+public struct ReplicationPublish: Sendable, Equatable {
+    public var channel: [UInt8]
+    public var message: [UInt8]
+    public init(channel: [UInt8], message: [UInt8]) {
+        self.channel = channel
+        self.message = message
+    }
+
+    public func encode(into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(self.channel.count))
+        buffer.writeBytes(self.channel)
+        buffer.writeInteger(UInt32(self.message.count))
+        buffer.writeBytes(self.message)
+    }
+
+    public static func decode(_ payload: ByteBuffer) throws -> ReplicationPublish {
+        var buffer = payload
+        guard let channelCount = buffer.readInteger(as: UInt32.self), let channel = buffer.readBytes(length: Int(channelCount)),
+            let messageCount = buffer.readInteger(as: UInt32.self), let message = buffer.readBytes(length: Int(messageCount)),
+            buffer.readableBytes == 0
+        else { throw ReplicationFrameError("a PUBLISH payload does not parse") }
+        return ReplicationPublish(channel: channel, message: message)
+    }
+}
+
 /// CHALLENGE: the primary's identity and a fresh nonce the follower proves the secret over.
 public struct ReplicationChallenge: Sendable, Equatable {
     public var clusterID: String

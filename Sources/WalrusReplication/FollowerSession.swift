@@ -202,6 +202,19 @@ final class FollowerSession: @unchecked Sendable {
         self.pump()
     }
 
+    /// A PUBLISH for the follower's subscribers (any thread): sent while the session streams
+    /// (during a snapshot the follower has no state to speak of yet, as a Redis replica in a
+    /// full sync).
+    func sendPublish(_ publish: ReplicationPublish) {
+        self.channel.eventLoop.execute { [self] in
+            guard case .streaming = self.phase, !self.isStopped else { return }
+            let frame = Frames.make(.publish, epoch: self.epoch, allocator: self.channel.allocator, capacity: publish.channel.count + publish.message.count + 8) {
+                publish.encode(into: &$0)
+            }
+            self.channel.writeAndFlush(frame, promise: nil)
+        }
+    }
+
     /// The log sealed more records (flusher thread): wake the sender if it waits for them.
     func sealed() {
         if self.waitingForSeal.exchange(false, ordering: .acquiringAndReleasing) {

@@ -44,6 +44,8 @@ public final class ReplicationFollower: @unchecked Sendable {
     var ports: @Sendable () -> (client: Int, replication: Int) = { (0, 0) }
     /// Called after a switchover promoted this node (its epoch record is sealed).
     var onPromoted: @Sendable (UInt64) -> Void = { _ in }
+    /// A PUBLISH the primary propagated, for this node's subscribers.
+    var onPublish: @Sendable ([UInt8], [UInt8]) -> Void = { _, _ in }
 
     public init(
         store: KeyValueStore, configuration: ReplicationConfiguration, host: String, port: Int, logger: Logger,
@@ -463,6 +465,9 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
             throw Rejected(reason: reject.reason, message: reject.message)
         case .promote:
             try self.promote(ReplicationPromotion.decode(frame.payload))
+        case .publish:
+            let publish = try ReplicationPublish.decode(frame.payload)
+            self.follower.onPublish(publish.channel, publish.message)
         case .diverged:
             try self.diverged(ReplicationDiverged.decode(frame.payload))
         case .heartbeat:

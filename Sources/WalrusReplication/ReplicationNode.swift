@@ -68,6 +68,22 @@ public final class ReplicationNode: Sendable {
         }
     }
 
+    // MARK: Pub/sub
+
+    private let onPublish = LockedValue<(@Sendable ([UInt8], [UInt8]) -> Void)?>(nil)
+
+    /// Where PUBLISHes propagated by this node's primary go (the server's pub/sub hub).
+    public func setPublishHandler(_ handler: @escaping @Sendable (_ channel: [UInt8], _ message: [UInt8]) -> Void) {
+        self.onPublish.withLock { $0 = handler }
+    }
+
+    /// A PUBLISH on this node: a primary sends it on to its streaming followers (Redis
+    /// propagates PUBLISH to replicas); a follower keeps it to itself.
+    public func propagatePublish(channel: [UInt8], message: [UInt8]) {
+        guard !self.isFollower else { return }
+        self.primary.propagatePublish(ReplicationPublish(channel: channel, message: message))
+    }
+
     // MARK: The role
 
     /// The role in force.
@@ -149,6 +165,7 @@ public final class ReplicationNode: Sendable {
             store: self.store, configuration: configuration, host: host, port: port, logger: self.logger,
             eventLoop: self.group.next(), threadPool: self.threadPool, onLinkChange: self.onLinkChange)
         follower.onPromoted = { [weak self] epoch in self?.promotedBySwitchover(epoch: epoch) }
+        follower.onPublish = { [weak self] channel, message in self?.onPublish.withLock { $0 }?(channel, message) }
         follower.ports = { [weak self] in (self?.clientPort ?? 0, self?.primary.port ?? 0) }
         self.follower.withLock { current -> ReplicationFollower? in
             defer { current = follower }

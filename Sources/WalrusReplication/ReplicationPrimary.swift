@@ -54,6 +54,12 @@ public final class ReplicationPrimary: @unchecked Sendable {
 
     /// The live session of the follower named `target`: its node id, or its host:port (client or
     /// replication port).
+    /// Send a PUBLISH to every follower that streams.
+    func propagatePublish(_ publish: ReplicationPublish) {
+        let sessions = self.sessions.withLock { Array($0.values) }
+        for session in sessions { session.sendPublish(publish) }
+    }
+
     func session(matching target: String) -> FollowerSession? {
         self.sessions.withLock { sessions in
             sessions.values.first { session in

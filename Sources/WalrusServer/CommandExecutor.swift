@@ -36,6 +36,10 @@ final class CommandExecutor: Sendable {
     let shutdown: (@Sendable () -> Void)?
     /// EVAL, EVALSHA and SCRIPT: the node's Lua state, script cache and script thread.
     let scripts: ScriptEngine
+    /// Channels, patterns and their subscribers.
+    let pubsub = PubSubHub()
+    /// Every client connection (CLIENT LIST, CLIENT KILL).
+    let clients = ClientRegistry()
     private let alwaysMode: Bool
 
     init(
@@ -106,6 +110,14 @@ final class CommandExecutor: Sendable {
         case .success(let found):
             spec = found
         }
+        if let entry = session.entry { entry.lastCommandSlot.store(spec.statisticsSlot, ordering: .relaxed) }
+        if session.inSubscribedMode && !CommandTable.allowedWhileSubscribed(spec) {
+            self.statistics.commands.rejected(spec)
+            out.writeErrorReply(
+                "ERR Can't execute '\(spec.fullName)': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+            self.statistics.countError(out)
+            return .reply(out)
+        }
         if session.inMulti && !CommandTable.runsInsideMulti(spec) {
             if let refusal = self.queueRefusal(spec) {
                 session.queueFailed = true
@@ -137,6 +149,10 @@ final class CommandExecutor: Sendable {
         case .pending: failed = false
         }
         self.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
+        // What other connections' CLIENT LIST shows of this one may have changed.
+        if let entry = session.entry, spec.group == "connection" || spec.group == "pubsub" || spec.group == "transactions" {
+            entry.refresh(from: session)
+        }
         return outcome
     }
 

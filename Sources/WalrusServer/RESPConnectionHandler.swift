@@ -32,6 +32,10 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         var awaitingCommit = false
         /// The reply to send then (nil: +OK).
         var held: ByteBuffer?
+        /// A pub/sub message: completed once the socket took it.
+        var pushPromise: EventLoopPromise<Void>?
+        /// CLIENT REPLY OFF or SKIP: dropped instead of written.
+        var silent = false
         init(_ buffer: ByteBuffer? = nil) { self.buffer = buffer }
     }
 
@@ -44,6 +48,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var context: ChannelHandlerContext?
     @exclusivity(unchecked) private var closing = false
     private let session: ClientSession
+    /// This connection in CLIENT LIST (from channelActive).
+    private var entry: ClientEntry?
 
     private let metrics: CommandMetrics?
     @exclusivity(unchecked) private var decoder: RESPCommandDecoder
@@ -88,6 +94,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// script it waits behind passes the busy threshold or ends.
     private var resumeCallback: (@Sendable (ByteBuffer?) -> Void)?
     private var wakeCallback: (@Sendable () -> Void)?
+    /// Bytes of pub/sub messages written but not yet taken by the socket.
+    @exclusivity(unchecked) private var unsentPushBytes = 0
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -108,16 +116,58 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 if handler.parked == .behindScript { handler.unpark() }
             }
         }
+        self.session.pushDelivery = { delivery in
+            eventLoop.execute { bound.value.push(delivery) }
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         self.resumeCallback = nil
         self.wakeCallback = nil
+        self.session.pushDelivery = nil
+    }
+
+    /// A published message for this subscriber: in order behind the replies before it. A
+    /// subscriber that does not read is disconnected once its unsent messages pass
+    /// `pubsub-output-limit-bytes` (Redis's `client-output-buffer-limit pubsub` hard limit).
+    private func push(_ delivery: PubSubSubscriber.Delivery) {
+        guard let context = self.context, !self.closing, self.session.pubsub != nil else { return }
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        buffer.writeDelivery(delivery, resp3: self.session.resp3)
+        let size = buffer.readableBytes
+        self.unsentPushBytes += size
+        if self.unsentPushBytes > 1 << 20 {
+            let limit = self.executor.settings.snapshot.pubsubOutputLimitBytes
+            if limit > 0 && self.unsentPushBytes > limit {
+                self.logger.warning(
+                    "Disconnecting a subscriber that does not read its messages",
+                    metadata: [
+                        "client.address": "\(context.remoteAddress?.description ?? "?")", "client.id": "\(self.session.id)",
+                        "pubsub.unsentBytes": "\(self.unsentPushBytes)", "pubsub.limit": "\(limit)",
+                    ])
+                self.closing = true
+                context.close(promise: nil)
+                return
+            }
+        }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        promise.futureResult.whenComplete { _ in bound.value.unsentPushBytes -= size }
+        if self.replies.isEmpty {
+            context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
+        } else {
+            // Behind a reply still waiting (a durable write): keep the order.
+            let reply = Reply(buffer)
+            reply.pushPromise = promise
+            self.replies.append(reply)
+            self.drain(flush: true)
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
+        self.entry?.lastRead.store(monotonicNanoseconds(), ordering: .relaxed)
         var buffer = self.unwrapInboundIn(data)
         if var pending = self.pending {
             self.pending = nil
@@ -172,7 +222,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         do {
             while !self.closing {
                 // In place only outside MULTI (there GET and SET are queued like every command).
-                if self.quick && self.decoder.isIdle && buffer.readableBytes >= 4 && !self.session.inMulti {
+                if self.quick && self.decoder.isIdle && buffer.readableBytes >= 4 && !self.session.inMulti
+                    && !self.session.inSubscribedMode && self.session.repliesNormally
+                {
                     let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
                         guard let (request, consumed) = RESPQuickRequest.parse(bytes, limits: self.limits),
                             self.answer(request, bytes, context: context)
@@ -402,6 +454,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
         let allocator = context.channel.allocator
+        self.session.silenceCurrentReply = self.session.skipNextReply
+        self.session.skipNextReply = false
         let outcome = self.executor.execute(
             command, session: self.session, allocator: allocator, insideGate: true, batchCommits: true,
             resumed: self.resumeCallback
@@ -415,6 +469,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
         }
         self.settle(reply, outcome)
+        reply.silent = (self.session.repliesOff || self.session.silenceCurrentReply) && !self.session.repliedWithPush
+        self.session.silenceCurrentReply = false
+        self.session.repliedWithPush = false
         if self.session.awaitingScript { self.parked = .ownScript }
         self.drain(flush: false)
     }
@@ -430,6 +487,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         while let first = self.replies.first, let buffer = first.buffer {
             self.replies.removeFirst()
             if let metric = first.metric { self.metrics?.record(metric, reply: buffer, startedNanoseconds: first.startedNanoseconds) }
+            if first.silent && !first.closeAfter { continue }
             if first.closeAfter {
                 // QUIT or a protocol error: the reply goes out, then the connection closes.
                 let promise = context.eventLoop.makePromise(of: Void.self)
@@ -438,7 +496,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 self.replies.removeAll()
                 return
             }
-            context.write(self.wrapOutboundOut(buffer), promise: nil)
+            context.write(self.wrapOutboundOut(buffer), promise: first.pushPromise)
             wrote = true
         }
         if wrote && flush { context.flush() }
@@ -483,11 +541,27 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func channelActive(context: ChannelHandlerContext) {
         self.statistics.connectedClients.add(1, ordering: .relaxed)
         self.statistics.totalConnections.add(1, ordering: .relaxed)
+        let channel = context.channel
+        let entry = ClientEntry(
+            id: self.session.id, address: Self.format(context.remoteAddress), localAddress: Self.format(context.localAddress),
+            // Deferred to the loop's next turn: a client that kills itself gets its reply first.
+            kill: { channel.eventLoop.execute { channel.close(promise: nil) } })
+        self.entry = entry
+        self.session.entry = entry
+        self.executor.clients.add(entry)
         context.fireChannelActive()
+    }
+
+    /// An address as CLIENT LIST writes it: `ip:port`.
+    private static func format(_ address: SocketAddress?) -> String {
+        guard let address, let ip = address.ipAddress, let port = address.port else { return "?" }
+        return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.statistics.connectedClients.subtract(1, ordering: .relaxed)
+        self.executor.clients.remove(self.session.id)
+        PubSubCommands.unsubscribeAll(self.session, hub: self.executor.pubsub)
         // A MULTI in progress is dropped (nothing of it was logged); watches end — once no
         // script holds the store (the event loop never waits for one). While this connection's
         // own script (or EXEC) is queued on the script thread, the session is that job's: the

@@ -66,6 +66,11 @@ public final class RESPServer: Service, Sendable {
         self.executor = CommandExecutor(
             store: store, statistics: statistics, server: configuration, logger: logger, replication: replication, ports: ports,
             settings: settings, status: self.status, shutdown: shutdown)
+        // The primary's PUBLISHes reach this node's subscribers too.
+        let hub = self.executor.pubsub
+        replication?.setPublishHandler { channel, message in
+            hub.publish(channel: ByteKey(channel), message: ByteBuffer(bytes: message))
+        }
     }
 
     /// The port actually bound (after `run` started), for `port = 0`.

@@ -27,10 +27,30 @@ final class ClientSession {
     var unwatchPending = false
     /// A script this connection sent runs on the script thread: its next commands wait for it.
     var awaitingScript = false
+    /// Its channels and patterns (nil until the first SUBSCRIBE or PSUBSCRIBE).
+    var pubsub: PubSubSubscriptions?
+    /// How a published message reaches this connection (set by its handler; nil for a session
+    /// with no connection, as a script's).
+    var pushDelivery: (@Sendable (PubSubSubscriber.Delivery) -> Void)?
+    /// The connection in CLIENT LIST (nil for a session with no connection).
+    var entry: ClientEntry?
+    /// CLIENT REPLY OFF: no replies until ON.
+    var repliesOff = false
+    /// CLIENT REPLY SKIP: the next command's reply is dropped.
+    var skipNextReply = false
+    /// The command running now answers nothing (SKIP itself, and the one after it).
+    var silenceCurrentReply = false
+    /// The command running now answered with RESP3 pushes (pub/sub confirmations), which
+    /// CLIENT REPLY OFF does not silence.
+    var repliedWithPush = false
+    /// Every reply goes out (the in-place path answers only then).
+    var repliesNormally: Bool { !self.repliesOff && !self.skipNextReply }
 
     init(id: Int) { self.id = id }
 
     var resp3: Bool { self.protocolVersion == 3 }
+    /// Subscribed in RESP2: only (P)(UN)SUBSCRIBE, PING, QUIT and RESET may run (Redis's rule).
+    var inSubscribedMode: Bool { !self.resp3 && (self.pubsub?.count ?? 0) > 0 }
     var inMulti: Bool { self.queued != nil }
 
     /// Leave MULTI (EXEC, DISCARD, or a reset).

@@ -139,6 +139,21 @@ enum CommandTable {
                     spec("no-evict", 3, [.admin, .noscript, .loading, .stale, .sentinel], group: "connection", since: "7.0.0", "Set client eviction mode for the current connection", container: "client", plain(ConnectionCommands.clientOnOff)),
                     spec("no-touch", 3, [.noscript, .loading, .stale], group: "connection", since: "7.2.0", "Controls whether commands sent by the client will alter the LRU/LFU of the keys they access.", container: "client", plain(ConnectionCommands.clientOnOff)),
                     spec("reply", 3, [.noscript, .loading, .stale, .sentinel], group: "connection", since: "3.2.0", "Instruct the server whether to reply to commands", container: "client", plain(ConnectionCommands.clientReply)),
+                    spec("list", -2, [.admin, .noscript, .loading, .stale, .sentinel], group: "connection", since: "2.4.0", "Get the list of client connections", container: "client", plain(ConnectionCommands.clientList)),
+                    spec("kill", -3, [.admin, .noscript, .loading, .stale, .sentinel], group: "connection", since: "2.4.0", "Kill the connection of a client", container: "client", plain(ConnectionCommands.clientKill)),
+                ]),
+            // Pub/sub
+            spec("subscribe", -2, [.pubsub, .noscript, .loading, .stale], group: "pubsub", since: "2.0.0", "Listen for messages published to the given channels", plain(PubSubCommands.subscribe)),
+            spec("unsubscribe", -1, [.pubsub, .noscript, .loading, .stale], group: "pubsub", since: "2.0.0", "Stop listening for messages posted to the given channels", plain(PubSubCommands.unsubscribe)),
+            spec("psubscribe", -2, [.pubsub, .noscript, .loading, .stale], group: "pubsub", since: "2.0.0", "Listen for messages published to channels matching the given patterns", plain(PubSubCommands.psubscribe)),
+            spec("punsubscribe", -1, [.pubsub, .noscript, .loading, .stale], group: "pubsub", since: "2.0.0", "Stop listening for messages posted to channels matching the given patterns", plain(PubSubCommands.punsubscribe)),
+            spec("publish", 3, [.pubsub, .loading, .stale, .fast, .mayReplicate, .sentinel], group: "pubsub", since: "2.0.0", "Post a message to a channel", plain(PubSubCommands.publish)),
+            spec(
+                "pubsub", -2, [], group: "pubsub", since: "2.8.0", "A container for Pub/Sub commands", .container,
+                subcommands: [
+                    spec("channels", -2, [.pubsub, .loading, .stale], group: "pubsub", since: "2.8.0", "List active channels", container: "pubsub", plain(PubSubCommands.channels)),
+                    spec("numsub", -2, [.pubsub, .loading, .stale], group: "pubsub", since: "2.8.0", "Get the count of subscribers for channels", container: "pubsub", plain(PubSubCommands.numsub)),
+                    spec("numpat", 2, [.pubsub, .loading, .stale], group: "pubsub", since: "2.8.0", "Get the count of unique patterns pattern subscriptions", container: "pubsub", plain(PubSubCommands.numpat)),
                 ]),
             // Server
             spec("info", -1, [.loading, .stale, .sentinel], group: "server", since: "1.0.0", "Get information and statistics about the server", plain(ServerCommands.info)),
@@ -208,6 +223,11 @@ enum CommandTable {
     static let aliases = ["HAS": "EXISTS", "LEN": "DBSIZE", "DELETE": "DEL"]
 
     /// Commands a MULTI runs at once instead of queueing (Redis's list in processCommand).
+    /// What a RESP2 connection with subscriptions may still send (Redis's list).
+    static func allowedWhileSubscribed(_ spec: CommandSpec) -> Bool {
+        spec.container == nil && ["subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ping", "quit", "reset"].contains(spec.name)
+    }
+
     static func runsInsideMulti(_ spec: CommandSpec) -> Bool {
         spec.container == nil && ["exec", "discard", "multi", "watch", "quit", "reset"].contains(spec.name)
     }

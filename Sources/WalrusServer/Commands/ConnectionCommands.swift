@@ -1,4 +1,5 @@
 import NIOCore
+import WALCore
 import WalrusStore
 
 /// The connection commands: PING, ECHO, HELLO, SELECT, QUIT, RESET and CLIENT's own-connection
@@ -7,7 +8,13 @@ enum ConnectionCommands {
     /// PING [message]
     @Sendable static func ping(_ call: inout CommandCall) throws -> CommandOutcome {
         guard call.count <= 2 else { throw call.arityError }
-        if call.count == 2 { call.bulk(call.bytes(1)) } else { call.status("PONG") }
+        if call.session.inSubscribedMode {
+            PubSubCommands.subscribedPing(&call)
+        } else if call.count == 2 {
+            call.bulk(call.bytes(1))
+        } else {
+            call.status("PONG")
+        }
         return .reply
     }
 
@@ -36,6 +43,7 @@ enum ConnectionCommands {
         let session = call.session
         session.endMulti()
         call.executor.store.unwatch(session.watch)
+        PubSubCommands.unsubscribeAll(session, hub: call.executor.pubsub)
         session.protocolVersion = 2
         session.name = nil
         call.status("RESET")
@@ -145,13 +153,25 @@ enum ConnectionCommands {
         return .reply
     }
 
-    /// CLIENT REPLY ON (OFF and SKIP are not supported: every command is answered).
+    /// CLIENT REPLY ON | OFF | SKIP: OFF silences this and every later reply, SKIP this one and
+    /// the next; ON answers +OK. Pub/sub messages arrive either way (Redis's rules).
     @Sendable static func clientReply(_ call: inout CommandCall) throws -> CommandOutcome {
-        guard call.isOption(2, "ON") else {
-            guard call.isOption(2, "OFF") || call.isOption(2, "SKIP") else { throw CommandError.syntax }
-            throw CommandError("ERR CLIENT REPLY OFF and SKIP are not supported by walrus; every command is answered")
+        let session = call.session
+        if call.isOption(2, "ON") {
+            session.repliesOff = false
+            session.skipNextReply = false
+            session.silenceCurrentReply = false
+            call.ok()
+        } else if call.isOption(2, "OFF") {
+            session.repliesOff = true
+        } else if call.isOption(2, "SKIP") {
+            if !session.repliesOff {
+                session.silenceCurrentReply = true
+                session.skipNextReply = true
+            }
+        } else {
+            throw CommandError.syntax
         }
-        call.ok()
         return .reply
     }
 
@@ -161,6 +181,107 @@ enum ConnectionCommands {
         call.bulk(
             "id=\(session.id) name=\(session.name ?? "") db=0 multi=\(session.queued.map { $0.count } ?? -1) "
                 + "resp=\(session.protocolVersion) lib-name=\(session.libraryName ?? "") lib-ver=\(session.libraryVersion ?? "")\n")
+        return .reply
+    }
+}
+
+extension ConnectionCommands {
+    private static func commandName(_ slot: Int) -> String {
+        slot < CommandTable.allEntries.count ? CommandTable.allEntries[slot].fullName : "NULL"
+    }
+
+    /// CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]: one line per connection.
+    /// (Followers use the replication port, so no client here is of TYPE master or replica.)
+    @Sendable static func clientList(_ call: inout CommandCall) throws -> CommandOutcome {
+        var entries = call.executor.clients.all
+        var index = 2
+        while index < call.count {
+            if call.isOption(index, "TYPE") && index + 1 < call.count {
+                let type = call.upper(index + 1)
+                switch type {
+                case "NORMAL": entries = entries.filter { !$0.isSubscriber }
+                case "PUBSUB": entries = entries.filter { $0.isSubscriber }
+                case "MASTER", "REPLICA", "SLAVE": entries = []
+                default: throw CommandError("ERR Unknown client type '\(call.string(index + 1))'")
+                }
+                index += 2
+            } else if call.isOption(index, "ID") && index + 1 < call.count {
+                var ids = Set<Int>()
+                index += 1
+                while index < call.count {
+                    guard let id = call.withBytes(index, RedisNumbers.int64), id > 0 else {
+                        throw CommandError("ERR Invalid client ID")
+                    }
+                    ids.insert(Int(id))
+                    index += 1
+                }
+                entries = entries.filter { ids.contains($0.id) }
+            } else {
+                throw CommandError.syntax
+            }
+        }
+        let now = monotonicNanoseconds()
+        call.bulk(entries.map { $0.line(now: now, commandName: Self.commandName) + "\n" }.joined())
+        return .reply
+    }
+
+    /// CLIENT KILL ip:port, or CLIENT KILL [ID id] [TYPE type] [ADDR ip:port] [LADDR ip:port]
+    /// [SKIPME yes|no] [USER name] [MAXAGE seconds]: closes the matching connections (each after
+    /// the reply it is writing). The old form answers OK or "No such client"; the new one the
+    /// number closed.
+    @Sendable static func clientKill(_ call: inout CommandCall) throws -> CommandOutcome {
+        let entries = call.executor.clients.all
+        let me = call.session.id
+        if call.count == 3 {
+            let address = call.string(2)
+            guard let entry = entries.first(where: { $0.address == address }) else { throw CommandError("ERR No such client") }
+            entry.kill()
+            call.ok()
+            return .reply
+        }
+        guard call.count >= 4, call.count % 2 == 0 else { throw CommandError.syntax }
+        var filters: [(ClientEntry) -> Bool] = []
+        var skipMe = true
+        let now = monotonicNanoseconds()
+        for index in stride(from: 2, to: call.count, by: 2) {
+            let value = call.string(index + 1)
+            switch call.upper(index) {
+            case "ID":
+                guard let id = call.withBytes(index + 1, RedisNumbers.int64), id > 0 else {
+                    throw CommandError("ERR client-id should be greater than 0")
+                }
+                filters.append { $0.id == Int(id) }
+            case "TYPE":
+                switch call.upper(index + 1) {
+                case "NORMAL": filters.append { !$0.isSubscriber }
+                case "PUBSUB": filters.append { $0.isSubscriber }
+                case "MASTER", "REPLICA", "SLAVE": filters.append { _ in false }
+                default: throw CommandError("ERR Unknown client type '\(value)'")
+                }
+            case "ADDR": filters.append { $0.address == value }
+            case "LADDR": filters.append { $0.localAddress == value }
+            case "USER":
+                // One user, "default" (walrus has no ACLs).
+                guard value == "default" else { throw CommandError("ERR No such user '\(value)'") }
+            case "SKIPME":
+                switch call.upper(index + 1) {
+                case "YES": skipMe = true
+                case "NO": skipMe = false
+                default: throw CommandError.syntax
+                }
+            case "MAXAGE":
+                guard let seconds = call.withBytes(index + 1, RedisNumbers.int64) else { throw CommandError.notInteger }
+                filters.append { (now &- $0.createdNanoseconds) / 1_000_000_000 >= UInt64(max(seconds, 0)) }
+            default:
+                throw CommandError.syntax
+            }
+        }
+        var killed = 0
+        for entry in entries where !(skipMe && entry.id == me) && filters.allSatisfy({ $0(entry) }) {
+            entry.kill()
+            killed += 1
+        }
+        call.integer(reply: killed)
         return .reply
     }
 }

@@ -38,6 +38,7 @@ public struct DaemonSettings: Equatable, Sendable {
     public var metricsBind = "127.0.0.1"
     public var busyReplyThreshold = 5000
     public var scriptMemoryBytes = 512 << 20
+    public var pubsubOutputLimitBytes = 32 << 20
 
     public init() {}
 
@@ -248,6 +249,9 @@ extension DaemonSettings {
         integer(
             "script-memory-bytes", type: "bytes", (1 << 20)...(1 << 40), default: "536870912", live: true,
             \.scriptMemoryBytes, "the Lua heap's bound; an allocation past it fails the script with \"not enough memory\""),
+        integer(
+            "pubsub-output-limit-bytes", type: "bytes", 0...Int.max, default: "33554432", live: true, \.pubsubOutputLimitBytes,
+            "a subscriber whose unsent messages pass this is disconnected (Redis's `client-output-buffer-limit pubsub` hard limit; 0: none)"),
     ]
 
     /// The README's table of keys, from `keys` (a test checks the README against this).
