@@ -107,6 +107,7 @@ let package = Package(
             name: "WalrusServer",
             dependencies: [
                 "WalrusStore",
+                "WalrusClient",
                 "WalrusProtocol",
                 "WalrusReplication",
                 "CLuaBridge",

@@ -69,6 +69,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var primary: String?
     public var primaryHost: String?
     public var primaryPort: Int?
+    /// The primary's client port (0: not heard yet), for INFO's master_port and ROLE.
+    public var primaryClientPort: Int?
     public var primaryNodeID: String?
     /// "up" or "down".
     public var link: String?
@@ -147,6 +149,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
         self.primary = "\(link.primaryHost):\(link.primaryPort)"
         self.primaryHost = link.primaryHost
         self.primaryPort = link.primaryPort
+        self.primaryClientPort = link.primaryClientPort
         self.primaryNodeID = link.primaryNodeID
         self.link = link.linkUp ? "up" : "down"
         self.linkState = link.state.rawValue

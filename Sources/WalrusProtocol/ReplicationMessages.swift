@@ -294,6 +294,9 @@ public struct ReplicationChallenge: Sendable, Equatable {
     /// The primary's sealed index and key count now (a new follower sizes its table from them).
     public var sealedIndex: UInt64
     public var keyCount: UInt64
+    /// The primary's client port (0: not said; an older primary's CHALLENGE ends before it).
+    /// A follower shows it as INFO's master_port, which Sentinel and Redis clients dial.
+    public var clientPort: UInt16 = 0
 
     public init(
         clusterID: String, nodeID: String, epoch: UInt64, nonce: [UInt8], authRequired: Bool, sealedIndex: UInt64 = 0,
@@ -317,6 +320,7 @@ public struct ReplicationChallenge: Sendable, Equatable {
         buffer.writeInteger(UInt8(self.authRequired ? 1 : 0))
         buffer.writeInteger(self.sealedIndex)
         buffer.writeInteger(self.keyCount)
+        buffer.writeInteger(self.clientPort)
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationChallenge {
@@ -324,12 +328,15 @@ public struct ReplicationChallenge: Sendable, Equatable {
         guard buffer.readInteger(as: UInt16.self) != nil, let cluster = try buffer.readLengthPrefixed(),
             let node = try buffer.readLengthPrefixed(), let epoch = buffer.readInteger(as: UInt64.self),
             let nonce = try buffer.readLengthPrefixed(), let auth = buffer.readInteger(as: UInt8.self),
-            let sealed = buffer.readInteger(as: UInt64.self), let keys = buffer.readInteger(as: UInt64.self),
-            buffer.readableBytes == 0
+            let sealed = buffer.readInteger(as: UInt64.self), let keys = buffer.readInteger(as: UInt64.self)
         else { throw ReplicationFrameError("a CHALLENGE payload does not parse") }
-        return ReplicationChallenge(
+        let clientPort = buffer.readInteger(as: UInt16.self) ?? 0
+        guard buffer.readableBytes == 0 else { throw ReplicationFrameError("a CHALLENGE payload does not parse") }
+        var challenge = ReplicationChallenge(
             clusterID: String(decoding: cluster, as: UTF8.self), nodeID: String(decoding: node, as: UTF8.self),
             epoch: epoch, nonce: nonce, authRequired: auth != 0, sealedIndex: sealed, keyCount: keys)
+        challenge.clientPort = clientPort
+        return challenge
     }
 }
 

@@ -70,6 +70,8 @@ public struct FollowerLinkStatus: Sendable, Codable, Equatable {
 
     public var primaryHost: String
     public var primaryPort: Int
+    /// The primary's client port, from its CHALLENGE (0 until heard; an older primary never says).
+    public var primaryClientPort: Int = 0
     public var primaryNodeID: String
     public var state: State
     /// Whether the connection is up and past the handshake.

@@ -44,10 +44,11 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         }
         self.nonce = ReplicationAuth.nonce()
         let meta = self.wal.meta
-        let challenge = ReplicationChallenge(
+        var challenge = ReplicationChallenge(
             clusterID: meta.clusterID, nodeID: meta.nodeID, epoch: meta.currentEpoch, nonce: self.nonce,
             authRequired: self.primary.configuration.secret != nil, sealedIndex: self.primary.sealedIndex,
             keyCount: UInt64(self.primary.store.count))
+        challenge.clientPort = UInt16(clamping: self.primary.clientPort.load(ordering: .relaxed))
         let frame = Frames.make(.challenge, epoch: meta.currentEpoch, allocator: context.channel.allocator) {
             challenge.encode(into: &$0)
         }

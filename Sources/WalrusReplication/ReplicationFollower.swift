@@ -229,6 +229,7 @@ public final class ReplicationFollower: @unchecked Sendable {
         self.update { link in
             link.linkUp = true
             link.lastError = nil
+            if challenge.clientPort != 0 { link.primaryClientPort = Int(challenge.clientPort) }
             if link.state == .handshake { link.state = .catchingUp }
         }
         self.logger.notice(

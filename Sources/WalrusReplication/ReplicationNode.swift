@@ -33,7 +33,10 @@ public final class ReplicationNode: Sendable {
     /// This node's client port once bound (a follower tells its primary, for INFO's slaveN:port).
     public var clientPort: Int {
         get { self.clientPortValue.load(ordering: .relaxed) }
-        set { self.clientPortValue.store(newValue, ordering: .relaxed) }
+        set {
+            self.clientPortValue.store(newValue, ordering: .relaxed)
+            self.primary.clientPort.store(newValue, ordering: .relaxed)
+        }
     }
 
     public init(

@@ -23,6 +23,8 @@ public final class ReplicationPrimary: @unchecked Sendable {
     /// The sealed index and when each index was sealed (for data age).
     private let seals = LockedValue(SealHistory())
     private let sessions = LockedValue<[UInt64: FollowerSession]>([:])
+    /// This node's client port (its CHALLENGE names it: a follower's INFO shows it as master_port).
+    let clientPort = Atomic<Int>(0)
     /// Followers that disconnected, by node id, for status and retention (seen recently).
     private let departed = LockedValue<[String: (status: ReplicaStatus, at: UInt64)]>([:])
     private let waiters = LockedValue<[UInt64: ReplicaWaiter]>([:])

@@ -149,6 +149,11 @@ final class CommandExecutor: Sendable {
         case .pending: failed = false
         }
         self.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
+        if !session.afterTransaction.isEmpty {
+            let work = session.afterTransaction
+            session.afterTransaction = []
+            for item in work { item() }
+        }
         // What other connections' CLIENT LIST shows of this one may have changed.
         if let entry = session.entry, spec.group == "connection" || spec.group == "pubsub" || spec.group == "transactions" {
             entry.refresh(from: session)

@@ -9,7 +9,7 @@ extension CommandExecutor {
             buffer.writeArrayHeader(5)
             buffer.writeBulkReply("slave")
             buffer.writeBulkReply(status.primaryHost ?? "")
-            buffer.writeIntegerReply(status.primaryPort ?? 0)
+            buffer.writeIntegerReply(ServerInfo.primaryClientPort(status))
             let state: String =
                 switch status.linkState {
                 case "handshake": "handshake"

@@ -103,12 +103,19 @@ enum ServerInfo {
         return "\(micro / 1_000_000)." + String(repeating: "0", count: 6 - fraction.count) + fraction
     }
 
+    /// The primary's port as Redis tools expect it: its client port (from its CHALLENGE), or
+    /// the replication port until the link has been up once.
+    static func primaryClientPort(_ status: NodeStatus) -> Int {
+        if let port = status.primaryClientPort, port != 0 { return port }
+        return status.primaryPort ?? 0
+    }
+
     private static func replicationFields(_ status: NodeStatus, executor: CommandExecutor) -> [(String, String)] {
         var fields: [(String, String)] = []
         if status.isFollower {
             let linkUp = status.link == "up" && (status.linkState == "streaming" || status.linkState == "catching up")
             fields += [
-                ("role", "slave"), ("master_host", status.primaryHost ?? ""), ("master_port", String(status.primaryPort ?? 0)),
+                ("role", "slave"), ("master_host", status.primaryHost ?? ""), ("master_port", String(Self.primaryClientPort(status))),
                 ("master_link_status", linkUp ? "up" : "down"),
                 ("master_last_io_seconds_ago", String(Int(status.lastIOSecondsAgo ?? -1))),
                 ("master_sync_in_progress", status.linkState == "snapshot" ? "1" : "0"),
@@ -122,7 +129,7 @@ enum ServerInfo {
                 ]
             }
             fields += [
-                ("slave_priority", "100"), ("slave_read_only", "1"), ("replica_announced", "1"), ("connected_slaves", "0"),
+                ("slave_priority", String(executor.settings.snapshot.replicaPriority)), ("slave_read_only", "1"), ("replica_announced", "1"), ("connected_slaves", "0"),
                 ("master_failover_state", "no-failover"), ("master_replid", status.clusterID),
                 ("master_repl_offset", String(status.appliedIndex)), ("walrus_durable_index", String(status.durableIndex ?? 0)),
                 ("walrus_lag_records", String(status.lagRecords ?? 0)), ("walrus_link_state", status.linkState ?? ""),

@@ -82,7 +82,8 @@ struct Walrusd: AsyncParsableCommand {
             if let server = serverBox.server { notifier.status(server.status.capture().statusLine) }
         }
         let ports = ListenerPorts()
-        let current = ServerSettings(settings) { fresh, keys in
+        let flagKeys = Set(self.flags.filter { $0.hasPrefix("--") }.map { String($0.dropFirst(2).split(separator: "=").first ?? "") })
+        let current = ServerSettings(settings, configFile: self.config, flagKeys: flagKeys) { fresh, keys in
             // The running parts follow a reload or CONFIG SET of a live key.
             if keys.contains("log-level") { level.current = fresh.logLevel }
             if keys.contains("max-clients") { serverBox.server?.maxClients.store(fresh.maxClients, ordering: .relaxed) }

@@ -83,9 +83,12 @@ struct ReplicationTests {
         #expect(info.contains("slave0:ip=127.0.0.1,port=") && info.contains("state=online"), "\(info)")
         let followerInfo = try first.connect().command("INFO", "replication").text ?? ""
         #expect(followerInfo.contains("role:slave") && followerInfo.contains("master_link_status:up"), "\(followerInfo)")
-        #expect(followerInfo.contains("master_port:\(primary.replicationPort)"), "\(followerInfo)")
+        // master_port is the primary's client port (from its CHALLENGE), as Sentinel and Redis
+        // clients expect; walrus_replication_port on the primary names the other one.
+        #expect(followerInfo.contains("master_port:\(primary.port)\r\n"), "\(followerInfo)")
         guard case .array(let role?) = try first.connect().command("ROLE") else { Issue.record("ROLE"); return }
         #expect(role.first == .bulk(Array("slave".utf8)) && role[3] == .bulk(Array("connected".utf8)))
+        #expect(role[2] == .integer(primary.port))
 
         // One row per follower, both streaming with no lag; the digest verb agrees with DIGEST.
         #expect(try self.eventually { try self.walrusctl(["replicas", "--socket", primary.controlSocket]).output.components(separatedBy: "streaming").count == 3 })

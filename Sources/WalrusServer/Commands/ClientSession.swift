@@ -43,6 +43,9 @@ final class ClientSession {
     /// The command running now answered with RESP3 pushes (pub/sub confirmations), which
     /// CLIENT REPLY OFF does not silence.
     var repliedWithPush = false
+    /// Work a command inside EXEC left for after the transaction (a role change must not run
+    /// under the store's lock: promotion writes an epoch record).
+    var afterTransaction: [@Sendable () -> Void] = []
     /// Every reply goes out (the in-place path answers only then).
     var repliesNormally: Bool { !self.repliesOff && !self.skipNextReply }
 

@@ -157,6 +157,8 @@ enum CommandTable {
                 ]),
             // Server
             spec("info", -1, [.loading, .stale, .sentinel], group: "server", since: "1.0.0", "Get information and statistics about the server", plain(ServerCommands.info)),
+            spec("replicaof", 3, [.admin, .noscript, .stale], group: "server", since: "5.0.0", "Make the server a replica of another instance, or promote it as master.", plain(ServerCommands.replicaof)),
+            spec("slaveof", 3, [.admin, .noscript, .stale], group: "server", since: "1.0.0", "Make the server a replica of another instance, or promote it as master. Deprecated starting with Redis 5. Use REPLICAOF instead.", plain(ServerCommands.replicaof)),
             spec("role", 1, [.noscript, .loading, .stale, .fast, .sentinel], group: "server", since: "2.8.12", "Return the role of the instance in the context of replication", plain(ServerCommands.role)),
             spec("wait", 3, [.noscript], group: "generic", since: "3.0.0", "Wait for the synchronous replication of all the write commands sent in the context of the current connection", plain(ServerCommands.wait)),
             spec("time", 1, [.loading, .stale, .fast], group: "server", since: "2.6.0", "Return the current server time", plain(ServerCommands.time)),
@@ -172,6 +174,7 @@ enum CommandTable {
                     spec("get", -3, [.admin, .noscript, .loading, .stale], group: "server", since: "2.0.0", "Get the values of configuration parameters", container: "config", plain(ServerCommands.configGet)),
                     spec("set", -4, [.admin, .noscript, .loading, .stale], group: "server", since: "2.0.0", "Set configuration parameters to the given values", container: "config", plain(ServerCommands.configSet)),
                     spec("resetstat", 2, [.admin, .noscript, .loading, .stale], group: "server", since: "2.0.0", "Reset the stats returned by INFO", container: "config", plain(ServerCommands.configResetStat)),
+                    spec("rewrite", 2, [.admin, .noscript, .loading, .stale], group: "server", since: "2.8.0", "Rewrite the configuration file with the in memory configuration", container: "config", plain(ServerCommands.configRewrite)),
                     spec("help", 2, [.loading, .stale], group: "server", since: "5.0.0", "Show helpful text about the different subcommands", container: "config", plain(ServerCommands.configHelp)),
                 ]),
             spec(

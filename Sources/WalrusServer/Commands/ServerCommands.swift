@@ -1,6 +1,8 @@
 import NIOCore
 import NIOPosix
 import WALCore
+import WalrusClient
+import WalrusReplication
 import WalrusStore
 #if canImport(Glibc)
 import Glibc
@@ -238,5 +240,125 @@ enum ServerCommands {
     /// FUNCTION LOAD: refused with what to use instead.
     @Sendable static func functionLoad(_ call: inout CommandCall) throws -> CommandOutcome {
         throw CommandError("ERR walrus does not keep function libraries (FUNCTION LOAD); run scripts with EVAL or EVALSHA instead")
+    }
+}
+
+extension ServerCommands {
+    /// REPLICAOF / SLAVEOF host port | NO ONE, as Sentinel and operators send it.
+    ///
+    /// `host port` names the primary's **client** port, as in Redis. walrus replicates over its
+    /// own port: this node asks `host:port` for INFO's `walrus_replication_port` (one request,
+    /// one second at most) and follows that. Writes are refused from this command on.
+    /// `NO ONE` promotes this node (a new epoch, sealed before it takes a write); Sentinel chose
+    /// it, so it promotes even when it knows it is behind (the records it lacks are logged).
+    /// Inside MULTI the change runs once the EXEC's transaction is done, as Sentinel's
+    /// reconfiguration sends it.
+    @Sendable static func replicaof(_ call: inout CommandCall) throws -> CommandOutcome {
+        guard let replication = call.executor.replication else {
+            throw CommandError("ERR REPLICAOF needs replication: this server was started without it")
+        }
+        let logger = call.executor.logger
+        if call.isOption(1, "NO") && call.isOption(2, "ONE") {
+            guard replication.isFollower else {
+                call.ok()
+                return .reply
+            }
+            let promote: @Sendable () throws -> Void = {
+                let lag = replication.link.map { $0.primarySealedIndex > $0.applied ? $0.primarySealedIndex - $0.applied : 0 } ?? 0
+                let reply = try replication.promote(force: true)
+                logger.notice(
+                    "Promoted by REPLICAOF NO ONE",
+                    metadata: ["repl.epoch": "\(reply.epoch)", "repl.recordsBehindOldPrimary": "\(lag)"])
+            }
+            if call.inTransaction {
+                call.session.afterTransaction.append {
+                    do { try promote() } catch { logger.error("REPLICAOF NO ONE failed", metadata: ["repl.error": "\(error)"]) }
+                }
+            } else {
+                try promote()
+            }
+            call.ok()
+            return .reply
+        }
+        let host = call.string(1)
+        guard let port = call.withBytes(2, RedisNumbers.int64), (1...65535).contains(port) else {
+            throw CommandError("ERR Invalid master port")
+        }
+        let follow: @Sendable () throws -> Void = {
+            let replicationPort = try Self.replicationPort(host: host, clientPort: Int(port))
+            if case .following(let currentHost, let currentPort) = replication.role, currentHost == host, currentPort == replicationPort {
+                return
+            }
+            _ = try replication.follow(host: host, port: replicationPort)
+            logger.notice(
+                "Following by REPLICAOF", metadata: ["repl.primary": "\(host):\(port)", "repl.replicationPort": "\(replicationPort)"])
+        }
+        if call.inTransaction {
+            call.session.afterTransaction.append {
+                do { try follow() } catch { logger.error("REPLICAOF failed", metadata: ["repl.error": "\(error)"]) }
+            }
+        } else {
+            do {
+                try follow()
+            } catch let error as CommandError {
+                throw error
+            } catch {
+                throw CommandError("ERR \(error)")
+            }
+        }
+        call.ok()
+        return .reply
+    }
+
+    /// The replication port of the walrusd whose client port is `host:clientPort`.
+    private static func replicationPort(host: String, clientPort: Int) throws -> Int {
+        let reply: RESPValue
+        do {
+            let connection = try RESPConnection(host: host, port: clientPort, timeoutMilliseconds: 1000)
+            reply = try connection.command("INFO", "server")
+        } catch {
+            throw CommandError("ERR cannot reach \(host):\(clientPort) to learn its replication port (\(error)); is walrusd running there?")
+        }
+        guard case .bulk(let bytes?) = reply,
+            let line = String(decoding: bytes, as: UTF8.self).split(separator: "\r\n").first(where: { $0.hasPrefix("walrus_replication_port:") }),
+            let port = Int(line.dropFirst("walrus_replication_port:".count)), port > 0
+        else {
+            throw CommandError("ERR \(host):\(clientPort) is not a walrusd primary with replication (no walrus_replication_port in its INFO)")
+        }
+        return port
+    }
+}
+
+extension ServerCommands {
+    /// CONFIG REWRITE: the config file takes the settings in force and the node's role (`follow`
+    /// names the primary it follows now, or goes), so that a restart keeps what Sentinel or an
+    /// operator changed.
+    ///
+    /// Inside MULTI it runs after the EXEC's transaction, behind a REPLICAOF queued before it
+    /// (Sentinel sends MULTI, SLAVEOF, CONFIG REWRITE, CLIENT KILL …, EXEC): the file gets the new role.
+    @Sendable static func configRewrite(_ call: inout CommandCall) throws -> CommandOutcome {
+        let executor = call.executor
+        let rewrite: @Sendable () throws -> Void = {
+            var follow: String?
+            if let role = executor.replication?.role, case .following(let host, let port) = role {
+                follow = DaemonAddress.format(host, port)
+            }
+            let flagged = try executor.settings.rewrite(follow: follow)
+            if flagged.contains("follow") {
+                executor.logger.warning(
+                    "CONFIG REWRITE wrote the role to the config file, but a --follow flag still overrides it at the next start",
+                    metadata: ["config.file": "\(executor.settings.configFile ?? "")"])
+            }
+        }
+        if call.inTransaction {
+            guard executor.settings.configFile != nil else { throw CommandError("ERR The server is running without a config file") }
+            call.session.afterTransaction.append {
+                do { try rewrite() } catch { executor.logger.error("CONFIG REWRITE failed", metadata: ["config.error": "\(error)"]) }
+            }
+        } else {
+            try rewrite()
+        }
+        call.ok()
+        return .reply
     }
 }

@@ -97,7 +97,7 @@ extension DaemonSettings {
 }
 
 extension String {
-    fileprivate func trimmed(_ set: String) -> String {
+    func trimmed(_ set: String) -> String {
         var result = Substring(self)
         while let first = result.first, set.contains(first) { result.removeFirst() }
         while let last = result.last, set.contains(last) { result.removeLast() }

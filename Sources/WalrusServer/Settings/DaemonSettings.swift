@@ -39,6 +39,7 @@ public struct DaemonSettings: Equatable, Sendable {
     public var busyReplyThreshold = 5000
     public var scriptMemoryBytes = 512 << 20
     public var pubsubOutputLimitBytes = 32 << 20
+    public var replicaPriority = 100
 
     public init() {}
 
@@ -249,6 +250,9 @@ extension DaemonSettings {
         integer(
             "script-memory-bytes", type: "bytes", (1 << 20)...(1 << 40), default: "536870912", live: true,
             \.scriptMemoryBytes, "the Lua heap's bound; an allocation past it fails the script with \"not enough memory\""),
+        integer(
+            "replica-priority", redis: "replica-priority", type: "integer", 0...Int.max, default: "100", live: true, \.replicaPriority,
+            "Sentinel promotes the follower with the lowest non-zero value first (INFO's slave_priority); 0: never promote this one"),
         integer(
             "pubsub-output-limit-bytes", type: "bytes", 0...Int.max, default: "33554432", live: true, \.pubsubOutputLimitBytes,
             "a subscriber whose unsent messages pass this is disconnected (Redis's `client-output-buffer-limit pubsub` hard limit; 0: none)"),

@@ -8,12 +8,81 @@ public final class ServerSettings: Sendable {
     private let current: LockedValue<DaemonSettings>
     private let changes = Atomic<Int>(0)
     private let apply: @Sendable (DaemonSettings, [String]) -> Void
+    /// The config file the daemon read (CONFIG REWRITE writes it), and the keys flags set
+    /// (they win over the file at the next start).
+    public let configFile: String?
+    public let flagKeys: Set<String>
 
     /// - Parameter apply: makes the running parts follow `keys` (live keys) taking the values of
     ///   the settings given (walrusd's reload and CONFIG SET share it).
-    public init(_ settings: DaemonSettings, apply: @escaping @Sendable (DaemonSettings, [String]) -> Void) {
+    public init(
+        _ settings: DaemonSettings, configFile: String? = nil, flagKeys: Set<String> = [],
+        apply: @escaping @Sendable (DaemonSettings, [String]) -> Void
+    ) {
         self.current = LockedValue(settings)
         self.apply = apply
+        self.configFile = configFile
+        self.flagKeys = flagKeys
+    }
+
+    /// CONFIG REWRITE: the config file gets the settings in force, `follow` included (the role
+    /// now: a promoted node's file no longer names its old primary). Lines keep their place and
+    /// comments; a key that now has no value is commented out; keys set since the start that the
+    /// file lacks are appended. Written to a temporary file, fsynced and renamed over the old one.
+    /// Returns the keys that flags set, which still win at the next start.
+    func rewrite(follow: String?) throws(CommandError) -> [String] {
+        guard let path = self.configFile else { throw CommandError("ERR The server is running without a config file") }
+        var settings = self.snapshot
+        settings.follow = follow
+        self.current.withLock { $0.follow = follow }
+        self.changes.add(1, ordering: .releasing)
+        let defaults = DaemonSettings()
+        let text: String
+        do {
+            text = String(decoding: try FileIO.readFile(path), as: UTF8.self)
+        } catch {
+            throw CommandError("ERR CONFIG REWRITE failed: cannot read \(path): \(error)")
+        }
+        var written = Set<String>()
+        var lines: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+            let trimmed = line.trimmed(" \t")
+            guard !trimmed.hasPrefix("#"), let equals = trimmed.firstIndex(of: "="),
+                let key = DaemonSettings.key(String(trimmed[..<equals]).trimmed(" \t"))
+            else {
+                lines.append(line)
+                continue
+            }
+            guard !written.contains(key.name) else { continue }
+            written.insert(key.name)
+            let value = settings.value(of: key)
+            if key.name == "follow" && follow == nil {
+                lines.append("# follow: removed by CONFIG REWRITE (this node became a primary)")
+            } else {
+                lines.append("\(key.name) = \(Self.fileValue(value))")
+            }
+        }
+        let missing = DaemonSettings.keys.filter { key in
+            !written.contains(key.name) && settings.value(of: key) != defaults.value(of: key) && !(key.name == "follow" && follow == nil)
+        }
+        if !missing.isEmpty {
+            if lines.last == "" { lines.removeLast() }
+            lines.append("# Added by CONFIG REWRITE")
+            for key in missing { lines.append("\(key.name) = \(Self.fileValue(settings.value(of: key)))") }
+            lines.append("")
+        }
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        do {
+            try FileIO.writeFileAtomically(path, directory: directory.isEmpty ? "/" : directory, bytes: Array(lines.joined(separator: "\n").utf8))
+        } catch {
+            throw CommandError("ERR CONFIG REWRITE failed: cannot write \(path): \(error)")
+        }
+        return self.flagKeys.sorted()
+    }
+
+    private static func fileValue(_ value: String) -> String {
+        if Int(value) != nil { return value }
+        return "\"" + value.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"") + "\""
     }
 
     /// For a server run without walrusd (tests, embedding): the store's limits follow CONFIG SET.
