@@ -326,6 +326,7 @@ final class CommandExecutor: Sendable {
             } else {
                 ready = call.out
             }
+            self.scripts.scriptEnded()
             if let resumed { return resumed(ready) }
             if let ready { completion(ready) }
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import WalrusClient
 import WalrusTestKit
 #if canImport(Glibc)
@@ -36,8 +37,15 @@ final class DaemonProcess: @unchecked Sendable {
         self.process.standardError = self.errors
         self.process.standardOutput = FileHandle.nullDevice
         try self.process.run()
-        // Read the log until the "Listening" line gives the port (bounded).
+        // Read the log until the "Listening" line gives the port (bounded: a daemon that never
+        // gets there is killed, which ends the read below).
         let deadline = Date().addingTimeInterval(30)
+        let starting = self.process
+        let ready = Atomic<Bool>(false)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 31) {
+            if !ready.load(ordering: .relaxed) && starting.isRunning { kill(starting.processIdentifier, SIGKILL) }
+        }
+        defer { ready.store(true, ordering: .relaxed) }
         var text = ""
         let handle = self.errors.fileHandleForReading
         var port: Int? = nil
@@ -88,9 +96,12 @@ final class DaemonProcess: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while self.process.isRunning && Date() < deadline { usleep(10_000) }
         if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
-        self.process.waitUntilExit()
+        // Not waitUntilExit: under load it has been seen to wait forever for an exit Foundation
+        // had already noticed. isRunning turns false once the child is reaped.
+        let reaped = Date().addingTimeInterval(10)
+        while self.process.isRunning && Date() < reaped { usleep(10_000) }
         self.errors.fileHandleForReading.readabilityHandler = nil
-        return self.process.terminationStatus
+        return self.process.isRunning ? -1 : self.process.terminationStatus
     }
 
     deinit {
@@ -115,6 +126,12 @@ func run(_ executable: String, _ arguments: [String], input: String? = nil, seco
     let stdin = Pipe()
     process.standardInput = stdin
     try process.run()
+    // A child that outlives the deadline is killed, which ends the reads below.
+    let finished = Atomic<Bool>(false)
+    DispatchQueue.global().asyncAfter(deadline: .now() + seconds) {
+        if !finished.load(ordering: .relaxed) && process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+    defer { finished.store(true, ordering: .relaxed) }
     if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
     try stdin.fileHandleForWriting.close()
     var collected = Data()
@@ -124,10 +141,11 @@ func run(_ executable: String, _ arguments: [String], input: String? = nil, seco
         if chunk.isEmpty { break }
         collected += chunk
         if Date() > deadline {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             break
         }
     }
-    process.waitUntilExit()
-    return (String(decoding: collected, as: UTF8.self), process.terminationStatus)
+    let reaped = Date().addingTimeInterval(10)
+    while process.isRunning && Date() < reaped { usleep(10_000) }
+    return (String(decoding: collected, as: UTF8.self), process.isRunning ? -1 : process.terminationStatus)
 }

@@ -235,6 +235,13 @@ final class ScriptEngine: @unchecked Sendable {
         }
     }
 
+    /// The running script has ended (its reply is about to go out): commands that arrive from
+    /// now on wait for the gate to open instead of answering -BUSY, as on Redis, where the next
+    /// command after a script's reply finds it gone.
+    func scriptEnded() {
+        self.busy.withLock { $0.timedOut = false }
+    }
+
     private func endExclusive() {
         self.store.gate.open()
         let waiters = self.busy.withLock { busy -> [Waiter] in
