@@ -40,6 +40,8 @@ final class CommandExecutor: Sendable {
     let pubsub = PubSubHub()
     /// Every client connection (CLIENT LIST, CLIENT KILL).
     let clients = ClientRegistry()
+    /// notify-keyspace-events.
+    let keyspaceEvents: KeyspaceEvents
     private let alwaysMode: Bool
 
     init(
@@ -57,6 +59,7 @@ final class CommandExecutor: Sendable {
         self.settings = settings
         self.status = status
         self.alwaysMode = store.configuration.wal.fsyncMode == .always
+        self.keyspaceEvents = KeyspaceEvents(hub: self.pubsub, settings: settings, store: store)
         // Read at every script: cached until the settings change.
         let cached = LockedValue((generation: -1, busy: 0, memory: 0))
         self.scripts = ScriptEngine(store: store, logger: logger, version: ServerInfo.redisVersion) { [settings] in

@@ -223,7 +223,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             while !self.closing {
                 // In place only outside MULTI (there GET and SET are queued like every command).
                 if self.quick && self.decoder.isIdle && buffer.readableBytes >= 4 && !self.session.inMulti
-                    && !self.session.inSubscribedMode && self.session.repliesNormally
+                    && !self.session.inSubscribedMode && self.session.repliesNormally && !self.executor.keyspaceEvents.enabled
                 {
                     let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
                         guard let (request, consumed) = RESPQuickRequest.parse(bytes, limits: self.limits),

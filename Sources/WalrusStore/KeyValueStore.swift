@@ -25,6 +25,8 @@ public final class KeyValueStore: Sendable {
         (false, 0, nil))
     /// Keys deleted because they had passed their deadline.
     private let expiredKeyCount = Atomic<Int>(0)
+    private let expiredObserver = LockedValue<(@Sendable ([[UInt8]]) -> Void)?>(nil)
+    private let observingExpiry = Atomic<Bool>(false)
     /// When the last checkpoint finished (Unix seconds; 0: none since the store opened).
     private let lastCheckpoint = Atomic<Int>(0)
     /// The key count, keys with a deadline, data bytes and applied index as of the last change,
@@ -204,16 +206,19 @@ public final class KeyValueStore: Sendable {
         let waiter = self.sealWaiter(onDurable)
         let (maxKey, maxValue) = self.limits.withLock { $0 }
         let clock = now ?? wallClockMilliseconds()
-        let outcome = try self.state.withLock { state throws -> (R, UInt64?, Int) in
+        let observer = self.observingExpiry.load(ordering: .relaxed) ? self.expiredObserver.withLock { $0 } : nil
+        let outcome = try self.state.withLock { state throws -> (R, UInt64?, Int, [[UInt8]]) in
             var transaction = StoreTransaction(
                 state: state, now: clock, expiresKeys: expiresKeys, maxKeyBytes: maxKey, maxValueBytes: maxValue)
+            transaction.collectsExpired = observer != nil
             let result = try body(&transaction)
-            guard let payload = transaction.payload else { return (result, nil, 0) }
+            guard let payload = transaction.payload else { return (result, nil, 0, []) }
             let index = try self.commit(transaction.writeCount, payload: payload, to: state, onDurable: waiter)
             self.publish(state)
-            return (result, index, transaction.expiredKeys)
+            return (result, index, transaction.expiredKeys, transaction.expiredNames)
         }
         if outcome.2 > 0 { self.expiredKeyCount.add(outcome.2, ordering: .relaxed) }
+        if let observer, !outcome.3.isEmpty { observer(outcome.3) }
         if outcome.1 == nil || waiter == nil { onDurable?(nil) }
         return (outcome.0, outcome.1)
     }
@@ -470,6 +475,13 @@ public final class KeyValueStore: Sendable {
     /// Run `body` on the state under the store's lock.
     func withStateLocked(_ body: (StoreState) -> Void) {
         self.state.withLock { state in body(state) }
+    }
+
+    /// Told the names of keys a transaction deleted because they had expired (after it
+    /// committed; keyspace notifications). nil: nobody listens, and no name is collected.
+    public func setExpiredObserver(_ observer: (@Sendable ([[UInt8]]) -> Void)?) {
+        self.expiredObserver.withLock { $0 = observer }
+        self.observingExpiry.store(observer != nil, ordering: .relaxed)
     }
 
     /// Swap in a whole new state (a snapshot from the primary).

@@ -42,6 +42,9 @@ public struct StoreTransaction {
     private var lastFlush: Int?
     /// Keys deleted because they had expired (for INFO's expired_keys).
     public private(set) var expiredKeys = 0
+    /// Their names, when someone listens (keyspace notifications' "expired").
+    var collectsExpired = false
+    private(set) var expiredNames: [[UInt8]] = []
 
     init(state: StoreState, now: Int64, expiresKeys: Bool, maxKeyBytes: Int, maxValueBytes: Int) {
         self.state = state
@@ -155,6 +158,7 @@ public struct StoreTransaction {
         guard self.expiresKeys else { return }
         try self.append(op: .delete, key: key, value: UnsafeRawBufferPointer(start: nil, count: 0))
         self.expiredKeys += 1
+        if self.collectsExpired { self.expiredNames.append(Array(key)) }
     }
 
     // MARK: Writing

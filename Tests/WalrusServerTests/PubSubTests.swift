@@ -7,7 +7,7 @@ import WalrusTestKit
 /// RESP3, a primary's publishes reaching a follower's subscribers, CLIENT LIST / KILL TYPE pubsub,
 /// a subscriber that stops reading cut off at its limit while the others go on.
 struct PubSubTests {
-    @Test(.timeLimit(.minutes(2)), arguments: [2, 3])
+    @Test(.timeLimit(.minutes(3)), arguments: [2, 3])
     func redisPyPubSubWithFollower(protocol version: Int) throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
@@ -78,7 +78,7 @@ struct PubSubTests {
 
     /// A subscriber that never reads is disconnected once its unsent messages pass
     /// pubsub-output-limit-bytes; the publisher and a reading subscriber go on.
-    @Test(.timeLimit(.minutes(2))) func slowSubscriberIsCutOff() throws {
+    @Test(.timeLimit(.minutes(3))) func slowSubscriberIsCutOff() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let server = try DaemonProcess(data: directory.file("p"), arguments: ["--pubsub-output-limit-bytes", "2000000"])
@@ -117,5 +117,39 @@ struct PubSubTests {
         let result = try run("/usr/bin/env", ["python3", "-c", script])
         #expect(result.status == 0 && result.output.contains("ok"), "\(result.output)")
         #expect(server.log.contains("Disconnecting a subscriber that does not read its messages"))
+    }
+    /// The application pattern for keyspace notifications: listen for keys that expire (the
+    /// active cycle deletes them with nobody reading them) and for writes to a key.
+    @Test(.timeLimit(.minutes(3))) func expiredAndWrittenKeysAreAnnounced() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let server = try DaemonProcess(data: directory.file("p"), arguments: ["--notify-keyspace-events", "KEx$g"])
+        defer { server.stop() }
+        let script = """
+            import redis, time
+            r = redis.Redis(host="127.0.0.1", port=\(server.port))
+            assert r.config_get("notify-keyspace-events") == {"notify-keyspace-events": "g$xKE"}, r.config_get("notify-keyspace-events")
+            p = r.pubsub(ignore_subscribe_messages=True)
+            p.psubscribe("__keyevent@0__:expired", "__keyspace@0__:session:*")
+            p.get_message(timeout=1)
+            r.set("session:1", "v", px=150)
+            r.incr("session:2")
+            seen = []
+            deadline = time.time() + 10
+            while time.time() < deadline and ("expired", b"session:1") not in seen:
+                m = p.get_message(timeout=0.1)
+                if m is not None:
+                    seen.append((m["channel"].decode().split(":", 1)[1], m["data"]))
+            assert ("session:1", b"set") in seen, seen
+            assert ("session:1", b"expire") in seen, seen
+            assert ("session:2", b"incrby") in seen, seen
+            assert ("expired", b"session:1") in seen, seen
+            r.config_set("notify-keyspace-events", "")
+            r.set("session:3", "v")
+            assert p.get_message(timeout=0.3) is None
+            print("ok")
+            """
+        let result = try run("/usr/bin/env", ["python3", "-c", script])
+        #expect(result.status == 0 && result.output.contains("ok"), "\(result.output)")
     }
 }

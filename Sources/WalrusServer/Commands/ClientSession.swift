@@ -40,8 +40,8 @@ final class ClientSession {
     var skipNextReply = false
     /// The command running now answers nothing (SKIP itself, and the one after it).
     var silenceCurrentReply = false
-    /// The command running now answered with RESP3 pushes (pub/sub confirmations), which
-    /// CLIENT REPLY OFF does not silence.
+    /// The command running now answered with pub/sub confirmations, which CLIENT REPLY OFF
+    /// does not silence (Redis's CLIENT_PUSHING, in RESP2 as in RESP3).
     var repliedWithPush = false
     /// Work a command inside EXEC left for after the transaction (a role change must not run
     /// under the store's lock: promotion writes an epoch record).

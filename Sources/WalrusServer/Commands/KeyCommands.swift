@@ -7,7 +7,10 @@ enum KeyCommands {
     /// DEL / UNLINK key [key …]: how many existed. One record for all of them.
     @Sendable static func del(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         var deleted = 0
-        for index in 1..<call.count where try call.withBytes(index, { try store.delete($0) }) { deleted += 1 }
+        for index in 1..<call.count where try call.withBytes(index, { try store.delete($0) }) {
+            deleted += 1
+            call.withBytes(index) { call.notify(.generic, "del", key: $0) }
+        }
         call.integer(reply: deleted)
     }
 
@@ -69,8 +72,10 @@ enum KeyCommands {
                 if lt, let current, when >= current { return call.integer(reply: 0) }
                 if when <= store.now {
                     try store.delete(key)
+                    call.notify(.generic, "del", key: key)
                 } else {
                     try store.setDeadline(key, when)
+                    call.notify(.generic, "expire", key: key)
                 }
                 call.integer(reply: 1)
             }
@@ -92,6 +97,7 @@ enum KeyCommands {
         try call.withBytes(1) { key in
             guard let deadline = try store.deadline(key), deadline != nil else { return call.integer(reply: 0) }
             try store.setDeadline(key, nil)
+            call.notify(.generic, "persist", key: key)
             call.integer(reply: 1)
         }
     }
@@ -108,6 +114,8 @@ enum KeyCommands {
                     if nx, try store.exists(destination) { return call.integer(reply: 0) }
                     try store.set(destination, entry.value, deadline: entry.deadline)
                     try store.delete(source)
+                    call.notify(.generic, "rename_from", key: source)
+                    call.notify(.generic, "rename_to", key: destination)
                     if nx { call.integer(reply: 1) } else { call.ok() }
                 }
             }

@@ -16,7 +16,8 @@ enum PubSubCommands {
     }
 
     private static func confirm(_ call: inout CommandCall, _ kind: String, _ name: ByteKey?, count: Int) {
-        call.session.repliedWithPush = call.resp3
+        // Redis marks these as pushes in RESP2 too: CLIENT REPLY OFF does not silence them.
+        call.session.repliedWithPush = true
         call.out.writePushHeader(3, resp3: call.resp3)
         call.bulk(kind)
         if let name { call.bulk(name.bytes) } else { call.null() }

@@ -95,7 +95,10 @@ enum StringCommands {
                 return
             }
             let kept = options.keepTTL ? (try store.deadline(key) ?? nil) : nil
+            try call.notifyNew(key, &store)
             try call.withBytes(2) { value in try store.set(key, value, deadline: deadline ?? kept) }
+            call.notify(.string, "set", key: key)
+            if deadline != nil { call.notify(.generic, "expire", key: key) }
             if options.get { Self.reply(&call, old?.value) } else { call.ok() }
         }
     }
@@ -104,7 +107,9 @@ enum StringCommands {
     @Sendable static func setnx(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         try call.withBytes(1) { key in
             if try store.exists(key) { return call.integer(reply: 0) }
+            try call.notifyNew(key, &store)
             try call.withBytes(2) { try store.set(key, $0) }
+            call.notify(.string, "set", key: key)
             call.integer(reply: 1)
         }
     }
@@ -113,7 +118,12 @@ enum StringCommands {
     static func setWithExpiry(milliseconds: Bool) -> @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void {
         { call, store in
             let deadline = try Self.deadline(milliseconds ? .milliseconds(2) : .seconds(2), call, now: store.now)
-            try call.withBytes(1) { key in try call.withBytes(3) { try store.set(key, $0, deadline: deadline) } }
+            try call.withBytes(1) { key in
+                try call.notifyNew(key, &store)
+                try call.withBytes(3) { try store.set(key, $0, deadline: deadline) }
+                call.notify(.string, "set", key: key)
+                call.notify(.generic, "expire", key: key)
+            }
             call.ok()
         }
     }
@@ -131,7 +141,9 @@ enum StringCommands {
     @Sendable static func getset(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         try call.withBytes(1) { key in
             let old = try store.entry(key)
+            try call.notifyNew(key, &store)
             try call.withBytes(2) { try store.set(key, $0) }
+            call.notify(.string, "set", key: key)
             Self.reply(&call, old?.value)
         }
     }
@@ -140,7 +152,10 @@ enum StringCommands {
     @Sendable static func getdel(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         try call.withBytes(1) { key in
             let old = try store.entry(key)
-            if old != nil { try store.delete(key) }
+            if old != nil {
+                try store.delete(key)
+                call.notify(.generic, "del", key: key)
+            }
             Self.reply(&call, old?.value)
         }
     }
@@ -155,9 +170,12 @@ enum StringCommands {
             call.bulk(old.value)
             if let deadline, options.expiry?.isAbsolute == true, deadline <= store.now {
                 try store.delete(key)
+                call.notify(.generic, "del", key: key)
             } else if let deadline {
                 try store.setDeadline(key, deadline)
+                call.notify(.generic, "expire", key: key)
             } else if options.persist {
+                if old.deadline != nil { call.notify(.generic, "persist", key: key) }
                 try store.setDeadline(key, nil)
             }
         }
@@ -167,7 +185,11 @@ enum StringCommands {
     @Sendable static func mset(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         guard call.count % 2 == 1 else { throw call.arityError }
         for pair in stride(from: 1, to: call.count, by: 2) {
-            try call.withBytes(pair) { key in try call.withBytes(pair + 1) { try store.set(key, $0) } }
+            try call.withBytes(pair) { key in
+                try call.notifyNew(key, &store)
+                try call.withBytes(pair + 1) { try store.set(key, $0) }
+                call.notify(.string, "set", key: key)
+            }
         }
         call.ok()
     }
@@ -179,7 +201,11 @@ enum StringCommands {
             return call.integer(reply: 0)
         }
         for pair in stride(from: 1, to: call.count, by: 2) {
-            try call.withBytes(pair) { key in try call.withBytes(pair + 1) { try store.set(key, $0) } }
+            try call.withBytes(pair) { key in
+                try call.notifyNew(key, &store)
+                try call.withBytes(pair + 1) { try store.set(key, $0) }
+                call.notify(.string, "set", key: key)
+            }
         }
         call.integer(reply: 1)
     }
@@ -211,12 +237,15 @@ enum StringCommands {
         try call.withBytes(1) { key in
             try call.withBytes(2) { suffix in
                 guard let old = try store.entry(key) else {
+                    try call.notifyNew(key, &store)
                     try store.set(key, suffix)
+                    call.notify(.string, "append", key: key)
                     return call.integer(reply: suffix.count)
                 }
                 try Self.checkLength(Int64(old.value.count) + Int64(suffix.count), call)
                 let joined = old.value + Array(suffix)
                 try store.set(key, joined, deadline: old.deadline)
+                call.notify(.string, "append", key: key)
                 call.integer(reply: joined.count)
             }
         }
@@ -244,7 +273,9 @@ enum StringCommands {
                 value.withUnsafeMutableBytes { raw in
                     (raw.baseAddress! + Int(offset)).copyMemory(from: patch.baseAddress!, byteCount: patch.count)
                 }
+                if old == nil { try call.notifyNew(key, &store) }
                 try store.set(key, value, deadline: old?.deadline)
+                call.notify(.string, "setrange", key: key)
                 call.integer(reply: value.count)
             }
         }
@@ -290,7 +321,9 @@ enum StringCommands {
                 }
                 let (sum, overflow) = current.addingReportingOverflow(delta)
                 guard !overflow else { throw CommandError("ERR increment or decrement would overflow") }
+                if old == nil { try call.notifyNew(key, &store) }
                 try store.set(key, Array(String(sum).utf8), deadline: old?.deadline)
+                call.notify(.string, "incrby", key: key)
                 call.integer(reply: sum)
             }
         }
@@ -312,7 +345,9 @@ enum StringCommands {
             let result = current + increment
             guard !result.isNaN && !result.isInfinite else { throw CommandError("ERR increment would produce NaN or Infinity") }
             let text = RedisNumbers.format(result)
+            if old == nil { try call.notifyNew(key, &store) }
             try store.set(key, Array(text.utf8), deadline: old?.deadline)
+            call.notify(.string, "incrbyfloat", key: key)
             call.bulk(text)
         }
     }

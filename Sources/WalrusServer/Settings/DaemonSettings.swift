@@ -40,6 +40,7 @@ public struct DaemonSettings: Equatable, Sendable {
     public var scriptMemoryBytes = 512 << 20
     public var pubsubOutputLimitBytes = 32 << 20
     public var replicaPriority = 100
+    public var notifyKeyspaceEvents = ""
 
     public init() {}
 
@@ -253,6 +254,16 @@ extension DaemonSettings {
         integer(
             "replica-priority", redis: "replica-priority", type: "integer", 0...Int.max, default: "100", live: true, \.replicaPriority,
             "Sentinel promotes the follower with the lowest non-zero value first (INFO's slave_priority); 0: never promote this one"),
+        Key(
+            name: "notify-keyspace-events", redisName: "notify-keyspace-events", type: "classes", defaultText: "\"\"", live: true,
+            doc: "Redis's keyspace notifications: K, E and the classes g $ x n A (l s h z t e m d are accepted and never fire); empty: off",
+            read: { $0.notifyKeyspaceEvents },
+            write: { settings, text in
+                guard let flags = KeyspaceEventFlags(parsing: text) else {
+                    throw FileError(description: "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.")
+                }
+                settings.notifyKeyspaceEvents = flags.text
+            }),
         integer(
             "pubsub-output-limit-bytes", type: "bytes", 0...Int.max, default: "33554432", live: true, \.pubsubOutputLimitBytes,
             "a subscriber whose unsent messages pass this is disconnected (Redis's `client-output-buffer-limit pubsub` hard limit; 0: none)"),
