@@ -158,7 +158,7 @@ final class CommandExecutor: Sendable {
             for item in work { item() }
         }
         // What other connections' CLIENT LIST shows of this one may have changed.
-        if let entry = session.entry, spec.group == "connection" || spec.group == "pubsub" || spec.group == "transactions" {
+        if spec.changesClientInfo, let entry = session.entry {
             entry.refresh(from: session)
         }
         return outcome

@@ -117,6 +117,9 @@ final class CommandSpec: @unchecked Sendable {
     let subcommands: [String: CommandSpec]
     /// The container's name for a subcommand (`config`), nil for a top-level command.
     let container: String?
+    /// A connection, pub/sub or transaction command: what CLIENT LIST shows of the connection may
+    /// have changed after it (decided once, not per request).
+    let changesClientInfo: Bool
     /// Where this entry's counters are in `CommandStatistics` (set once the table is built).
     private(set) var statisticsSlot = -1
 
@@ -135,6 +138,7 @@ final class CommandSpec: @unchecked Sendable {
         self.lastKey = lastKey
         self.keyStep = keyStep
         self.group = group
+        self.changesClientInfo = group == "connection" || group == "pubsub" || group == "transactions"
         self.categories = categories
         self.summary = summary
         self.since = since
