@@ -219,12 +219,12 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             // answers about four times its request's size), so the batch rarely grows.
             self.batch = context.channel.allocator.buffer(capacity: min(max(buffer.readableBytes * 4, 1024), 256 * 1024))
         }
+        // Only a command through the executor can change this (MULTI, SUBSCRIBE, CLIENT REPLY,
+        // CONFIG SET notify-keyspace-events): decided here and again after each such command.
+        var inPlace = self.inPlaceAllowed
         do {
             while !self.closing {
-                // In place only outside MULTI (there GET and SET are queued like every command).
-                if self.quick && self.decoder.isIdle && buffer.readableBytes >= 4 && !self.session.inMulti
-                    && !self.session.inSubscribedMode && self.session.repliesNormally && !self.executor.keyspaceEvents.enabled
-                {
+                if inPlace && self.decoder.isIdle && buffer.readableBytes >= 4 {
                     let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
                         guard let (request, consumed) = RESPQuickRequest.parse(bytes, limits: self.limits),
                             self.answer(request, bytes, context: context)
@@ -241,6 +241,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 // Replies already batched go first: they answer earlier requests.
                 self.writeBatch(context: context)
                 self.handle(command, context: context)
+                inPlace = self.inPlaceAllowed
                 // Its own script dispatched: the rest waits until it has run.
                 if self.parked != .no { break }
             }
@@ -251,6 +252,14 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
         self.finishQuick(quickCount, context: context)
         self.keep(&buffer)
+    }
+
+    /// Whether GET and SET may be answered in place now: not inside MULTI (there they are queued
+    /// like every command), not while subscribed in RESP2, not with replies silenced, not while
+    /// keyspace notifications are on (every write must be announced).
+    private var inPlaceAllowed: Bool {
+        self.quick && !self.session.inMulti && !self.session.inSubscribedMode && self.session.repliesNormally
+            && !self.executor.keyspaceEvents.enabled
     }
 
     /// Keep what was not handled of `buffer` for later.
