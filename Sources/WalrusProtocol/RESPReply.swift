@@ -86,6 +86,14 @@ extension ByteBuffer {
         self.writeString(String(count))
         self.writeStaticString("\r\n")
     }
+
+    /// A pub/sub notification's header: a RESP3 push (`>`), or in RESP2 a plain array.
+    public mutating func writePushHeader(_ count: Int, resp3: Bool) {
+        guard resp3 else { return self.writeArrayHeader(count) }
+        self.writeInteger(UInt8(ascii: ">"))
+        self.writeString(String(count))
+        self.writeStaticString("\r\n")
+    }
 }
 
 

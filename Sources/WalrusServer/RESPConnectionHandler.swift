@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import WALCore
 import WalrusProtocol
+import WalrusReplication
 import WalrusStore
 
 /// One client connection: runs its commands against the store and writes the replies in request
@@ -48,8 +49,6 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var context: ChannelHandlerContext?
     @exclusivity(unchecked) private var closing = false
     private let session: ClientSession
-    /// This connection in CLIENT LIST (from channelActive).
-    private var entry: ClientEntry?
 
     private let metrics: CommandMetrics?
     @exclusivity(unchecked) private var decoder: RESPCommandDecoder
@@ -167,7 +166,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        self.entry?.lastRead.store(monotonicNanoseconds(), ordering: .relaxed)
+        self.session.entry?.lastRead.store(monotonicNanoseconds(), ordering: .relaxed)
         var buffer = self.unwrapInboundIn(data)
         if var pending = self.pending {
             self.pending = nil
@@ -555,7 +554,6 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             id: self.session.id, address: Self.format(context.remoteAddress), localAddress: Self.format(context.localAddress),
             // Deferred to the loop's next turn: a client that kills itself gets its reply first.
             kill: { channel.eventLoop.execute { channel.close(promise: nil) } })
-        self.entry = entry
         self.session.entry = entry
         self.executor.clients.add(entry)
         context.fireChannelActive()
@@ -564,7 +562,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// An address as CLIENT LIST writes it: `ip:port`.
     private static func format(_ address: SocketAddress?) -> String {
         guard let address, let ip = address.ipAddress, let port = address.port else { return "?" }
-        return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        return DaemonAddress.format(ip, port)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -70,6 +70,7 @@ enum ServerInfo {
                 ("walrus_fsyncs", String(status.fsyncs)), ("walrus_last_fsync_usec", String(status.lastFsyncMicroseconds)),
                 ("walrus_data_dir", status.dataDirectory),
             ])
+        let pubsub = executor.pubsub.counts
         section(
             "Stats",
             [
@@ -77,7 +78,8 @@ enum ServerInfo {
                 ("total_commands_processed", String(status.totalCommands)),
                 ("rejected_connections", String(status.rejectedConnections)), ("expired_keys", String(status.expiredKeys)),
                 ("total_error_replies", String(executor.statistics.errorReplies.load(ordering: .relaxed))),
-                ("evicted_keys", "0"), ("walrus_protocol_errors", String(status.protocolErrors)),
+                ("evicted_keys", "0"), ("pubsub_channels", String(pubsub.channels)), ("pubsub_patterns", String(pubsub.patterns)),
+                ("walrus_protocol_errors", String(status.protocolErrors)),
             ])
         section("Replication", Self.replicationFields(status, executor: executor))
         section(

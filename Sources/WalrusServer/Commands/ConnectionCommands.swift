@@ -209,9 +209,8 @@ extension ConnectionCommands {
                 var ids = Set<Int>()
                 index += 1
                 while index < call.count {
-                    guard let id = call.withBytes(index, RedisNumbers.int64), id > 0 else {
-                        throw CommandError("ERR Invalid client ID")
-                    }
+                    // (Zero and negative ids are accepted and match nobody, as on Redis.)
+                    guard let id = call.withBytes(index, RedisNumbers.int64) else { throw CommandError("ERR Invalid client ID") }
                     ids.insert(Int(id))
                     index += 1
                 }
@@ -226,7 +225,7 @@ extension ConnectionCommands {
     }
 
     /// CLIENT KILL ip:port, or CLIENT KILL [ID id] [TYPE type] [ADDR ip:port] [LADDR ip:port]
-    /// [SKIPME yes|no] [USER name] [MAXAGE seconds]: closes the matching connections (each after
+    /// [SKIPME yes|no] [USER name] (Redis 7.0's filters): closes the matching connections (each after
     /// the reply it is writing). The old form answers OK or "No such client"; the new one the
     /// number closed.
     @Sendable static func clientKill(_ call: inout CommandCall) throws -> CommandOutcome {
@@ -242,7 +241,6 @@ extension ConnectionCommands {
         guard call.count >= 4, call.count % 2 == 0 else { throw CommandError.syntax }
         var filters: [(ClientEntry) -> Bool] = []
         var skipMe = true
-        let now = monotonicNanoseconds()
         for index in stride(from: 2, to: call.count, by: 2) {
             let value = call.string(index + 1)
             switch call.upper(index) {
@@ -269,9 +267,6 @@ extension ConnectionCommands {
                 case "NO": skipMe = false
                 default: throw CommandError.syntax
                 }
-            case "MAXAGE":
-                guard let seconds = call.withBytes(index + 1, RedisNumbers.int64) else { throw CommandError.notInteger }
-                filters.append { (now &- $0.createdNanoseconds) / 1_000_000_000 >= UInt64(max(seconds, 0)) }
             default:
                 throw CommandError.syntax
             }

@@ -26,54 +26,41 @@ enum PubSubCommands {
 
     /// SUBSCRIBE channel [channel ...]
     @Sendable static func subscribe(_ call: inout CommandCall) throws -> CommandOutcome {
-        let subscriptions = Self.subscriptions(call)
-        for index in 1..<call.count {
-            let channel = ByteKey(call.bytes(index))
-            if subscriptions.channels.insert(channel).inserted {
-                _ = call.executor.pubsub.subscribe(subscriptions.subscriber, channel: channel)
-            }
-            Self.confirm(&call, "subscribe", channel, count: subscriptions.count)
-        }
-        return .reply
+        Self.subscribe(&call, .channel, confirming: "subscribe")
     }
 
     /// PSUBSCRIBE pattern [pattern ...]
     @Sendable static func psubscribe(_ call: inout CommandCall) throws -> CommandOutcome {
-        let subscriptions = Self.subscriptions(call)
-        for index in 1..<call.count {
-            let pattern = ByteKey(call.bytes(index))
-            if subscriptions.patterns.insert(pattern).inserted {
-                _ = call.executor.pubsub.psubscribe(subscriptions.subscriber, pattern: pattern)
-            }
-            Self.confirm(&call, "psubscribe", pattern, count: subscriptions.count)
-        }
-        return .reply
+        Self.subscribe(&call, .pattern, confirming: "psubscribe")
     }
 
     /// UNSUBSCRIBE [channel ...]: the named channels, or every one; always at least one reply.
     @Sendable static func unsubscribe(_ call: inout CommandCall) throws -> CommandOutcome {
-        let subscriptions = Self.subscriptions(call)
-        let names = call.count > 1 ? (1..<call.count).map { ByteKey(call.bytes($0)) } : Array(subscriptions.channels)
-        if names.isEmpty { Self.confirm(&call, "unsubscribe", nil, count: subscriptions.count) }
-        for channel in names {
-            if subscriptions.channels.remove(channel) != nil {
-                _ = call.executor.pubsub.unsubscribe(subscriptions.subscriber, channel: channel)
-            }
-            Self.confirm(&call, "unsubscribe", channel, count: subscriptions.count)
-        }
-        return .reply
+        Self.unsubscribe(&call, .channel, confirming: "unsubscribe")
     }
 
     /// PUNSUBSCRIBE [pattern ...]
     @Sendable static func punsubscribe(_ call: inout CommandCall) throws -> CommandOutcome {
+        Self.unsubscribe(&call, .pattern, confirming: "punsubscribe")
+    }
+
+    private static func subscribe(_ call: inout CommandCall, _ kind: PubSubHub.Kind, confirming word: String) -> CommandOutcome {
         let subscriptions = Self.subscriptions(call)
-        let names = call.count > 1 ? (1..<call.count).map { ByteKey(call.bytes($0)) } : Array(subscriptions.patterns)
-        if names.isEmpty { Self.confirm(&call, "punsubscribe", nil, count: subscriptions.count) }
-        for pattern in names {
-            if subscriptions.patterns.remove(pattern) != nil {
-                _ = call.executor.pubsub.punsubscribe(subscriptions.subscriber, pattern: pattern)
-            }
-            Self.confirm(&call, "punsubscribe", pattern, count: subscriptions.count)
+        for index in 1..<call.count {
+            let name = ByteKey(call.bytes(index))
+            if subscriptions[kind].insert(name).inserted { call.executor.pubsub.subscribe(subscriptions.subscriber, to: name, kind) }
+            Self.confirm(&call, word, name, count: subscriptions.count)
+        }
+        return .reply
+    }
+
+    private static func unsubscribe(_ call: inout CommandCall, _ kind: PubSubHub.Kind, confirming word: String) -> CommandOutcome {
+        let subscriptions = Self.subscriptions(call)
+        let names = call.count > 1 ? (1..<call.count).map { ByteKey(call.bytes($0)) } : Array(subscriptions[kind])
+        if names.isEmpty { Self.confirm(&call, word, nil, count: subscriptions.count) }
+        for name in names {
+            if subscriptions[kind].remove(name) != nil { call.executor.pubsub.unsubscribe(subscriptions.subscriber, from: name, kind) }
+            Self.confirm(&call, word, name, count: subscriptions.count)
         }
         return .reply
     }
@@ -81,8 +68,8 @@ enum PubSubCommands {
     /// Every subscription of `session` ends (a disconnect, RESET).
     static func unsubscribeAll(_ session: ClientSession, hub: PubSubHub) {
         guard let subscriptions = session.pubsub else { return }
-        for channel in subscriptions.channels { _ = hub.unsubscribe(subscriptions.subscriber, channel: channel) }
-        for pattern in subscriptions.patterns { _ = hub.punsubscribe(subscriptions.subscriber, pattern: pattern) }
+        for channel in subscriptions.channels { hub.unsubscribe(subscriptions.subscriber, from: channel, .channel) }
+        for pattern in subscriptions.patterns { hub.unsubscribe(subscriptions.subscriber, from: pattern, .pattern) }
         session.pubsub = nil
     }
 
@@ -99,7 +86,9 @@ enum PubSubCommands {
 
     /// PUBSUB CHANNELS [pattern]
     @Sendable static func channels(_ call: inout CommandCall) throws -> CommandOutcome {
-        guard call.count <= 3 else { throw call.arityError }
+        guard call.count <= 3 else {
+            throw CommandError("ERR unknown subcommand or wrong number of arguments for 'channels'. Try PUBSUB HELP.")
+        }
         let channels = call.executor.pubsub.channels(matching: call.count == 3 ? call.bytes(2) : nil)
         call.array(channels.count)
         for channel in channels { call.bulk(channel.bytes) }
@@ -120,7 +109,7 @@ enum PubSubCommands {
 
     /// PUBSUB NUMPAT
     @Sendable static func numpat(_ call: inout CommandCall) throws -> CommandOutcome {
-        call.integer(reply: call.executor.pubsub.patternCount)
+        call.integer(reply: call.executor.pubsub.counts.patterns)
         return .reply
     }
 

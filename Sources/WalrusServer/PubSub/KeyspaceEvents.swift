@@ -94,7 +94,7 @@ final class KeyspaceEvents: Sendable {
         let generation = self.settings.generation
         if generation != self.generation.load(ordering: .relaxed) {
             let text = self.settings.snapshot.notifyKeyspaceEvents
-            let flags = KeyspaceEventFlags(parsing: text) ?? []
+            let flags = KeyspaceEventFlags(parsing: text) ?? []  // (checked when set)
             let before = KeyspaceEventFlags(rawValue: self.flags.exchange(flags.rawValue, ordering: .relaxed))
             self.generation.store(generation, ordering: .relaxed)
             // Expired keys are the store's to name (a read that finds one, the expiry cycle).
@@ -128,7 +128,7 @@ final class KeyspaceEvents: Sendable {
     /// Publish `event` on `key` for class `type`, if the setting asks for it.
     func notify(_ type: KeyspaceEventFlags, _ event: String, key: UnsafeRawBufferPointer) {
         let flags = self.current
-        guard flags.contains(type), !flags.isDisjoint(with: [.keyspace, .keyevent]) else { return }
+        guard flags.contains(type) else { return }
         if flags.contains(.keyspace) {
             var channel = Array("__keyspace@0__:".utf8)
             channel.append(contentsOf: key)
@@ -143,15 +143,13 @@ final class KeyspaceEvents: Sendable {
 extension CommandCall {
     /// A keyspace notification for `key` (the command's own words for the event).
     func notify(_ type: KeyspaceEventFlags, _ event: String, key: UnsafeRawBufferPointer) {
-        let events = self.executor.keyspaceEvents
-        guard events.enabled else { return }
-        events.notify(type, event, key: key)
+        self.executor.keyspaceEvents.notify(type, event, key: key)
     }
 
     /// "new" (class n) when `key` is about to be created: call before the write.
     func notifyNew(_ key: UnsafeRawBufferPointer, _ store: inout StoreTransaction) throws {
         let events = self.executor.keyspaceEvents
-        guard events.enabled, events.wants(.new) else { return }
+        guard events.wants(.new) else { return }
         if try !store.exists(key) { events.notify(.new, "new", key: key) }
     }
 }

@@ -12,40 +12,33 @@ import WalrusStore
 /// Channel subscribers get it first, then pattern subscribers, one `pmessage` per matching
 /// pattern, as in Redis. Nothing is stored: a message reaches who listens now.
 final class PubSubHub: Sendable {
+    /// What a subscription names: a channel, or a glob pattern over channel names.
+    enum Kind: Sendable {
+        case channel, pattern
+    }
+
     private struct State {
         var channels: [ByteKey: [Int: PubSubSubscriber]] = [:]
         var patterns: [ByteKey: [Int: PubSubSubscriber]] = [:]
+
+        subscript(kind: Kind) -> [ByteKey: [Int: PubSubSubscriber]] {
+            get { kind == .channel ? self.channels : self.patterns }
+            set { if kind == .channel { self.channels = newValue } else { self.patterns = newValue } }
+        }
     }
 
     private let state = LockedValue(State())
 
-    /// Add `subscriber` to `channel`; false when it was there already.
-    func subscribe(_ subscriber: PubSubSubscriber, channel: ByteKey) -> Bool {
-        self.state.withLock { state in
-            state.channels[channel, default: [:]].updateValue(subscriber, forKey: subscriber.id) == nil
-        }
+    /// Add `subscriber` to the channel or pattern `name`.
+    func subscribe(_ subscriber: PubSubSubscriber, to name: ByteKey, _ kind: Kind) {
+        self.state.withLock { state in state[kind][name, default: [:]][subscriber.id] = subscriber }
     }
 
-    /// Remove `subscriber` from `channel`; false when it was not there.
-    func unsubscribe(_ subscriber: PubSubSubscriber, channel: ByteKey) -> Bool {
+    /// Remove `subscriber` from the channel or pattern `name`.
+    func unsubscribe(_ subscriber: PubSubSubscriber, from name: ByteKey, _ kind: Kind) {
         self.state.withLock { state in
-            guard state.channels[channel]?.removeValue(forKey: subscriber.id) != nil else { return false }
-            if state.channels[channel]?.isEmpty == true { state.channels[channel] = nil }
-            return true
-        }
-    }
-
-    func psubscribe(_ subscriber: PubSubSubscriber, pattern: ByteKey) -> Bool {
-        self.state.withLock { state in
-            state.patterns[pattern, default: [:]].updateValue(subscriber, forKey: subscriber.id) == nil
-        }
-    }
-
-    func punsubscribe(_ subscriber: PubSubSubscriber, pattern: ByteKey) -> Bool {
-        self.state.withLock { state in
-            guard state.patterns[pattern]?.removeValue(forKey: subscriber.id) != nil else { return false }
-            if state.patterns[pattern]?.isEmpty == true { state.patterns[pattern] = nil }
-            return true
+            state[kind][name]?[subscriber.id] = nil
+            if state[kind][name]?.isEmpty == true { state[kind][name] = nil }
         }
     }
 
@@ -85,11 +78,9 @@ final class PubSubHub: Sendable {
         self.state.withLock { $0.channels[channel]?.count ?? 0 }
     }
 
-    /// PUBSUB NUMPAT: patterns with at least one subscriber.
-    var patternCount: Int { self.state.withLock { $0.patterns.count } }
-
-    /// INFO's pubsub_channels.
-    var channelCount: Int { self.state.withLock { $0.channels.count } }
+    /// Channels and patterns with at least one subscriber (PUBSUB NUMPAT, INFO's pubsub_channels
+    /// and pubsub_patterns).
+    var counts: (channels: Int, patterns: Int) { self.state.withLock { ($0.channels.count, $0.patterns.count) } }
 }
 
 /// One connection as pub/sub sees it: its client id, and how a message reaches it.
@@ -117,22 +108,16 @@ final class PubSubSubscriptions {
 
     init(_ subscriber: PubSubSubscriber) { self.subscriber = subscriber }
 
+    subscript(kind: PubSubHub.Kind) -> Set<ByteKey> {
+        get { kind == .channel ? self.channels : self.patterns }
+        set { if kind == .channel { self.channels = newValue } else { self.patterns = newValue } }
+    }
+
     /// Channels and patterns together (the count each (un)subscribe reply carries).
     var count: Int { self.channels.count + self.patterns.count }
 }
 
 extension ByteBuffer {
-    /// A pub/sub notification: a RESP3 push (`>`), or in RESP2 a plain array.
-    mutating func writePushHeader(_ count: Int, resp3: Bool) {
-        if resp3 {
-            self.writeInteger(UInt8(ascii: ">"))
-            self.writeString(String(count))
-            self.writeStaticString("\r\n")
-        } else {
-            self.writeArrayHeader(count)
-        }
-    }
-
     /// A message or pmessage as the subscriber's protocol writes it.
     mutating func writeDelivery(_ delivery: PubSubSubscriber.Delivery, resp3: Bool) {
         switch delivery {
