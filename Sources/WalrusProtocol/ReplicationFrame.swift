@@ -43,9 +43,13 @@ public struct ReplicationFrame: Sendable, Equatable {
         /// Primary → follower: a PUBLISH for the follower's own subscribers, as Redis propagates
         /// it to replicas (`ReplicationPublish`). Not a record: nothing of it is stored.
         public static let publish = Kind(rawValue: 12)
+        /// Follower → primary: this follower was told to become the primary (REPLICAOF NO ONE,
+        /// Sentinel's failover); hand over to it as a switchover does, so that nothing the
+        /// primary acknowledged is left behind (empty payload).
+        public static let handover = Kind(rawValue: 13)
 
         /// Whether this version knows the kind.
-        public var isKnown: Bool { (1...12).contains(self.rawValue) }
+        public var isKnown: Bool { (1...13).contains(self.rawValue) }
 
         public var description: String {
             switch self {
@@ -61,6 +65,7 @@ public struct ReplicationFrame: Sendable, Equatable {
             case .promote: "PROMOTE"
             case .promoted: "PROMOTED"
             case .publish: "PUBLISH"
+            case .handover: "HANDOVER"
             default: "kind \(self.rawValue)"
             }
         }

@@ -10,6 +10,9 @@ public enum NodeRole: Sendable, Equatable, CustomStringConvertible {
     case fenced(reason: String)
     /// Follows the primary at `host:port` (its replication port): writes get READONLY.
     case following(host: String, port: Int)
+    /// Told to follow `target` (REPLICAOF host port, its client address) and finding its
+    /// replication port: writes are refused from the moment the command arrived.
+    case joining(target: String)
 
     /// Why writes are refused, in Redis's words (clients act on the codes), or nil.
     public var writeRefusal: String? {
@@ -19,6 +22,7 @@ public enum NodeRole: Sendable, Equatable, CustomStringConvertible {
             "TRYAGAIN Switchover in progress: the primary is moving to \(target); retry there in a moment."
         case .fenced(let reason): "READONLY " + reason
         case .following: "READONLY You can't write against a read only replica."
+        case .joining(let target): "READONLY This node is becoming a replica of \(target) (REPLICAOF); write to the primary."
         }
     }
 
@@ -34,6 +38,7 @@ public enum NodeRole: Sendable, Equatable, CustomStringConvertible {
         case .paused(let target): "primary (paused for a switchover to \(target))"
         case .fenced: "primary (fenced)"
         case .following(let host, let port): "follower of \(DaemonAddress.format(host, port))"
+        case .joining(let target): "becoming a follower of \(target)"
         }
     }
 
@@ -62,6 +67,13 @@ public enum NodeRole: Sendable, Equatable, CustomStringConvertible {
             case metHigherEpoch(reason: String)
             /// The primary this node follows handed over to it (switchover), epoch record written.
             case promotedBySwitchover
+            /// REPLICAOF `target` (a client address) arrived: refuse writes while its
+            /// replication port is found.
+            case beginJoining(target: String)
+            /// `target`'s replication port is `host:port`: follow it.
+            case joined(target: String, host: String, port: Int)
+            /// `target` could not be asked: take writes again if nothing else happened meanwhile.
+            case joiningFailed(target: String)
         }
 
         public enum Action: Sendable, Equatable {
@@ -93,8 +105,39 @@ public enum NodeRole: Sendable, Equatable, CustomStringConvertible {
                 return .success([.beginEpoch(epoch)])
             case (.primary, .promote):
                 return .failure(.alreadyPrimary)
-            case (.paused(let target), .promote), (.paused(let target), .follow), (.paused(let target), .beginSwitchover):
+            case (.paused(let target), .promote), (.paused(let target), .follow), (.paused(let target), .beginSwitchover),
+                (.paused(let target), .beginJoining):
                 return .failure(.switchoverInProgress(target: target))
+            case (.joining, .promote):
+                // REPLICAOF NO ONE after REPLICAOF host port: the last word wins; this node
+                // never left its epoch.
+                self.role = .primary
+                return .success([])
+
+            case (.primary, .beginJoining(let target)), (.joining, .beginJoining(let target)):
+                self.role = .joining(target: target)
+                return .success([])
+            case (_, .beginJoining):
+                // A follower or a fenced node refuses writes already.
+                return .success([])
+            case (.joining(let current), .joined(let target, let host, let port)):
+                guard current == target else { return .failure(.notPrimary) }
+                self.role = .following(host: host, port: port)
+                return .success([
+                    .dropFollowers(reason: "this node now follows \(DaemonAddress.format(host, port))"),
+                    .startFollowing(host: host, port: port),
+                ])
+            case (.primary, .joined):
+                // Promoted meanwhile (REPLICAOF NO ONE): that word came last.
+                return .failure(.alreadyPrimary)
+            case (_, .joined(_, let host, let port)):
+                return self.handle(.follow(host: host, port: port))
+            case (.joining(let current), .joiningFailed(let target)):
+                guard current == target else { return .success([]) }
+                self.role = .primary
+                return .success([])
+            case (_, .joiningFailed):
+                return .success([])
 
             case (.following, .follow(let host, let port)):
                 self.role = .following(host: host, port: port)
@@ -127,7 +170,7 @@ public enum NodeRole: Sendable, Equatable, CustomStringConvertible {
             case (_, .switchoverFailed), (_, .switchoverUnconfirmed), (_, .switchoverCompleted):
                 return .failure(.notPrimary)
 
-            case (.primary, .metHigherEpoch(let reason)), (.paused, .metHigherEpoch(let reason)):
+            case (.primary, .metHigherEpoch(let reason)), (.paused, .metHigherEpoch(let reason)), (.joining, .metHigherEpoch(let reason)):
                 self.role = .fenced(reason: reason)
                 return .success([])
             case (.fenced, .metHigherEpoch), (.following, .metHigherEpoch):

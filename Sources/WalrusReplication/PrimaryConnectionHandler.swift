@@ -71,6 +71,9 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
             case .promoted:
                 guard let session = self.session else { throw ReplicationFrameError("a PROMOTED before HELLO") }
                 session.promoted.succeed(try ReplicationPromotion.decode(frame.payload))
+            case .handover:
+                guard let session = self.session else { throw ReplicationFrameError("a HANDOVER before HELLO") }
+                self.primary.onHandover.withLock { $0 }?(session)
             default:
                 throw ReplicationFrameError("a \(frame.kind) frame, which a follower never sends")
             }

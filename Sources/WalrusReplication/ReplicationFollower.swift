@@ -71,6 +71,12 @@ public final class ReplicationFollower: @unchecked Sendable {
 
     var address: String { DaemonAddress.format(self.host, self.port) }
 
+    /// Ask the primary to hand its role over to this node (a switchover it runs); the future
+    /// says whether the request went out on an established link.
+    func requestHandover() -> EventLoopFuture<Bool> {
+        self.eventLoop.submit { self.current.withLock { $0 }?.requestHandover() ?? false }
+    }
+
     /// Start connecting.
     public func start() {
         self.eventLoop.execute { self.connect() }
@@ -370,6 +376,14 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
     struct Rejected: Error {
         var reason: ReplicationReject.Reason
         var message: String
+    }
+
+    /// Ask the primary for its role (REPLICAOF NO ONE): true if the link was up to ask on.
+    /// Event loop.
+    func requestHandover() -> Bool {
+        guard case .established(let challenge) = self.phase, self.context != nil, self.ending == nil else { return false }
+        self.send(.handover, epoch: max(challenge.epoch, self.store.wal.meta.currentEpoch)) { _ in }
+        return true
     }
 
     private func send(_ kind: ReplicationFrame.Kind, epoch: UInt64, _ body: (inout ByteBuffer) -> Void) {

@@ -69,6 +69,12 @@ public final class ReplicationNode: Sendable {
                 self.logger.critical("Fenced: a newer epoch exists; refusing writes", metadata: ["repl.reason": "\(reason)"])
             }
         }
+        self.primary.onHandover.withLock {
+            $0 = { [weak self] session in
+                guard let self else { return }
+                Task { await self.handOver(to: session) }
+            }
+        }
     }
 
     // MARK: Pub/sub
@@ -223,12 +229,9 @@ public final class ReplicationNode: Sendable {
         if case .failure(let refusal) = self.transition(.promote(epoch: seen + 1, force: force, behind: behind)) {
             throw self.describe(refusal, link: link)
         }
-        let note =
-            self.configuration.follow != nil
-            ? "remove 'follow' from this node's config, or it follows its old primary again after a restart" : nil
         return PromoteReply(
             epoch: self.store.wal.meta.currentEpoch, index: self.store.wal.meta.epochs.last?.firstIndex ?? 0, role: "primary",
-            note: note)
+            note: self.followNote)
     }
 
     /// Follow `host:port` from now on (a former primary rejoining, or a follower re-pointed).
@@ -238,10 +241,176 @@ public final class ReplicationNode: Sendable {
         return FollowReply(role: "follower", primary: DaemonAddress.format(host, port))
     }
 
+    // MARK: Role changes under way
+
+    private let roleChanges = LockedValue<(count: Int, waiters: [@Sendable () -> Void])>((0, []))
+
+    /// Run `body` once the role changes under way (a REPLICAOF's join, a handover) have
+    /// settled — at once if none is (CONFIG REWRITE after REPLICAOF in Sentinel's MULTI).
+    public func afterRoleChanges(_ body: @escaping @Sendable () -> Void) {
+        let now = self.roleChanges.withLock { state -> Bool in
+            if state.count == 0 { return true }
+            state.waiters.append(body)
+            return false
+        }
+        if now { body() }
+    }
+
+    private func roleChangeBegins() { self.roleChanges.withLock { $0.count += 1 } }
+
+    private func roleChangeEnds() {
+        let waiters = self.roleChanges.withLock { state -> [@Sendable () -> Void] in
+            state.count -= 1
+            guard state.count == 0 else { return [] }
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter() }
+    }
+
+    /// REPLICAOF `host clientPort`: refuse writes at once, find the replication port with
+    /// `probe` (off the event loops: it dials `host`), then follow. On failure writes resume,
+    /// unless another role change came meanwhile. `completion` gets the follow or the error.
+    public func join(
+        host: String, clientPort: Int, probe: @escaping @Sendable () throws -> Int,
+        completion: @escaping @Sendable (Result<FollowReply, any Error>) -> Void
+    ) {
+        let target = DaemonAddress.format(host, clientPort)
+        if case .failure(let refusal) = self.transition(.beginJoining(target: target)) {
+            return completion(.failure(self.describe(refusal, link: nil)))
+        }
+        self.roleChangeBegins()
+        self.threadPool.run(on: self.group.next()) { [self] () -> Result<FollowReply, any Error> in
+            let port: Int
+            do { port = try probe() } catch {
+                self.transition(.joiningFailed(target: target))
+                return .failure(error)
+            }
+            if case .following(let currentHost, let currentPort) = self.role, currentHost == host, currentPort == port {
+                return .success(FollowReply(role: "follower", primary: DaemonAddress.format(host, port)))
+            }
+            if case .failure(let refusal) = self.transition(.joined(target: target, host: host, port: port)) {
+                return .failure(self.describe(refusal, link: nil))
+            }
+            self.logger.notice(
+                "Following by REPLICAOF", metadata: ["repl.primary": "\(target)", "repl.replicationPort": "\(port)"])
+            return .success(FollowReply(role: "follower", primary: DaemonAddress.format(host, port)))
+        }.whenComplete { [self] result in
+            switch result {
+            case .success(let inner): completion(inner)
+            case .failure(let error): completion(.failure(error))
+            }
+            self.roleChangeEnds()
+        }
+    }
+
     /// A switchover promoted this node (its follower link wrote the epoch): take writes.
     private func promotedBySwitchover(epoch: UInt64) {
         self.transition(.promotedBySwitchover)
         self.logger.notice("Promoted: this node is the primary", metadata: ["repl.epoch": "\(epoch)", "repl.by": "switchover"])
+        let waiters = self.handoverWaiters.withLock { waiters in
+            defer { waiters = [] }
+            return waiters
+        }
+        guard !waiters.isEmpty else { return }
+        let reply = PromoteReply(
+            epoch: epoch, index: self.store.wal.meta.epochs.last?.firstIndex ?? 0, role: "primary", note: self.followNote)
+        for waiter in waiters { waiter(.success(reply)) }
+        self.roleChangeEnds()
+    }
+
+    private var followNote: String? {
+        self.configuration.follow != nil
+            ? "remove 'follow' from this node's config, or it follows its old primary again after a restart" : nil
+    }
+
+    // MARK: Handover (REPLICAOF NO ONE with the primary reachable)
+
+    /// How long a primary takes at most to hand over when a follower asks (its switchover's
+    /// timeout), and how long the follower waits before it promotes itself regardless.
+    public static let handoverMilliseconds = 5000
+
+    private let handoverWaiters = LockedValue<[@Sendable (Result<PromoteReply, any Error>) -> Void]>([])
+
+    /// Become the primary, losing nothing the old primary acknowledged when it can be reached:
+    /// ask it to hand over (HANDOVER → its switchover: writes paused there, this node caught up
+    /// durably, PROMOTE, the old primary follows this one). If the link is down, or the primary
+    /// does not hand over within `handoverMilliseconds` + 1 s, promote anyway (as Redis's
+    /// REPLICAOF NO ONE does): the old primary is gone or must be fenced by its next contact.
+    /// `completion` runs once this node takes writes, or with why it could not.
+    public func promoteByHandover(completion: @escaping @Sendable (Result<PromoteReply, any Error>) -> Void) {
+        guard self.isFollower else {
+            return completion(.failure(ReplicationError("This node is already the primary (epoch \(self.store.wal.meta.currentEpoch)).")))
+        }
+        let first = self.handoverWaiters.withLock { waiters -> Bool in
+            waiters.append(completion)
+            return waiters.count == 1
+        }
+        // A handover is under way already: this caller waits for the same outcome.
+        guard first else { return }
+        self.roleChangeBegins()
+        guard let follower = self.follower.withLock({ $0 }) else {
+            return self.promoteWaitersAnyway(because: "this node has no link to a primary")
+        }
+        let started = monotonicNanoseconds()
+        follower.requestHandover().whenComplete { [self] result in
+            guard (try? result.get()) == true else {
+                return self.promoteWaitersAnyway(because: "the link to the primary \(follower.address) is not up")
+            }
+            self.logger.notice(
+                "Asked the primary to hand over (REPLICAOF NO ONE)",
+                metadata: ["repl.primary": "\(follower.address)", "repl.timeoutMs": "\(Self.handoverMilliseconds + 1000)"])
+            follower.eventLoop.scheduleTask(in: .milliseconds(Int64(Self.handoverMilliseconds + 1000))) { [self] in
+                let waited = Double(monotonicNanoseconds() - started) / 1e6
+                self.promoteWaitersAnyway(
+                    because: "the primary \(follower.address) did not hand over within \(Int(waited)) ms")
+            }
+        }
+    }
+
+    private func promoteWaitersAnyway(because why: String) {
+        let waiters = self.handoverWaiters.withLock { waiters in
+            defer { waiters = [] }
+            return waiters
+        }
+        guard !waiters.isEmpty else { return }
+        let loop = self.group.next()
+        self.threadPool.run(on: loop) { [self] () -> Result<PromoteReply, any Error> in
+            guard self.isFollower else {
+                // Promoted meanwhile (the handover finished as the timer fired).
+                return .success(
+                    PromoteReply(
+                        epoch: self.store.wal.meta.currentEpoch, index: self.store.wal.meta.epochs.last?.firstIndex ?? 0,
+                        role: "primary", note: self.followNote))
+            }
+            let lag = self.link.map { $0.primarySealedIndex > $0.applied ? $0.primarySealedIndex - $0.applied : 0 } ?? 0
+            self.logger.warning(
+                "Promoting without a handover: \(why); writes the old primary acknowledged after this node's last record are not here",
+                metadata: ["repl.recordsBehindOldPrimary": "\(lag)"])
+            return Result { try self.promote(force: true) }
+        }.whenComplete { result in
+            let outcome: Result<PromoteReply, any Error>
+            switch result {
+            case .success(let inner): outcome = inner
+            case .failure(let error): outcome = .failure(error)
+            }
+            for waiter in waiters { waiter(outcome) }
+            self.roleChangeEnds()
+        }
+    }
+
+    /// A follower asked for the primary's role (HANDOVER): run the switchover to it.
+    private func handOver(to session: FollowerSession) async {
+        self.logger.notice(
+            "A follower asks to take over (REPLICAOF NO ONE there): switching over to it",
+            metadata: ["repl.follower": "\(session.nodeID)", "repl.address": "\(session.address)"])
+        do {
+            let reply = try await self.switchover(to: session.nodeID, timeoutMilliseconds: Self.handoverMilliseconds)
+            self.logger.notice(
+                "Handed over", metadata: ["repl.newPrimary": "\(reply.clientAddress)", "repl.pausedMs": "\(reply.pausedMilliseconds)"])
+        } catch {
+            self.logger.error("Handover failed", metadata: ["repl.follower": "\(session.nodeID)", "repl.error": "\(error)"])
+        }
     }
 
     /// The planned handover to the follower `target` (node id, or host:port): pause writes, wait

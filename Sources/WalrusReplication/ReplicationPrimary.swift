@@ -38,6 +38,8 @@ public final class ReplicationPrimary: @unchecked Sendable {
     /// Told when a peer shows a newer epoch than this node's (the node fences itself: its role
     /// machine decides, once).
     let onHigherEpoch = LockedValue<(@Sendable (String) -> Void)?>(nil)
+    /// A follower asked to be handed the primary's role (HANDOVER): the node runs a switchover to it.
+    let onHandover = LockedValue<(@Sendable (FollowerSession) -> Void)?>(nil)
 
     /// A peer knows epoch `epoch`, newer than ours: stop taking writes at once.
     func metHigherEpoch(_ epoch: UInt64, from peer: String) {

@@ -64,6 +64,34 @@ struct NodeRoleStateMachineTests {
         #expect(follower.handle(.switchoverFailed) == .failure(.notPrimary))
     }
 
+    /// REPLICAOF host port: writes refused at once (joining), then follow — unless a later word
+    /// (REPLICAOF NO ONE) or a failed probe came first; a follower or fenced node stays as it is
+    /// until it is told where to stream from.
+    @Test func joining() {
+        var m = self.machine(.primary)
+        #expect(m.handle(.beginJoining(target: "p:6379")) == .success([]))
+        #expect(m.role == .joining(target: "p:6379") && m.role.writeRefusal?.hasPrefix("READONLY") == true && !m.role.isFollower)
+        var joined = m
+        #expect(
+            joined.handle(.joined(target: "p:6379", host: "p", port: 7000))
+                == .success([.dropFollowers(reason: "this node now follows p:7000"), .startFollowing(host: "p", port: 7000)]))
+        #expect(joined.role == .following(host: "p", port: 7000))
+        var failed = m
+        #expect(failed.handle(.joiningFailed(target: "p:6379")) == .success([]) && failed.role == .primary)
+        var overtaken = m
+        #expect(overtaken.handle(.promote(epoch: 4, force: true, behind: 0)) == .success([]) && overtaken.role == .primary)
+        #expect(overtaken.handle(.joined(target: "p:6379", host: "p", port: 7000)) == .failure(.alreadyPrimary))
+        var repointed = m
+        #expect(repointed.handle(.beginJoining(target: "q:1")) == .success([]))
+        #expect(repointed.handle(.joined(target: "p:6379", host: "p", port: 7000)) == .failure(.notPrimary))
+        #expect(repointed.handle(.joiningFailed(target: "p:6379")) == .success([]) && repointed.role == .joining(target: "q:1"))
+        var follower = self.machine(.following(host: "a", port: 1))
+        #expect(follower.handle(.beginJoining(target: "p:6379")) == .success([]) && follower.role == .following(host: "a", port: 1))
+        #expect(follower.handle(.joined(target: "p:6379", host: "p", port: 7000)) == .success([.stopFollowing, .startFollowing(host: "p", port: 7000)]))
+        var paused = self.machine(.paused(target: "t"))
+        #expect(paused.handle(.beginJoining(target: "p:1")) == .failure(.switchoverInProgress(target: "t")))
+    }
+
     /// A newer epoch fences a primary (paused too); the first reason stands; a follower ignores it.
     @Test func fencing() {
         var m = self.machine(.primary)

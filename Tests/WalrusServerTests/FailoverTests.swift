@@ -142,10 +142,22 @@ struct FailoverTests {
 }
 
 extension FailoverTests {
+    enum Handover: String, CaseIterable, Sendable {
+        /// `walrusctl switchover` on the primary.
+        case walrusctl
+        /// REPLICAOF NO ONE on the follower (sync-replicas 0): it asks the primary to hand over.
+        case replicaof
+        /// The same inside MULTI … EXEC, as Sentinel sends it: EXEC answers at once.
+        case replicaofInMulti
+    }
+
     /// switchover under a write load: writes pause (TRYAGAIN), the follower takes over at epoch 2,
     /// the old primary follows it; a client that retries on TRYAGAIN and moves on READONLY loses
-    /// no acknowledged write, and both nodes end with the same digest.
-    @Test func switchoverUnderLoadLosesNothing() throws {
+    /// no acknowledged write, and both nodes end with the same digest. Started by the operator on
+    /// the primary, or by REPLICAOF NO ONE on the follower (what Sentinel's planned failover
+    /// sends) — which Redis answers by promoting at once, losing what its primary acknowledged
+    /// meanwhile.
+    @Test(arguments: Handover.allCases) func switchoverUnderLoadLosesNothing(_ how: Handover) throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let primary = try DaemonProcess(data: directory.file("p"))
@@ -181,8 +193,25 @@ extension FailoverTests {
         }
         writer.start()
         #expect(helpers.eventually { acknowledged.count > 300 })
-        let result = try self.ctl(["switchover", "127.0.0.1:\(follower.port)", "--socket", primary.controlSocket])
-        #expect(result.status == 0 && result.output.contains("new primary"), "\(result.output)")
+        switch how {
+        case .walrusctl:
+            let result = try self.ctl(["switchover", "127.0.0.1:\(follower.port)", "--socket", primary.controlSocket])
+            #expect(result.status == 0 && result.output.contains("new primary"), "\(result.output)")
+        case .replicaof:
+            // The answer comes once the follower takes writes.
+            #expect(try follower.connect().command("REPLICAOF", "NO", "ONE") == .simple("OK"))
+            guard case .array(let role?) = try follower.connect().command("ROLE") else { Issue.record("ROLE"); return }
+            #expect(role.first == .bulk(Array("master".utf8)))
+        case .replicaofInMulti:
+            let connection = try follower.connect()
+            #expect(try connection.command("MULTI") == .simple("OK"))
+            #expect(try connection.command("REPLICAOF", "NO", "ONE") == .simple("QUEUED"))
+            #expect(try connection.command("EXEC") == .array([.simple("OK")]))
+            #expect(try helpers.eventually(10) {
+                guard case .array(let role?) = try follower.connect().command("ROLE") else { return false }
+                return role.first == .bulk(Array("master".utf8))
+            })
+        }
         #expect(helpers.eventually(60) { finished.count == 1 })
         #expect(acknowledged.count == 3000)
 
@@ -194,6 +223,10 @@ extension FailoverTests {
         let missing = acknowledged.all.subtracting(try self.keys(follower, "k*"))
         #expect(missing.isEmpty, "acknowledged but lost: \(missing.prefix(10))")
         #expect(primary.log.contains("Switchover done"))
+        if how != .walrusctl {
+            #expect(primary.log.contains("A follower asks to take over"), "\(primary.log.suffix(2000))")
+            #expect(!follower.log.contains("Promoting without a handover"), "\(follower.log.suffix(2000))")
+        }
         let status = try self.ctl(["status", "--json", "--socket", follower.controlSocket]).output
         #expect(status.contains("\"epoch\" : 2"), "\(status)")
     }

@@ -4,6 +4,7 @@ import WALCore
 import WalrusClient
 import WalrusReplication
 import WalrusStore
+import WalrusProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -258,56 +259,67 @@ extension ServerCommands {
             throw CommandError("ERR REPLICAOF needs replication: this server was started without it")
         }
         let logger = call.executor.logger
+        let allocator = call.allocator
+        @Sendable func reply(_ result: Result<some Sendable, any Error>) -> ByteBuffer {
+            var buffer = allocator.buffer(capacity: 64)
+            switch result {
+            case .success: buffer.writeStaticString("+OK\r\n")
+            case .failure(let error as CommandError): buffer.writeErrorReply(error.message)
+            case .failure(let error): buffer.writeErrorReply("ERR \(error)")
+            }
+            return buffer
+        }
         if call.isOption(1, "NO") && call.isOption(2, "ONE") {
             guard replication.isFollower else {
                 call.ok()
                 return .reply
             }
-            let promote: @Sendable () throws -> Void = {
-                let lag = replication.link.map { $0.primarySealedIndex > $0.applied ? $0.primarySealedIndex - $0.applied : 0 } ?? 0
-                let reply = try replication.promote(force: true)
-                logger.notice(
-                    "Promoted by REPLICAOF NO ONE",
-                    metadata: ["repl.epoch": "\(reply.epoch)", "repl.recordsBehindOldPrimary": "\(lag)"])
+            // With the primary reachable it hands over (nothing it acknowledged is left behind);
+            // otherwise this node promotes itself, as Redis's does. Either way a new epoch.
+            let promoted: @Sendable (Result<PromoteReply, any Error>) -> Void = { result in
+                switch result {
+                case .success(let promotion):
+                    logger.notice("Promoted by REPLICAOF NO ONE", metadata: ["repl.epoch": "\(promotion.epoch)"])
+                case .failure(let error):
+                    logger.error("REPLICAOF NO ONE failed", metadata: ["repl.error": "\(error)"])
+                }
             }
             if call.inTransaction {
-                call.session.afterTransaction.append {
-                    do { try promote() } catch { logger.error("REPLICAOF NO ONE failed", metadata: ["repl.error": "\(error)"]) }
-                }
-            } else {
-                try promote()
+                // Sentinel's MULTI … EXEC: the EXEC answers at once; Sentinel watches INFO's role.
+                call.session.afterTransaction.append { replication.promoteByHandover(completion: promoted) }
+                call.ok()
+                return .reply
             }
-            call.ok()
-            return .reply
+            return .pending { completion in
+                replication.promoteByHandover { result in
+                    promoted(result)
+                    completion(reply(result))
+                }
+            }
         }
         let host = call.string(1)
         guard let port = call.withBytes(2, RedisNumbers.int64), (1...65535).contains(port) else {
             throw CommandError("ERR Invalid master port")
         }
-        let follow: @Sendable () throws -> Void = {
-            let replicationPort = try Self.replicationPort(host: host, clientPort: Int(port))
-            if case .following(let currentHost, let currentPort) = replication.role, currentHost == host, currentPort == replicationPort {
-                return
+        let probe: @Sendable () throws -> Int = { try Self.replicationPort(host: host, clientPort: Int(port)) }
+        let logged: @Sendable (Result<FollowReply, any Error>) -> Void = { result in
+            if case .failure(let error) = result {
+                logger.error("REPLICAOF failed", metadata: ["repl.primary": "\(host):\(port)", "repl.error": "\(error)"])
             }
-            _ = try replication.follow(host: host, port: replicationPort)
-            logger.notice(
-                "Following by REPLICAOF", metadata: ["repl.primary": "\(host):\(port)", "repl.replicationPort": "\(replicationPort)"])
         }
         if call.inTransaction {
-            call.session.afterTransaction.append {
-                do { try follow() } catch { logger.error("REPLICAOF failed", metadata: ["repl.error": "\(error)"]) }
-            }
-        } else {
-            do {
-                try follow()
-            } catch let error as CommandError {
-                throw error
-            } catch {
-                throw CommandError("ERR \(error)")
+            call.session.afterTransaction.append { replication.join(host: host, clientPort: Int(port), probe: probe, completion: logged) }
+            call.ok()
+            return .reply
+        }
+        // Writes are refused from now on; the answer comes once the primary was asked for its
+        // replication port (off the event loop) and the link is starting.
+        return .pending { completion in
+            replication.join(host: host, clientPort: Int(port), probe: probe) { result in
+                logged(result)
+                completion(reply(result))
             }
         }
-        call.ok()
-        return .reply
     }
 
     /// The replication port of the walrusd whose client port is `host:clientPort`.
@@ -353,7 +365,11 @@ extension ServerCommands {
         if call.inTransaction {
             guard executor.settings.configFile != nil else { throw CommandError("ERR The server is running without a config file") }
             call.session.afterTransaction.append {
-                do { try rewrite() } catch { executor.logger.error("CONFIG REWRITE failed", metadata: ["config.error": "\(error)"]) }
+                let run: @Sendable () -> Void = {
+                    do { try rewrite() } catch { executor.logger.error("CONFIG REWRITE failed", metadata: ["config.error": "\(error)"]) }
+                }
+                // After the role change a REPLICAOF queued before it started (it completes off the loop).
+                if let replication = executor.replication { replication.afterRoleChanges(run) } else { run() }
             }
         } else {
             try rewrite()
