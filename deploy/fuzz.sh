@@ -49,8 +49,9 @@ echo "| target | executions | exec/s | corpus (committed + new) | crashes, leaks
 echo "|---|---|---|---|---|"
 failed=0
 for target in "${targets[@]}"; do
-    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$work/$target.log" | grep -oE '[0-9]+$' || echo 0)
-    speed=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$work/$target.log" | grep -oE '[0-9]+$' || echo 0)
+    # (A failing run prints its stats twice: at the finding and at exit.)
+    runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$work/$target.log" | grep -oE '[0-9]+$' | tail -1 || echo 0)
+    speed=$(grep -oE 'stat::average_exec_per_sec: *[0-9]+' "$work/$target.log" | grep -oE '[0-9]+$' | tail -1 || echo 0)
     committed=$(ls "Tests/Fuzz/corpus/$target" | wc -l)
     found=$(ls "$work/$target" | wc -l)
     if [ "$(cat "$work/$target.status")" = ok ]; then problems=0; else problems=1; failed=1; fi
@@ -60,8 +61,9 @@ for target in "${targets[@]}"; do
     if [ "$(cat "$work/$target.status")" != ok ]; then
         echo
         echo "== $target FAILED; the end of its log:"
-        grep -E "ERROR|SUMMARY|Test unit written|==[0-9]+==" "$work/$target.log" | head -20 || true
-        tail -30 "$work/$target.log"
+        # The sanitizer's whole report (the allocation's or the crash's stack from frame 0), then the end.
+        sed -n '/==[0-9]*==ERROR/,/^SUMMARY/p' "$work/$target.log" | head -120
+        tail -12 "$work/$target.log"
         echo "Replay: swift build --product walrus-fuzz && .build/debug/walrus-fuzz $target fuzz-artifacts/$target-*"
     fi
 done

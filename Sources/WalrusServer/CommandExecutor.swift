@@ -34,6 +34,8 @@ final class CommandExecutor: Sendable {
     let status: NodeStatusSource
     /// Stops the daemon as SIGTERM does (SHUTDOWN); nil where the process is not a daemon.
     let shutdown: (@Sendable () -> Void)?
+    /// Where SAVE and BGSAVE write their snapshot (never an event loop).
+    let background: BackgroundWork
     /// EVAL, EVALSHA and SCRIPT: the node's Lua state, script cache and script thread.
     let scripts: ScriptEngine
     /// Channels, patterns and their subscribers.
@@ -47,9 +49,10 @@ final class CommandExecutor: Sendable {
     init(
         store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger,
         replication: ReplicationNode?, ports: ListenerPorts, settings: ServerSettings, status: NodeStatusSource,
-        shutdown: (@Sendable () -> Void)? = nil
+        background: BackgroundWork, shutdown: (@Sendable () -> Void)? = nil
     ) {
         self.shutdown = shutdown
+        self.background = background
         self.store = store
         self.statistics = statistics
         self.server = server

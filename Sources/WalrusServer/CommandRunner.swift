@@ -25,8 +25,10 @@ public final class CommandRunner {
         self.executor = CommandExecutor(
             store: store, statistics: statistics, server: server, logger: store.logger, replication: nil, ports: ports,
             settings: settings,
+            // BGSAVE's snapshot is written before its reply: nothing runs on after the caller closes the store.
             status: NodeStatusSource(
-                store: store, statistics: statistics, replication: nil, ports: ports, settings: settings, logLevel: { .info }))
+                store: store, statistics: statistics, replication: nil, ports: ports, settings: settings, logLevel: { .info }),
+            background: .inPlace)
         self.session = ClientSession(id: 1)
         self.executor.scripts.setHardLimit(milliseconds: scriptTimeLimitMilliseconds)
     }

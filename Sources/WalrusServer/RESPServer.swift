@@ -1,6 +1,6 @@
 public import Logging
 public import NIOCore
-import NIOPosix
+public import NIOPosix
 public import ServiceLifecycle
 public import Synchronization
 import WALCore
@@ -39,11 +39,13 @@ public final class RESPServer: Service, Sendable {
     private let listener = LockedValue<(any Channel)?>(nil)
 
     /// - Parameters:
+    ///   - threadPool: where SAVE and BGSAVE write snapshots (nil: a thread each).
     ///   - settings: the running settings (nil: the store's and `configuration`'s, for embedded use).
     ///   - onBound: called with the bound port once listening (READY=1 goes here).
     public init(
         store: KeyValueStore, configuration: ServerConfiguration, logger: Logger, group: any EventLoopGroup,
-        replication: ReplicationNode? = nil, commandMetrics: CommandMetrics? = nil, ports: ListenerPorts = ListenerPorts(),
+        replication: ReplicationNode? = nil, threadPool: NIOThreadPool? = nil, commandMetrics: CommandMetrics? = nil,
+        ports: ListenerPorts = ListenerPorts(),
         settings: ServerSettings? = nil, logLevel: @escaping @Sendable () -> Logger.Level = { .info },
         shutdown: (@Sendable () -> Void)? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
@@ -65,7 +67,7 @@ public final class RESPServer: Service, Sendable {
             store: store, statistics: statistics, replication: replication, ports: ports, settings: settings, logLevel: logLevel)
         self.executor = CommandExecutor(
             store: store, statistics: statistics, server: configuration, logger: logger, replication: replication, ports: ports,
-            settings: settings, status: self.status, shutdown: shutdown)
+            settings: settings, status: self.status, background: threadPool.map { .pool($0) } ?? .ownThread, shutdown: shutdown)
         // The primary's PUBLISHes reach this node's subscribers too.
         let hub = self.executor.pubsub
         replication?.setPublishHandler { channel, message in

@@ -101,7 +101,7 @@ struct Walrusd: AsyncParsableCommand {
         serverConfiguration.maxBulkBytes = max(settings.maxValueBytes, settings.maxKeyBytes) + 1024
         let server = RESPServer(
             store: store, configuration: serverConfiguration, logger: logger, group: group, replication: replication,
-            commandMetrics: registry == nil ? nil : CommandMetrics(), ports: ports, settings: current,
+            threadPool: threadPool, commandMetrics: registry == nil ? nil : CommandMetrics(), ports: ports, settings: current,
             logLevel: { level.current },
             // SHUTDOWN takes the path SIGTERM takes: drain, seal, exit 0.
             shutdown: { kill(getpid(), SIGTERM) })

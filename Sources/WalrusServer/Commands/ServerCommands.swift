@@ -102,10 +102,10 @@ enum ServerCommands {
     @Sendable static func save(_ call: inout CommandCall) throws -> CommandOutcome {
         let store = call.executor.store
         let allocator = call.allocator
+        let background = call.executor.background
         return .pending { completion in
-            NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) {
-                try store.checkpointBlocking()
-            }.whenComplete { result in
+            background.run {
+                let result = Result { try store.checkpointBlocking() }
                 var buffer = allocator.buffer(capacity: 64)
                 switch result {
                 case .success: buffer.writeStaticString("+OK\r\n")
@@ -124,8 +124,7 @@ enum ServerCommands {
         let store = call.executor.store
         guard !store.checkpointInProgress else { throw CommandError("ERR Background save already in progress") }
         let logger = call.executor.logger
-        NIOThreadPool.singleton.submit { state in
-            guard state == .active else { return }
+        call.executor.background.run {
             do {
                 try store.checkpointBlocking()
             } catch {
