@@ -25,6 +25,9 @@ public struct ReplicationHello: Sendable, Equatable {
     public var replicationPort: UInt16 = 0
     /// The follower's epoch history: (epoch, first index) pairs, oldest first.
     public var epochs: [(epoch: UInt64, firstIndex: UInt64)]
+    /// The address the primary reports for this follower in INFO (`replica-announce-ip`; empty:
+    /// the address it connected from). Optional at the end of the payload.
+    public var announceHost = ""
 
     public init(
         protocolVersion: UInt16, clusterID: String, nodeID: String, epoch: UInt64, durableEpoch: UInt64,
@@ -49,6 +52,7 @@ public struct ReplicationHello: Sendable, Equatable {
             && a.durableEpoch == b.durableEpoch && a.durableIndex == b.durableIndex && a.authProof == b.authProof
             && a.partialSnapshotIndex == b.partialSnapshotIndex && a.partialSnapshotBytes == b.partialSnapshotBytes
             && a.listeningPort == b.listeningPort && a.replicationPort == b.replicationPort && a.epochs.elementsEqual(b.epochs, by: { $0 == $1 })
+            && a.announceHost == b.announceHost
     }
 
     public func encode(into buffer: inout ByteBuffer) {
@@ -68,6 +72,7 @@ public struct ReplicationHello: Sendable, Equatable {
             buffer.writeInteger(entry.epoch)
             buffer.writeInteger(entry.firstIndex)
         }
+        if !self.announceHost.isEmpty { buffer.writeLengthPrefixed(Array(self.announceHost.utf8)) }
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationHello {
@@ -86,11 +91,18 @@ public struct ReplicationHello: Sendable, Equatable {
             let durableEpoch = buffer.readInteger(as: UInt64.self), let durableIndex = buffer.readInteger(as: UInt64.self),
             let proof = try buffer.readLengthPrefixed(), let partialIndex = buffer.readInteger(as: UInt64.self),
             let partialBytes = buffer.readInteger(as: UInt64.self), let port = buffer.readInteger(as: UInt16.self),
-            let replicationPort = buffer.readInteger(as: UInt16.self), let historyCount = buffer.readInteger(as: UInt32.self), Int(historyCount) * 16 == buffer.readableBytes
+            let replicationPort = buffer.readInteger(as: UInt16.self), let historyCount = buffer.readInteger(as: UInt32.self), Int(historyCount) * 16 <= buffer.readableBytes
         else { throw ReplicationFrameError("a HELLO payload does not parse") }
         var epochs: [(epoch: UInt64, firstIndex: UInt64)] = []
         for _ in 0..<historyCount {
             epochs.append((buffer.readInteger(as: UInt64.self)!, buffer.readInteger(as: UInt64.self)!))
+        }
+        var announceHost = ""
+        if buffer.readableBytes > 0 {
+            guard let host = try buffer.readLengthPrefixed(), host.count <= 255, buffer.readableBytes == 0 else {
+                throw ReplicationFrameError("a HELLO payload does not parse")
+            }
+            announceHost = String(decoding: host, as: UTF8.self)
         }
         var hello = ReplicationHello(
             protocolVersion: version, clusterID: String(decoding: cluster, as: UTF8.self),
@@ -98,6 +110,7 @@ public struct ReplicationHello: Sendable, Equatable {
             durableIndex: durableIndex, authProof: proof, partialSnapshotIndex: partialIndex,
             partialSnapshotBytes: partialBytes, listeningPort: port, epochs: epochs)
         hello.replicationPort = replicationPort
+        hello.announceHost = announceHost
         return hello
     }
 }

@@ -27,6 +27,8 @@ final class FollowerSession: @unchecked Sendable {
     let nodeID: String
     /// The follower's client port (from its HELLO), for INFO's slaveN:port.
     let clientPort: Int
+    /// What status and INFO report as its address (`replica-announce-ip`, else `host`).
+    let reportedHost: String
     /// The follower's own replication port (a switchover hands over to host:replicationPort).
     let replicationPort: Int
     /// Fulfilled when the follower reports it promoted itself (switchover); failed when the
@@ -105,6 +107,7 @@ final class FollowerSession: @unchecked Sendable {
         self.address = "\(self.host):\(self.remotePort)"
         self.nodeID = hello.nodeID
         self.clientPort = Int(hello.listeningPort)
+        self.reportedHost = hello.announceHost.isEmpty ? self.host : hello.announceHost
         self.replicationPort = Int(hello.replicationPort)
         self.promoted = channel.eventLoop.makePromise()
         self.records = RecordBuffer(capacity: primary.configuration.streamBatchBytes + 64 * 1024)
@@ -402,7 +405,7 @@ final class FollowerSession: @unchecked Sendable {
         let sealed = primary.sealedIndex
         let lag = sealed > positions.applied ? sealed - positions.applied : 0
         return ReplicaStatus(
-            nodeID: self.nodeID, host: self.host, remotePort: self.remotePort, clientPort: self.clientPort,
+            nodeID: self.nodeID, host: self.reportedHost, remotePort: self.remotePort, clientPort: self.clientPort,
             state: positions.state, sent: positions.sent, received: positions.received, durable: positions.durable,
             applied: positions.applied, lagRecords: lag, lagBytes: Self.estimateBytes(primary.store.wal, after: positions.applied),
             dataAgeSeconds: primary.dataAgeSeconds(after: positions.applied),

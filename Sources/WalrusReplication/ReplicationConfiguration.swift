@@ -28,6 +28,10 @@ public struct ReplicationConfiguration: Sendable {
     public var retentionSeconds: Int64 = 3600
     /// This node's client port, told to the primary for INFO's slaveN:port.
     public var clientPort = 0
+    /// What the primary reports for this follower instead of the address it sees and the client
+    /// port (`replica-announce-ip`, `replica-announce-port`; "" and 0: those).
+    public var announceHost = ""
+    public var announcePort = 0
     /// The longest record the log accepts (bounds the frames a follower accepts).
     public var maxRecordBytes = 64 * 1024 * 1024
 

@@ -429,9 +429,11 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
                     ReplicationAuth.proof(secret: $0, nonce: challenge.nonce, clusterID: challenge.clusterID)
                 } ?? [],
                 partialSnapshotIndex: partial?.index ?? 0, partialSnapshotBytes: partial?.bytes ?? 0,
-                listeningPort: UInt16(clamping: ports.client == 0 ? configuration.clientPort : ports.client),
+                listeningPort: UInt16(
+                    clamping: configuration.announcePort != 0 ? configuration.announcePort : ports.client == 0 ? configuration.clientPort : ports.client),
                 epochs: meta.epochs.map { (epoch: $0.epoch, firstIndex: $0.firstIndex) })
             hello.replicationPort = UInt16(clamping: ports.replication)
+            hello.announceHost = configuration.announceHost
             self.send(.hello, epoch: meta.currentEpoch) { hello.encode(into: &$0) }
             // Fencing: a primary of an older epoch than this node has seen is stale; never stream
             // from it. (The HELLO went first so that it learns of the newer epoch and stops.)

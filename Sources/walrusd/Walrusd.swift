@@ -265,6 +265,8 @@ struct Walrusd: AsyncParsableCommand {
         configuration.retentionMaxBytes = Int64(settings.replRetentionBytes)
         configuration.retentionSeconds = Int64(settings.replRetentionSeconds)
         configuration.clientPort = settings.port
+        configuration.announceHost = settings.replicaAnnounceIp
+        configuration.announcePort = settings.replicaAnnouncePort
         configuration.maxRecordBytes = store.configuration.wal.maxRecordBytes
         if let keyFile = settings.replAuthFile {
             do {

@@ -21,6 +21,12 @@ struct ReplicationFrameDecoderTests {
             protocolVersion: 1, clusterID: "c-1", nodeID: "n-2", epoch: 3, durableEpoch: 3, durableIndex: 1200,
             authProof: [1, 2, 3]
         ).encode(into: &hello)
+        var announced = ByteBuffer()
+        var announcing = ReplicationHello(
+            protocolVersion: 1, clusterID: "c-1", nodeID: "n-3", epoch: 3, durableEpoch: 3, durableIndex: 7, authProof: [],
+            listeningPort: 6390, epochs: [(1, 1), (3, 5)])
+        announcing.announceHost = "10.9.8.7"
+        announcing.encode(into: &announced)
         var ack = ByteBuffer()
         ReplicationAck(received: 10, durable: 9, applied: 8).encode(into: &ack)
         var stream = ByteBuffer()
@@ -34,6 +40,7 @@ struct ReplicationFrameDecoderTests {
             ReplicationFrame(kind: .ack, epoch: 3, payload: ack),
             ReplicationFrame(kind: .heartbeat, epoch: 4, payload: ByteBuffer()),
             ReplicationFrame(kind: .reject, epoch: 4, payload: reject),
+            ReplicationFrame(kind: .hello, epoch: 3, payload: announced),
         ]
     }
 
@@ -82,6 +89,19 @@ struct ReplicationFrameDecoderTests {
     }
 
     /// A client speaking RESP to the replication port is told so at its first byte.
+    /// HELLO's optional announced address (replica-announce-ip) round-trips; without it the
+    /// payload is the same as before; garbage after it is refused.
+    @Test func helloAnnouncedAddress() throws {
+        let frames = self.sampleFrames()
+        let plain = try ReplicationHello.decode(frames[0].payload)
+        #expect(plain.announceHost.isEmpty)
+        let announced = try ReplicationHello.decode(frames[5].payload)
+        #expect(announced.announceHost == "10.9.8.7" && announced.listeningPort == 6390 && announced.epochs.count == 2)
+        var trailing = frames[5].payload
+        trailing.writeInteger(UInt8(1))
+        #expect(throws: ReplicationFrameError.self) { try ReplicationHello.decode(trailing) }
+    }
+
     @Test func respOnTheReplicationPortIsRefusedAtOnce() {
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: self.crc)))
         #expect(throws: ReplicationFrameError.self) { try channel.writeInbound(ByteBuffer(string: "*")) }

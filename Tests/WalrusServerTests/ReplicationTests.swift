@@ -61,7 +61,9 @@ struct ReplicationTests {
         defer { primary.stop() }
         let first = try DaemonProcess(data: directory.file("f1"), arguments: primary.followArguments)
         defer { first.stop() }
-        let second = try DaemonProcess(data: directory.file("f2"), arguments: primary.followArguments)
+        // The second announces another address and port (replica-announce-ip/-port, behind NAT).
+        let second = try DaemonProcess(
+            data: directory.file("f2"), arguments: primary.followArguments + ["--replica-announce-ip", "10.9.8.7", "--replica-announce-port", "6390"])
         defer { second.stop() }
 
         #expect(try self.load(primary, prefix: "k", count: 3000) == 3000)
@@ -80,7 +82,8 @@ struct ReplicationTests {
 
         let info = try primary.connect().command("INFO", "replication").text ?? ""
         #expect(info.contains("role:master") && info.contains("connected_slaves:2"), "\(info)")
-        #expect(info.contains("slave0:ip=127.0.0.1,port=") && info.contains("state=online"), "\(info)")
+        #expect(info.contains("ip=127.0.0.1,port=\(first.port),state=online"), "\(info)")
+        #expect(info.contains("ip=10.9.8.7,port=6390,state=online"), "\(info)")
         let followerInfo = try first.connect().command("INFO", "replication").text ?? ""
         #expect(followerInfo.contains("role:slave") && followerInfo.contains("master_link_status:up"), "\(followerInfo)")
         // master_port is the primary's client port (from its CHALLENGE), as Sentinel and Redis

@@ -40,6 +40,8 @@ public struct DaemonSettings: Equatable, Sendable {
     public var scriptMemoryBytes = 512 << 20
     public var pubsubOutputLimitBytes = 32 << 20
     public var replicaPriority = 100
+    public var replicaAnnounceIp = ""
+    public var replicaAnnouncePort = 0
     public var notifyKeyspaceEvents = ""
 
     public init() {}
@@ -254,6 +256,13 @@ extension DaemonSettings {
         integer(
             "replica-priority", redis: "replica-priority", type: "integer", 0...Int.max, default: "100", live: true, \.replicaPriority,
             "Sentinel promotes the follower with the lowest non-zero value first (INFO's slave_priority); 0: never promote this one"),
+        text(
+            "replica-announce-ip", redis: "replica-announce-ip", type: "address", default: "none (the address the primary sees)",
+            \.replicaAnnounceIp,
+            "the address this follower's primary reports for it (INFO `slaveN:ip=`, which Sentinel connects to): behind NAT or in a container"),
+        integer(
+            "replica-announce-port", redis: "replica-announce-port", 0...65535, default: "0 (the client port)", \.replicaAnnouncePort,
+            "…and the port it reports (`slaveN:port=`)"),
         Key(
             name: "notify-keyspace-events", redisName: "notify-keyspace-events", type: "classes", defaultText: "\"\"", live: true,
             doc: "Redis's keyspace notifications: K, E and the classes g $ x n A (l s h z t e m d are accepted and never fire); empty: off",
