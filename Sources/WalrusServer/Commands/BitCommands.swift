@@ -34,7 +34,9 @@ enum BitCommands {
             let mask = UInt8(0x80) >> UInt8(offset & 7)
             let previous = value[byte] & mask != 0 ? 1 : 0
             if bit == 1 { value[byte] |= mask } else { value[byte] &= ~mask }
+            if old == nil { try call.notifyNew(key, &store) }
             try store.set(key, value, deadline: old?.deadline)
+            call.notify(.string, "setbit", key: key)
             call.integer(reply: previous)
         }
     }
@@ -144,7 +146,13 @@ enum BitCommands {
             }
         }
         try call.withBytes(2) { destination in
-            if result.isEmpty { try store.delete(destination) } else { try store.set(destination, result) }
+            if result.isEmpty {
+                if try store.delete(destination) { call.notify(.generic, "del", key: destination) }
+            } else {
+                try call.notifyNew(destination, &store)
+                try store.set(destination, result)
+                call.notify(.string, "set", key: destination)
+            }
         }
         call.integer(reply: length)
     }

@@ -112,6 +112,8 @@ enum KeyCommands {
                 try call.withBytes(2) { destination in
                     if source.elementsEqual(destination) { return nx ? call.integer(reply: 0) : call.ok() }
                     if nx, try store.exists(destination) { return call.integer(reply: 0) }
+                    // Redis deletes the destination and adds it anew: "new" either way.
+                    call.notify(.new, "new", key: destination)
                     try store.set(destination, entry.value, deadline: entry.deadline)
                     try store.delete(source)
                     call.notify(.generic, "rename_from", key: source)
@@ -143,7 +145,10 @@ enum KeyCommands {
                 if source.elementsEqual(destination) { throw CommandError.sameObject }
                 guard let entry = try store.entry(source) else { return call.integer(reply: 0) }
                 if !replace, try store.exists(destination) { return call.integer(reply: 0) }
+                // (REPLACE deletes the destination and adds it anew, as Redis: "new" either way.)
+                call.notify(.new, "new", key: destination)
                 try store.set(destination, entry.value, deadline: entry.deadline)
+                call.notify(.generic, "copy_to", key: destination)
                 call.integer(reply: 1)
             }
         }

@@ -57,7 +57,8 @@ struct KeyspaceEventFlags: OptionSet, Sendable {
     var text: String {
         var result = ""
         if self.isSuperset(of: .all) {
-            result = "A"
+            // Redis writes "A" alone and so loses n (its CONFIG REWRITE drops it); here it stays.
+            result = self.contains(.new) ? "An" : "A"
         } else {
             for (flag, letter) in [
                 (Self.generic, "g"), (.string, "$"), (.list, "l"), (.set, "s"), (.hash, "h"), (.zset, "z"), (.expired, "x"),
