@@ -127,7 +127,8 @@ extension WriteAheadLog {
         }
         let semaphore = BlockingSemaphore()
         let result = ConditionLock<WALError?>(nil)
-        self.commit { error in
+        // (Always wakes the flusher, even inside `deferringWakes`: this thread waits for it.)
+        self.commit(wakingFlusher: true) { error in
             result.withLock { $0 = error }
             semaphore.signal()
         }
@@ -358,5 +359,74 @@ public final class BlockingSemaphore: @unchecked Sendable {
 
     public func wait() {
         while sem_wait(self.semaphore) != 0 && errno == EINTR {}
+    }
+}
+
+// MARK: Sealing on the appending thread (always mode)
+
+/// An event loop that serves writes in `always` mode seals its own appends at the end of its
+/// pass, as Redis fsyncs in `beforeSleep`: the requests one pass read are appended with the
+/// flusher left asleep (`deferringWakes`), then one `sealInline()` writes and fdatasyncs them
+/// on the loop's thread and answers their waiters there. Per batch that saves the hand-offs of
+/// the flusher path — a futex wake of the flusher, its wake-up, its wake of the loop — which
+/// cost more CPU than the fdatasync itself at low concurrency. The flusher stays for every
+/// other appender (scripts, replication, expiry) and takes over when it is busy already.
+public enum InlineSeal {
+    // The thread's state: nil, not deferring; 1, deferring; 3, deferring and something was appended.
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    /// Run `body` with this thread's appends and commits not waking the flusher; `appended`
+    /// says whether any were made — then the caller must call `sealInline()` (or `commit`) on
+    /// this log before it waits for anything.
+    public static func deferringWakes<T>(_ body: () throws -> T) rethrows -> (result: T, appended: Bool) {
+        let previous = pthread_getspecific(Self.key)
+        pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: 1))
+        defer { pthread_setspecific(Self.key, previous) }
+        let result = try body()
+        let appended = Int(bitPattern: pthread_getspecific(Self.key)) == 3
+        if appended, previous != nil { pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: 3)) }
+        return (result, appended)
+    }
+
+    /// Whether this thread defers its wakes now; notes that it appended.
+    @inline(__always)
+    static func deferredHere() -> Bool {
+        guard pthread_getspecific(Self.key) != nil else { return false }
+        pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: 3))
+        return true
+    }
+}
+
+extension WriteAheadLog {
+    /// Write and fdatasync what is pending on the calling thread, releasing its waiters here —
+    /// unless another thread is doing the log's I/O, which then takes what is pending (the
+    /// flusher is woken to be sure of it). Never blocks for another thread's I/O.
+    public func sealInline() {
+        guard self.ioMutex.tryLock() else {
+            self.lock.withLock { _ in
+                self.workSignals.add(1, ordering: .releasing)
+                self.lock.signal()
+            }
+            return
+        }
+        let writer = self.writer
+        let taken = self.lock.withLock { state -> LogWriter.Batch?? in
+            // A failed log has told its waiters; a full disk is the flusher's to retry.
+            if state.failure != nil || writer.held != nil { return .none }
+            if state.nextIndex - 1 <= state.sealedIndex { return .none }
+            state.syncRequested = false
+            return .some(self.takePending(&state))
+        }
+        guard let batch = taken else {
+            self.ioMutex.unlock()
+            if writer.held != nil { self.lock.withLock { _ in self.lock.signal() } }
+            return
+        }
+        _ = self.performAndPublish(batch, sync: true, writer: writer)
+        self.ioMutex.unlock()
     }
 }

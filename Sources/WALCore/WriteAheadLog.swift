@@ -346,7 +346,9 @@ public final class WriteAheadLog: @unchecked Sendable {
             // Wake the flusher when it has something to do: in always mode every new batch; in
             // interval mode only once a megabyte is pending (otherwise its periodic wake-up,
             // which it always sleeps with in that mode, comes soon enough).
-            if wasIdle && self.alwaysMode {
+            if self.alwaysMode && InlineSeal.deferredHere() {
+                // This thread seals its appends itself (an event loop's pass).
+            } else if wasIdle && self.alwaysMode {
                 self.workSignals.add(1, ordering: .releasing)
                 self.lock.signal()
             } else if state.pending.count >= self.intervalWriteThresholdBytes
@@ -450,14 +452,21 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// Seal everything appended so far; `onSealed` runs once it is durable (at once if it already is).
     public func commit(onSealed: @escaping SealCallback) {
+        self.commit(wakingFlusher: false, onSealed: onSealed)
+    }
+
+    func commit(wakingFlusher: Bool, onSealed: @escaping SealCallback) {
         let immediate: WALError?? = self.lock.withLock { state -> WALError?? in
             if let failure = state.failure { return .some(failure) }
             let target = state.nextIndex - 1
             if target <= state.sealedIndex { return .some(nil) }
             state.waiters.append(WALState.Waiter(index: target, callback: onSealed))
             state.syncRequested = true
-            self.workSignals.add(1, ordering: .releasing)
-            self.lock.signal()
+            // Inside an event loop's pass (always mode) the loop seals at the pass's end.
+            if wakingFlusher || !self.alwaysMode || !InlineSeal.deferredHere() {
+                self.workSignals.add(1, ordering: .releasing)
+                self.lock.signal()
+            }
             return .none
         }
         if let immediate { onSealed(immediate) }

@@ -4,6 +4,9 @@ import WALCore
 import WalrusProtocol
 import WalrusReplication
 import WalrusStore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs RESP commands against the store, by the command table: arity, the follower's READONLY
 /// refusal and MULTI's queueing rules are checked here, from each command's entry, before its
@@ -44,7 +47,9 @@ final class CommandExecutor: Sendable {
     let clients = ClientRegistry()
     /// notify-keyspace-events.
     let keyspaceEvents: KeyspaceEvents
-    private let alwaysMode: Bool
+    let alwaysMode: Bool
+    /// Each event loop's end-of-pass seal, in `always` mode.
+    let sealers = LoopSealers()
 
     init(
         store: KeyValueStore, statistics: ServerStatistics, server: ServerConfiguration, logger: Logger,
@@ -541,6 +546,49 @@ final class WriteCompletion: Sendable {
         if now {
             if self.countsErrors { self.executor.statistics.countError(buffer) }
             self.completion(buffer)
+        }
+    }
+}
+
+/// One event loop's end-of-pass seal: the writes its connections appended during a pass are
+/// written and fdatasync'ed by the loop itself once the pass's reads are done, and their
+/// replies go out from there — no hand-off to the flusher thread and back (see `InlineSeal`).
+final class LoopSealer: @unchecked Sendable {
+    /// `WALRUS_INLINE_SEAL=0` hands every seal to the flusher thread instead (for A/B runs).
+    static let enabled = getenv("WALRUS_INLINE_SEAL").map { String(cString: $0) } != "0"
+
+    private let loop: any EventLoop
+    private let wal: WriteAheadLog
+    // Event-loop state.
+    private var scheduled = false
+
+    init(loop: any EventLoop, wal: WriteAheadLog) {
+        self.loop = loop
+        self.wal = wal
+    }
+
+    /// Seal once this pass's reads are done (once per pass, however many connections appended).
+    func schedule() {
+        guard !self.scheduled else { return }
+        self.scheduled = true
+        self.loop.execute {
+            self.scheduled = false
+            self.wal.sealInline()
+        }
+    }
+}
+
+/// The sealer of each event loop, made on first use.
+final class LoopSealers: Sendable {
+    private let sealers = LockedValue<[ObjectIdentifier: LoopSealer]>([:])
+
+    func sealer(for loop: any EventLoop, wal: WriteAheadLog) -> LoopSealer {
+        self.sealers.withLock { sealers in
+            let key = ObjectIdentifier(loop as AnyObject)
+            if let sealer = sealers[key] { return sealer }
+            let sealer = LoopSealer(loop: loop, wal: wal)
+            sealers[key] = sealer
+            return sealer
         }
     }
 }

@@ -51,6 +51,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private let session: ClientSession
 
     private let metrics: CommandMetrics?
+    /// This loop's end-of-pass seal (`always` mode).
+    private var sealer: LoopSealer?
     @exclusivity(unchecked) private var decoder: RESPCommandDecoder
     /// Bytes of a request that has not fully arrived.
     @exclusivity(unchecked) private var pending: ByteBuffer?
@@ -97,6 +99,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var unsentPushBytes = 0
 
     func handlerAdded(context: ChannelHandlerContext) {
+        if self.executor.alwaysMode && LoopSealer.enabled { self.sealer = self.executor.sealers.sealer(for: context.eventLoop, wal: self.executor.store.wal) }
         self.context = context
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
@@ -193,9 +196,17 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         context.flush()
     }
 
+    /// Run the requests in `input`. In `always` mode what they append is sealed by this loop at
+    /// the end of its pass (one fdatasync for every connection it read), not handed to the flusher.
+    private func process(_ input: ByteBuffer, context: ChannelHandlerContext) {
+        guard let sealer = self.sealer else { return self.processRequests(input, context: context) }
+        let (_, appended) = InlineSeal.deferringWakes { self.processRequests(input, context: context) }
+        if appended { sealer.schedule() }
+    }
+
     /// Run the requests in `input` — unless a script holds the store, when they wait or get
     /// -BUSY (`processWhileExclusive`).
-    private func process(_ input: ByteBuffer, context: ChannelHandlerContext) {
+    private func processRequests(_ input: ByteBuffer, context: ChannelHandlerContext) {
         var buffer = input
         let gate = self.executor.store.gate
         guard gate.enter() else { return self.processWhileExclusive(buffer, context: context) }
