@@ -53,6 +53,61 @@ enum Bench {
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// Context switches of every thread of `pid` so far (voluntary and involuntary).
+    static func contextSwitches(_ pid: Int32) -> Int {
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return 0 }
+        var total = 0
+        for task in tasks {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+            for line in text.split(separator: "\n") where line.contains("ctxt_switches:") {
+                total += Int(line.split(separator: "\t").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "") ?? 0
+            }
+        }
+        return total
+    }
+
+    /// Counts a process's fdatasync and fsync calls while it runs (`perf stat` on the syscall
+    /// tracepoints: counted in the kernel, no ptrace stop per call). Nil without perf.
+    final class SyscallCounter {
+        private let process = Process()
+        private let output = Pipe()
+
+        init?(pid: Int32) {
+            guard FileManager.default.isExecutableFile(atPath: "/usr/bin/perf") else { return nil }
+            // perf prints its counts on SIGINT, but a child started from a Dispatch thread
+            // inherits that thread's blocked signals: unblock SIGINT before exec'ing perf.
+            self.process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            self.process.arguments = [
+                "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+                    + "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv('/usr/bin/perf', ['perf'] + sys.argv[1:])",
+                "stat", "-x", ",", "-e", "syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync", "-p", String(pid),
+            ]
+            self.process.standardError = self.output
+            self.process.standardOutput = FileHandle.nullDevice
+            do { try self.process.run() } catch { return nil }
+            // perf attaches within a few ms; the run it counts lasts seconds.
+            usleep(100_000)
+        }
+
+        /// Stop counting: the calls seen (NaN if perf could not count them).
+        func stop() -> Double {
+            kill(self.process.processIdentifier, SIGINT)
+            let deadline = Date().addingTimeInterval(5)
+            while self.process.isRunning && Date() < deadline { usleep(10_000) }
+            if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+            let text = String(decoding: self.output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            var total = 0.0
+            var seen = false
+            for line in text.split(separator: "\n") where line.contains("syscalls:sys_enter_f") {
+                guard let count = Double(line.split(separator: ",", omittingEmptySubsequences: false).first ?? "") else { return .nan }
+                total += count
+                seen = true
+            }
+            return seen ? total : .nan
+        }
+    }
+
     static func residentBytes() -> Int {
         guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
         let fields = text.split(separator: " ")

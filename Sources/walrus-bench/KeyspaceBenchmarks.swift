@@ -54,12 +54,12 @@ struct KeyspaceBenchmarks {
                     let arguments = ["-c", "50"] + (pipeline > 1 ? ["-P", String(pipeline)] : []) + words
                     var figures = (ours: [Double](), theirs: [Double](), ourCPU: [Double](), theirCPU: [Double]())
                     for _ in 0..<self.repetitions {
-                        let (w, wc) = try runner.measure(walrus, arguments, requests: self.requests)
-                        let (r, rc) = try runner.measure(redis, arguments, requests: self.requests)
-                        figures.ours.append(w)
-                        figures.ourCPU.append(wc)
-                        figures.theirs.append(r)
-                        figures.theirCPU.append(rc)
+                        let ours = try runner.measure(walrus, follower: nil, arguments, requests: self.requests)
+                        let theirs = try runner.measure(redis, follower: nil, arguments, requests: self.requests)
+                        figures.ours.append(ours.rate)
+                        figures.ourCPU.append(ours.cpu)
+                        figures.theirs.append(theirs.rate)
+                        figures.theirCPU.append(theirs.cpu)
                     }
                     rows.append(self.add(mode.name, "\(name) \(shape)", figures))
                 }

@@ -79,24 +79,23 @@ struct RESPBenchmarks {
             var rows: [[String]] = []
             for (name, words) in mode.workloads {
                 let arguments = words.map { $0 == "SHA" ? sha : $0 }
-                var ours: [Double] = []
-                var theirs: [Double] = []
-                var ourCPU: [Double] = []
-                var theirCPU: [Double] = []
+                var ours: [Sample] = []
+                var theirs: [Sample] = []
                 // One client waiting for each fdatasync manages a few thousand a second: fewer requests.
                 let requests = arguments.suffix(2) == ["-c", "1"] && mode.walrus.contains("always") ? min(self.requests, 10_000) : self.requests
                 for _ in 0..<self.repetitions {
-                    let (rate, cpu) = try self.measure(walrus, arguments, requests: requests)
-                    ours.append(rate)
-                    ourCPU.append(cpu)
-                    let (peerRate, peerCPU) = try self.measure(redis, arguments, requests: requests)
-                    theirs.append(peerRate)
-                    theirCPU.append(peerCPU)
+                    ours.append(try self.measure(walrus, follower: attached.first, arguments, requests: requests))
+                    theirs.append(try self.measure(redis, follower: attached.last, arguments, requests: requests))
                 }
-                let (w, r) = (Bench.median(ours), Bench.median(theirs))
-                let (wc, rc) = (Bench.median(ourCPU), Bench.median(theirCPU))
+                let (w, r) = (Bench.median(ours.map(\.rate)), Bench.median(theirs.map(\.rate)))
+                let (wc, rc) = (Bench.median(ours.map(\.cpu)), Bench.median(theirs.map(\.cpu)))
+                let (wf, rf) = (Bench.median(ours.map(\.followerCPU)), Bench.median(theirs.map(\.followerCPU)))
+                let (ws, rs) = (Bench.median(ours.map(\.switches)), Bench.median(theirs.map(\.switches)))
+                let (wy, ry) = (Bench.median(ours.map(\.fdatasyncs)), Bench.median(theirs.map(\.fdatasyncs)))
                 rows.append([
                     name, Bench.format(w), Bench.format(r), Bench.ratio(w, r), String(format: "%.1f", wc), String(format: "%.1f", rc),
+                    self.replicas ? String(format: "%.1f", wf) : "–", self.replicas ? String(format: "%.1f", rf) : "–",
+                    String(format: "%.2f", ws), String(format: "%.2f", rs), Bench.format(wy), Bench.format(ry),
                 ])
                 let durable = mode.walrus.contains("always")
                 let script = name.hasPrefix("EVALSHA")
@@ -111,11 +110,28 @@ struct RESPBenchmarks {
                         : durable ? "fdatasync rate × batch (see WAL rows)" : "")
                 Report.add(
                     section: section, workload: workload + ", server CPU", walrus: wc, peer: rc, peerName: "redis-server",
-                    unit: "CPU-µs/op", lowerIsBetter: true)
+                    unit: "CPU-µs/op", lowerIsBetter: true, goal: durable && !script ? .atMost(1.0) : nil)
+                if self.replicas {
+                    Report.add(
+                        section: section, workload: workload + ", follower CPU", walrus: wf, peer: rf, peerName: "redis-server replica",
+                        unit: "CPU-µs/op", lowerIsBetter: true, goal: durable && !script ? .atMost(1.0) : nil)
+                }
+                Report.add(
+                    section: section, workload: workload + ", server context switches", walrus: ws, peer: rs, peerName: "redis-server",
+                    unit: "switches/op", lowerIsBetter: true)
+                if durable && wy.isFinite && ry.isFinite {
+                    Report.add(
+                        section: section, workload: workload + ", fdatasyncs (primary)", walrus: wy, peer: ry, peerName: "redis-server",
+                        unit: "per 100k writes", lowerIsBetter: true)
+                }
             }
             Bench.table(
                 mode.title,
-                ["workload", "walrusd ops/s", "redis-server ops/s", "walrus ÷ redis", "walrusd CPU-µs/op", "redis-server CPU-µs/op"], rows)
+                [
+                    "workload", "walrusd ops/s", "redis-server ops/s", "walrus ÷ redis", "walrusd CPU-µs/op", "redis-server CPU-µs/op",
+                    "follower CPU-µs/op", "replica CPU-µs/op", "walrusd switches/op", "redis switches/op",
+                    "walrusd fdatasyncs/100k", "redis fdatasyncs/100k",
+                ], rows)
         }
     }
 
@@ -128,13 +144,33 @@ struct RESPBenchmarks {
     /// script's, from SCRIPT LOAD).
     static let evalsha = ["EVALSHA", "SHA", "1", "rl:__rand_int__"]
 
-    /// One redis-benchmark run against `server`: ops/s, and the server's CPU time (user +
-    /// system, all its threads, from /proc) per request in µs.
-    func measure(_ server: Server, _ arguments: [String], requests: Int) throws -> (Double, Double) {
-        let before = Bench.cpuSeconds(server.process.processIdentifier)
+    /// One run's figures: ops/s; the server's and its follower's CPU time (user + system, all
+    /// threads, from /proc) per request in µs; the server's context switches per request
+    /// (voluntary + involuntary, /proc/PID/task/*/status); its fdatasync and fsync calls per
+    /// 100,000 requests (perf's syscall tracepoints; NaN without perf).
+    struct Sample {
+        var rate: Double
+        var cpu: Double
+        var followerCPU: Double
+        var switches: Double
+        var fdatasyncs: Double
+    }
+
+    func measure(_ server: Server, follower: Server?, _ arguments: [String], requests: Int) throws -> Sample {
+        let pid = server.process.processIdentifier
+        let counter = Bench.SyscallCounter(pid: pid)
+        let before = Bench.cpuSeconds(pid)
+        let followerBefore = follower.map { Bench.cpuSeconds($0.process.processIdentifier) } ?? 0
+        let switchesBefore = Bench.contextSwitches(pid)
         let rate = try self.benchmark(port: server.port, arguments, requests: requests)
-        let spent = Bench.cpuSeconds(server.process.processIdentifier) - before
-        return (rate, spent / Double(requests) * 1e6)
+        let spent = Bench.cpuSeconds(pid) - before
+        let followerSpent = follower.map { Bench.cpuSeconds($0.process.processIdentifier) - followerBefore } ?? .nan
+        let switches = Bench.contextSwitches(pid) - switchesBefore
+        let syncs = counter?.stop() ?? .nan
+        let n = Double(requests)
+        return Sample(
+            rate: rate, cpu: spent / n * 1e6, followerCPU: followerSpent / n * 1e6, switches: Double(switches) / n,
+            fdatasyncs: syncs / n * 100_000)
     }
 
     struct BenchError: Error, CustomStringConvertible {
