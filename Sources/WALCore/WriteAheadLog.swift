@@ -428,9 +428,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                 state.pending.append(UnsafeRawBufferPointer(rebasing: frames[position..<(position + size)]))
                 position += size
             }
-            if self.alwaysMode && InlineSeal.deferredHere() {
-                // This thread seals its appends itself (a follower's loop, after the batch).
-            } else if wasIdle && self.alwaysMode {
+            if wasIdle && self.alwaysMode {
                 self.workSignals.add(1, ordering: .releasing)
                 self.lock.signal()
             } else if state.pending.count >= self.intervalWriteThresholdBytes && before < self.intervalWriteThresholdBytes {

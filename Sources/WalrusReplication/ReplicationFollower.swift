@@ -378,19 +378,6 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         var message: String
     }
 
-    private var sealScheduled = false
-
-    /// Seal what this pass appended once its reads are done (the ACK follows from the seal).
-    private func scheduleSeal() {
-        guard !self.sealScheduled else { return }
-        guard let loop = self.context?.eventLoop else { return self.store.wal.sealInline() }
-        self.sealScheduled = true
-        loop.execute { [self] in
-            self.sealScheduled = false
-            self.store.wal.sealInline()
-        }
-    }
-
     /// Ask the primary for its role (REPLICAOF NO ONE): true if the link was up to ask on.
     /// Event loop.
     func requestHandover() -> Bool {
@@ -513,15 +500,9 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         case .stream:
             let stream = try ReplicationStream.decode(frame.payload)
             try self.establish(challenge)
-            // In always mode this loop seals the batch itself once its reads are done (one
-            // fdatasync per pass, no hand-off to the flusher and back before the ACK).
-            let store = self.store
-            let (last, appended) = try InlineSeal.deferringWakes {
-                try stream.frames.withUnsafeReadableBytes { bytes in
-                    try store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
-                }
+            let last = try stream.frames.withUnsafeReadableBytes { bytes in
+                try self.store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
             }
-            if appended { self.scheduleSeal() }
             self.received.store(last, ordering: .relaxed)
             let caughtUp = self.queued.isEmpty
             self.follower.update { link in
