@@ -106,9 +106,6 @@ class Network:
     def prefix(self, node):
         return ["ip", "netns", "exec", NAMESPACES[node]] if self.netns else []
 
-    def client_prefix(self):
-        return ["ip", "netns", "exec", CLIENT_NS] if self.netns else []
-
     def cut(self, node):
         """Drop everything between `node` and the other two nodes (their Sentinels too)."""
         others = ", ".join(h for i, h in enumerate(self.hosts) if i != node)
@@ -475,9 +472,6 @@ def commands(node):
 
 
 def load_line(results):
-    loads = [r["sentinel_load"] for r in results if "sentinel_load" in r]
-    if not loads:
-        return ""
     parts = []
     for kind in ("walrusd", "redis-server"):
         mine = [r["sentinel_load"] for r in results if r["server"] == kind and "sentinel_load" in r]
@@ -485,6 +479,8 @@ def load_line(results):
             rate = sum(m["commands_per_s"] for m in mine) / len(mine)
             cpu = sum(m["cpu_percent"] for m in mine) / len(mine)
             parts.append(f"{kind} {rate:.1f} commands/s, {cpu:.2f} % of a core")
+    if not parts:
+        return ""
     return "Three Sentinels' load on an idle primary (PING, INFO, PUBLISH hello, before the client starts): " + "; ".join(parts)
 
 

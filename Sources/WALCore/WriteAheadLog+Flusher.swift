@@ -389,20 +389,28 @@ public enum InlineSeal {
     /// says whether any were made — then the caller must call `sealInline()` (or `commit`) on
     /// this log before it waits for anything.
     public static func deferringWakes<T>(_ body: () throws -> T) rethrows -> (result: T, appended: Bool) {
-        let previous = pthread_getspecific(Self.key)
-        pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: 1))
-        defer { pthread_setspecific(Self.key, previous) }
+        let previous = Self.state
+        Self.state = Self.deferring
+        // Back to the enclosing state; an enclosing window learns of this one's appends too.
+        defer { Self.state = Self.state == Self.appended && previous != Self.off ? Self.appended : previous }
         let result = try body()
-        let appended = Int(bitPattern: pthread_getspecific(Self.key)) == 3
-        if appended, previous != nil { pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: 3)) }
-        return (result, appended)
+        return (result, Self.state == Self.appended)
+    }
+
+    private static let off = 0, deferring = 1, appended = 3
+
+    /// This thread's state, as a pointer's bit pattern (no allocation per thread).
+    private static var state: Int {
+        get { Int(bitPattern: pthread_getspecific(Self.key)) }
+        set { pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: newValue)) }
     }
 
     /// Whether this thread defers its wakes now; notes that it appended.
     @inline(__always)
     static func deferredHere() -> Bool {
-        guard pthread_getspecific(Self.key) != nil else { return false }
-        pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: 3))
+        let current = Self.state
+        guard current != Self.off else { return false }
+        if current != Self.appended { Self.state = Self.appended }
         return true
     }
 }

@@ -229,9 +229,7 @@ public final class ReplicationNode: Sendable {
         if case .failure(let refusal) = self.transition(.promote(epoch: seen + 1, force: force, behind: behind)) {
             throw self.describe(refusal, link: link)
         }
-        return PromoteReply(
-            epoch: self.store.wal.meta.currentEpoch, index: self.store.wal.meta.epochs.last?.firstIndex ?? 0, role: "primary",
-            note: self.followNote)
+        return self.promoteReply
     }
 
     /// Follow `host:port` from now on (a former primary rejoining, or a follower re-pointed).
@@ -308,20 +306,20 @@ public final class ReplicationNode: Sendable {
     private func promotedBySwitchover(epoch: UInt64) {
         self.transition(.promotedBySwitchover)
         self.logger.notice("Promoted: this node is the primary", metadata: ["repl.epoch": "\(epoch)", "repl.by": "switchover"])
-        let waiters = self.handoverWaiters.withLock { waiters in
-            defer { waiters = [] }
-            return waiters
-        }
+        let waiters = self.takeHandoverWaiters()
         guard !waiters.isEmpty else { return }
-        let reply = PromoteReply(
-            epoch: epoch, index: self.store.wal.meta.epochs.last?.firstIndex ?? 0, role: "primary", note: self.followNote)
+        let reply = self.promoteReply
         for waiter in waiters { waiter(.success(reply)) }
         self.roleChangeEnds()
     }
 
-    private var followNote: String? {
-        self.configuration.follow != nil
-            ? "remove 'follow' from this node's config, or it follows its old primary again after a restart" : nil
+    /// What a promotion answers: the epoch in force and where it began.
+    private var promoteReply: PromoteReply {
+        let meta = self.store.wal.meta
+        return PromoteReply(
+            epoch: meta.currentEpoch, index: meta.epochs.last?.firstIndex ?? 0, role: "primary",
+            note: self.configuration.follow != nil
+                ? "remove 'follow' from this node's config, or it follows its old primary again after a restart" : nil)
     }
 
     // MARK: Handover (REPLICAOF NO ONE with the primary reachable)
@@ -330,7 +328,17 @@ public final class ReplicationNode: Sendable {
     /// timeout), and how long the follower waits before it promotes itself regardless.
     public static let handoverMilliseconds = 5000
 
-    private let handoverWaiters = LockedValue<[@Sendable (Result<PromoteReply, any Error>) -> Void]>([])
+    /// Who waits for the handover under way, and which one it is (a late timer of an earlier
+    /// handover must not cut a later one short).
+    private let handover = LockedValue<(waiters: [@Sendable (Result<PromoteReply, any Error>) -> Void], generation: Int)>(([], 0))
+
+    private func takeHandoverWaiters(generation: Int? = nil) -> [@Sendable (Result<PromoteReply, any Error>) -> Void] {
+        self.handover.withLock { state in
+            guard generation == nil || generation == state.generation else { return [] }
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+    }
 
     /// Become the primary, losing nothing the old primary acknowledged when it can be reached:
     /// ask it to hand over (HANDOVER → its switchover: writes paused there, this node caught up
@@ -342,20 +350,22 @@ public final class ReplicationNode: Sendable {
         guard self.isFollower else {
             return completion(.failure(ReplicationError("This node is already the primary (epoch \(self.store.wal.meta.currentEpoch)).")))
         }
-        let first = self.handoverWaiters.withLock { waiters -> Bool in
-            waiters.append(completion)
-            return waiters.count == 1
+        let generation = self.handover.withLock { state -> Int? in
+            state.waiters.append(completion)
+            guard state.waiters.count == 1 else { return nil }
+            state.generation += 1
+            return state.generation
         }
         // A handover is under way already: this caller waits for the same outcome.
-        guard first else { return }
+        guard let generation else { return }
         self.roleChangeBegins()
         guard let follower = self.follower.withLock({ $0 }) else {
-            return self.promoteWaitersAnyway(because: "this node has no link to a primary")
+            return self.promoteWaitersAnyway(generation, because: "this node has no link to a primary")
         }
         let started = monotonicNanoseconds()
         follower.requestHandover().whenComplete { [self] result in
             guard (try? result.get()) == true else {
-                return self.promoteWaitersAnyway(because: "the link to the primary \(follower.address) is not up")
+                return self.promoteWaitersAnyway(generation, because: "the link to the primary \(follower.address) is not up")
             }
             self.logger.notice(
                 "Asked the primary to hand over (REPLICAOF NO ONE)",
@@ -363,26 +373,18 @@ public final class ReplicationNode: Sendable {
             follower.eventLoop.scheduleTask(in: .milliseconds(Int64(Self.handoverMilliseconds + 1000))) { [self] in
                 let waited = Double(monotonicNanoseconds() - started) / 1e6
                 self.promoteWaitersAnyway(
-                    because: "the primary \(follower.address) did not hand over within \(Int(waited)) ms")
+                    generation, because: "the primary \(follower.address) did not hand over within \(Int(waited)) ms")
             }
         }
     }
 
-    private func promoteWaitersAnyway(because why: String) {
-        let waiters = self.handoverWaiters.withLock { waiters in
-            defer { waiters = [] }
-            return waiters
-        }
+    private func promoteWaitersAnyway(_ generation: Int, because why: String) {
+        let waiters = self.takeHandoverWaiters(generation: generation)
         guard !waiters.isEmpty else { return }
         let loop = self.group.next()
         self.threadPool.run(on: loop) { [self] () -> Result<PromoteReply, any Error> in
-            guard self.isFollower else {
-                // Promoted meanwhile (the handover finished as the timer fired).
-                return .success(
-                    PromoteReply(
-                        epoch: self.store.wal.meta.currentEpoch, index: self.store.wal.meta.epochs.last?.firstIndex ?? 0,
-                        role: "primary", note: self.followNote))
-            }
+            // Promoted meanwhile (the handover finished as the timer fired).
+            guard self.isFollower else { return .success(self.promoteReply) }
             let lag = self.link.map { $0.primarySealedIndex > $0.applied ? $0.primarySealedIndex - $0.applied : 0 } ?? 0
             self.logger.warning(
                 "Promoting without a handover: \(why); writes the old primary acknowledged after this node's last record are not here",

@@ -54,8 +54,8 @@ struct KeyspaceBenchmarks {
                     let arguments = ["-c", "50"] + (pipeline > 1 ? ["-P", String(pipeline)] : []) + words
                     var figures = (ours: [Double](), theirs: [Double](), ourCPU: [Double](), theirCPU: [Double]())
                     for _ in 0..<self.repetitions {
-                        let ours = try runner.measure(walrus, follower: nil, arguments, requests: self.requests)
-                        let theirs = try runner.measure(redis, follower: nil, arguments, requests: self.requests)
+                        let ours = try runner.measure(walrus, follower: nil, arguments, requests: self.requests, countsSyscalls: false)
+                        let theirs = try runner.measure(redis, follower: nil, arguments, requests: self.requests, countsSyscalls: false)
                         figures.ours.append(ours.rate)
                         figures.ourCPU.append(ours.cpu)
                         figures.theirs.append(theirs.rate)

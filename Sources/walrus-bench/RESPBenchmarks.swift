@@ -156,9 +156,9 @@ struct RESPBenchmarks {
         var fdatasyncs: Double
     }
 
-    func measure(_ server: Server, follower: Server?, _ arguments: [String], requests: Int) throws -> Sample {
+    func measure(_ server: Server, follower: Server?, _ arguments: [String], requests: Int, countsSyscalls: Bool = true) throws -> Sample {
         let pid = server.process.processIdentifier
-        let counter = Bench.SyscallCounter(pid: pid)
+        let counter = countsSyscalls ? Bench.SyscallCounter(pid: pid) : nil
         let before = Bench.cpuSeconds(pid)
         let followerBefore = follower.map { Bench.cpuSeconds($0.process.processIdentifier) } ?? 0
         let switchesBefore = Bench.contextSwitches(pid)

@@ -31,6 +31,42 @@ struct WriteAheadLogTests {
         #expect(records.map(\.op) == [.set, .delete])
     }
 
+    /// An event loop's pass (always mode): appends and a commit inside `deferringWakes` report
+    /// that they appended (an enclosing window learns it too; a window without appends does
+    /// not), and `sealInline()` afterwards makes every one of them durable and answers the
+    /// waiters — nothing is stranded for want of a flusher wake-up.
+    @Test func inlineSealSealsWhatAPassAppended() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let wal = try WriteAheadLog.open(testConfiguration(directory), logger: quietLogger)
+        defer { wal.close() }
+        let answered = Atomic<Int>(0)
+        let (_, none) = InlineSeal.deferringWakes { _ = wal.lastIndex }
+        #expect(!none)
+        let (inner, outer) = try InlineSeal.deferringWakes { () throws -> Bool in
+            let (_, inner) = try InlineSeal.deferringWakes {
+                try wal.append(op: .set, key: bytes("a"), value: bytes("1")) { error in
+                    if error == nil { answered.add(1, ordering: .relaxed) }
+                }
+            }
+            _ = try wal.append(op: .set, key: bytes("b"), value: bytes("2"))
+            wal.commit { error in
+                if error == nil { answered.add(1, ordering: .relaxed) }
+            }
+            return inner
+        }
+        #expect(inner && outer)
+        wal.sealInline()
+        // Sealed on this thread, or — if the flusher held the log's I/O just then — by it, woken.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while answered.load(ordering: .relaxed) < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(answered.load(ordering: .relaxed) == 2)
+        #expect(wal.sealedIndex == 2 && wal.lastIndex == 2)
+        #expect(try wal.readAll().map(\.key) == [bytes("a"), bytes("b")])
+        // Outside a window the flusher is woken as before.
+        #expect(try await appendDurably(wal, "c", "3") == 3)
+    }
+
     /// In interval mode nothing is sealed (visible to readers) before a commit; after it, all is
     /// (TestBuffering, TestForceFlush).
     @Test func intervalModeSealsOnCommit() async throws {

@@ -92,6 +92,8 @@ struct ReplicationTests {
         guard case .array(let role?) = try first.connect().command("ROLE") else { Issue.record("ROLE"); return }
         #expect(role.first == .bulk(Array("slave".utf8)) && role[3] == .bulk(Array("connected".utf8)))
         #expect(role[2] == .integer(primary.port))
+        // REPLICAOF naming the primary it follows changes nothing, in Redis's words.
+        #expect(try first.connect().command("REPLICAOF", "127.0.0.1", String(primary.port)) == .simple("OK Already connected to specified master"))
 
         // One row per follower, both streaming with no lag; the digest verb agrees with DIGEST.
         #expect(try self.eventually { try self.walrusctl(["replicas", "--socket", primary.controlSocket]).output.components(separatedBy: "streaming").count == 3 })

@@ -247,12 +247,13 @@ extension ServerCommands {
     /// REPLICAOF / SLAVEOF host port | NO ONE, as Sentinel and operators send it.
     ///
     /// `host port` names the primary's **client** port, as in Redis. walrus replicates over its
-    /// own port: this node asks `host:port` for INFO's `walrus_replication_port` (one request,
-    /// one second at most) and follows that. Writes are refused from this command on.
-    /// `NO ONE` promotes this node (a new epoch, sealed before it takes a write); Sentinel chose
-    /// it, so it promotes even when it knows it is behind (the records it lacks are logged).
-    /// Inside MULTI the change runs once the EXEC's transaction is done, as Sentinel's
-    /// reconfiguration sends it.
+    /// own port: writes are refused from this command on, and this node asks `host:port` — off
+    /// the event loop, one second at most — for INFO's `walrus_replication_port`, then follows
+    /// that. `NO ONE` makes this node the primary of a new epoch: its primary, if reachable,
+    /// hands over first (nothing it acknowledged is left behind); if not, this node promotes
+    /// itself as Redis's does, even knowing it is behind (the records it lacks are logged).
+    /// Outside MULTI the reply comes once the role changed; inside MULTI the change starts once
+    /// the EXEC's transaction is done, as Sentinel's reconfiguration sends it.
     @Sendable static func replicaof(_ call: inout CommandCall) throws -> CommandOutcome {
         guard let replication = call.executor.replication else {
             throw CommandError("ERR REPLICAOF needs replication: this server was started without it")
@@ -269,6 +270,11 @@ extension ServerCommands {
             return buffer
         }
         if call.isOption(1, "NO") && call.isOption(2, "ONE") {
+            if case .joining = replication.role {
+                // A REPLICAOF host port still finding its target: this word comes last and wins
+                // (the node never left its epoch; the join, when it completes, is refused).
+                _ = try? replication.promote(force: true)
+            }
             guard replication.isFollower else {
                 call.ok()
                 return .reply
@@ -299,6 +305,11 @@ extension ServerCommands {
         let host = call.string(1)
         guard let port = call.withBytes(2, RedisNumbers.int64), (1...65535).contains(port) else {
             throw CommandError("ERR Invalid master port")
+        }
+        // Redis's answer when nothing changes (the link's CHALLENGE named the primary's client port).
+        if case .following = replication.role, let link = replication.link, link.primaryHost == host, link.primaryClientPort == Int(port) {
+            call.status("OK Already connected to specified master")
+            return .reply
         }
         let probe: @Sendable () throws -> Int = { try Self.replicationPort(host: host, clientPort: Int(port)) }
         let logged: @Sendable (Result<FollowReply, any Error>) -> Void = { result in
