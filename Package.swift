@@ -29,6 +29,8 @@ let package = Package(
         // Already in the graph through swift-nio: Deque for the log's seal waiters.
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.1.0"),
+        // TLS for the client and replication links; only walrusd (and its tests) link it.
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -122,6 +124,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // TLS (swift-nio-ssl, BoringSSL) behind WalrusProtocol's TransportSecurity: the server and
+        // replication layers, the fuzz targets and the embedding API do not link it.
+        .target(
+            name: "WalrusTLS",
+            dependencies: [
+                "WalrusProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "WalrusSystemd",
             dependencies: ["CSystemd", .product(name: "Logging", package: "swift-log")],
@@ -138,6 +153,8 @@ let package = Package(
                 "WalrusReplication",
                 "WalrusSystemd",
                 "WalrusStore",
+                "WalrusTLS",
+                "WalrusProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

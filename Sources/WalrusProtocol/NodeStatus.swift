@@ -65,6 +65,10 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     /// Resident set size (INFO memory), bytes.
     public var residentBytes: Int
 
+    // TLS (nil: off).
+    public var tls: TransportSecuritySummary?
+    public var tlsPort: Int?
+
     // A follower's link (nil on a primary).
     public var primary: String?
     public var primaryHost: String?
@@ -86,6 +90,8 @@ public struct NodeStatus: Codable, Sendable, Equatable {
     public var snapshotTotalBytes: UInt64?
     public var snapshotPercent: Int?
     public var linkError: String?
+    /// The primary's certificate subject, when the link speaks TLS.
+    public var linkPeerSubject: String?
 
     // A primary's followers (nil on a follower).
     public var followers: Int?
@@ -167,6 +173,7 @@ public struct NodeStatus: Codable, Sendable, Equatable {
             self.snapshotPercent = link.snapshotTotal == 0 ? 0 : Int(link.snapshotBytes * 100 / link.snapshotTotal)
         }
         self.linkError = link.lastError
+        self.linkPeerSubject = link.peerSubject
     }
 
     /// The service manager's one line: `primary · epoch 1 · index 1200 (sealed 1200) · 2

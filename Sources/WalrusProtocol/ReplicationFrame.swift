@@ -168,6 +168,11 @@ public struct ReplicationFrameDecoder: NIOSingleStepByteToMessageDecoder {
         guard buffer.readableBytes >= ReplicationFrame.headerSize else {
             // Even a partial header can already be wrong: check the magic as soon as it is here.
             if let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self), first != ReplicationFrame.magic.0 {
+                if first == 0x16 {
+                    // A TLS record (a ClientHello, or a ServerHello for a follower dialling with TLS).
+                    throw ReplicationFrameError(
+                        "a TLS handshake on a plaintext replication link: set tls-replication yes on both the primary and its followers, or on neither")
+                }
                 throw ReplicationFrameError("not a walrus replication frame (bad magic); is this a client on the replication port?")
             }
             return nil

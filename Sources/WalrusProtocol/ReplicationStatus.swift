@@ -32,6 +32,8 @@ public struct ReplicaStatus: Sendable, Codable, Equatable {
     public var snapshotsSent: Int
     /// Set when the follower is close to falling off the retained log.
     public var warning: String?
+    /// The follower's certificate subject, when replication speaks TLS.
+    public var peerSubject: String? = nil
 
     public init(
         nodeID: String, host: String, remotePort: Int, clientPort: Int, state: State, sent: UInt64, received: UInt64,
@@ -97,6 +99,8 @@ public struct FollowerLinkStatus: Sendable, Codable, Equatable {
     public var primaryEpoch: UInt64
     /// Diverged files written since this process started.
     public var divergedFiles: [String]
+    /// The primary's certificate subject, when the link speaks TLS.
+    public var peerSubject: String? = nil
 
     public init(primaryHost: String, primaryPort: Int) {
         self.primaryHost = primaryHost

@@ -98,7 +98,11 @@ final class FollowerSession: @unchecked Sendable {
         var offset: UInt64
     }
 
-    init(primary: ReplicationPrimary, channel: any Channel, hello: ReplicationHello) {
+    /// The follower's certificate subject (TLS replication).
+    let peerSubject: String?
+
+    init(primary: ReplicationPrimary, channel: any Channel, hello: ReplicationHello, peerSubject: String? = nil) {
+        self.peerSubject = peerSubject
         self.primary = primary
         self.channel = channel
         self.id = primary.makeSessionID()
@@ -404,7 +408,7 @@ final class FollowerSession: @unchecked Sendable {
         let positions = self.positions.withLock { $0 }
         let sealed = primary.sealedIndex
         let lag = sealed > positions.applied ? sealed - positions.applied : 0
-        return ReplicaStatus(
+        var status = ReplicaStatus(
             nodeID: self.nodeID, host: self.reportedHost, remotePort: self.remotePort, clientPort: self.clientPort,
             state: positions.state, sent: positions.sent, received: positions.received, durable: positions.durable,
             applied: positions.applied, lagRecords: lag, lagBytes: Self.estimateBytes(primary.store.wal, after: positions.applied),
@@ -412,6 +416,8 @@ final class FollowerSession: @unchecked Sendable {
             lastHeardSecondsAgo: Double(monotonicNanoseconds() - positions.lastHeard) / 1e9,
             snapshotBytesSent: positions.snapshotSent, snapshotBytesTotal: positions.snapshotTotal,
             snapshotsSent: positions.snapshots, warning: nil)
+        status.peerSubject = self.peerSubject
+        return status
     }
 
     /// Bytes of sealed log after `index`, from the segments' sizes (exact for whole segments,

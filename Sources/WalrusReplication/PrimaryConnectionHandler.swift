@@ -18,6 +18,9 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     init(primary: ReplicationPrimary) { self.primary = primary }
 
+    /// The follower's certificate subject, once a TLS handshake is done (tls-replication).
+    var peerSubject: String?
+
     private var wal: WriteAheadLog { self.primary.store.wal }
 
     /// Whether this connection counts against `ReplicationPrimary.maxPendingHandshakes`.
@@ -162,7 +165,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 ])
             plan = .snapshot(partialIndex: hello.partialSnapshotIndex, partialBytes: hello.partialSnapshotBytes)
         }
-        let session = FollowerSession(primary: self.primary, channel: context.channel, hello: hello)
+        let session = FollowerSession(primary: self.primary, channel: context.channel, hello: hello, peerSubject: self.peerSubject)
         self.session = session
         self.endHandshake()
         session.start(plan)

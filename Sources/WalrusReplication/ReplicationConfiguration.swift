@@ -1,7 +1,10 @@
+public import WalrusProtocol
 /// How a node replicates: where its replication listener is, whom it follows, and the timing.
 public struct ReplicationConfiguration: Sendable {
     /// The address the replication listener binds (`repl-bind`, default 127.0.0.1).
     public var bindAddress = "127.0.0.1"
+    /// TLS for the replication listener and the follower's link (`tls-replication yes`; nil: clear).
+    public var security: (any TransportSecurity)? = nil
     /// The replication port (`repl-port`, default 7380; 0 picks a free one).
     public var port = 7380
     /// The primary to follow (`follow = "host:port"`); nil on a primary.

@@ -155,6 +155,11 @@ public final class ReplicationFollower: @unchecked Sendable {
                     let handler = FollowerConnectionHandler(follower: self)
                     self.current.withLock { $0 = handler }
                     try sync.addHandler(handler)
+                    if let security = self.configuration.security {
+                        try security.addClientHandlers(to: channel, host: self.host, link: "replication") { [self] subject in
+                            self.update { $0.peerSubject = subject }
+                        }
+                    }
                 }
             }
             .connect(host: self.host, port: self.port)

@@ -17,7 +17,7 @@ public final class ReplicationNode: Sendable {
     public let configuration: ReplicationConfiguration
     public let primary: ReplicationPrimary
     let logger: Logger
-    let group: any EventLoopGroup
+    public let group: any EventLoopGroup
     let threadPool: any BlockingWork
     private let machine: LockedValue<NodeRole.StateMachine>
     /// The role writes and status read: published after a transition's actions when the new

@@ -146,7 +146,14 @@ public final class ReplicationPrimary: @unchecked Sendable {
                         ByteToMessageHandler(
                             // A follower sends only HELLO, ACK, heartbeats and PROMOTED: small frames.
                             ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: Frames.checksum)))
-                    try sync.addHandler(PrimaryConnectionHandler(primary: self))
+                    let handler = PrimaryConnectionHandler(primary: self)
+                    try sync.addHandler(handler)
+                    if let security = self.configuration.security {
+                        let bound = NIOLoopBound(handler, eventLoop: channel.eventLoop)
+                        try security.addServerHandlers(to: channel, listener: "replication") { subject in
+                            bound.value.peerSubject = subject
+                        }
+                    }
                 }
             }
         let channel = try await bootstrap.bind(host: self.configuration.bindAddress, port: self.configuration.port).get()

@@ -104,6 +104,15 @@ public final class MetricsCollector: Sendable {
         _ = self.gauge("walrus_applied_index", "", "The last record applied to the store.", Double(status.appliedIndex))
         _ = self.gauge("walrus_snapshot_age", "seconds", "Age of the newest snapshot (-1: none yet).", status.snapshotAgeSeconds)
         _ = self.gauge("walrus_connected_clients", "", "Client connections open now.", Double(status.connectedClients))
+        if let tls = status.tls {
+            _ = self.gauge(
+                "walrus_tls_certificate_expiry", "seconds", "When the TLS certificate in force expires (Unix time).",
+                Double(tls.certificateExpires), labels: [("certificate", "server")])
+            _ = self.gauge(
+                "walrus_tls_certificate_expiry", "seconds", "When the TLS certificate in force expires (Unix time).",
+                Double(tls.clientCertificateExpires), labels: [("certificate", "client")])
+            _ = self.gauge("walrus_tls_reloads", "", "Certificate reloads that took effect.", Double(tls.reloads))
+        }
         self.counter("walrus_connections", "Client connections accepted.", status.totalConnections)
         self.counter("walrus_rejected_connections", "Client connections refused at max-clients (a limit hit).", status.rejectedConnections)
         self.counter("walrus_protocol_errors", "Requests refused as malformed.", status.protocolErrors)

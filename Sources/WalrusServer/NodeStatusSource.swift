@@ -16,13 +16,15 @@ public final class NodeStatusSource: Sendable {
     let ports: ListenerPorts
     let settings: ServerSettings
     let logLevel: @Sendable () -> Logger.Level
+    let security: (any TransportSecurity)?
     /// 40 hex characters, new at every start (INFO's run_id).
     public let runID: String
 
     init(
         store: KeyValueStore, statistics: ServerStatistics, replication: ReplicationNode?, ports: ListenerPorts,
-        settings: ServerSettings, logLevel: @escaping @Sendable () -> Logger.Level
+        settings: ServerSettings, logLevel: @escaping @Sendable () -> Logger.Level, security: (any TransportSecurity)? = nil
     ) {
+        self.security = security
         self.store = store
         self.statistics = statistics
         self.replication = replication
@@ -79,6 +81,10 @@ public final class NodeStatusSource: Sendable {
             cpuUserSeconds: Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6,
             cpuSystemSeconds: Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6,
             residentBytes: Self.residentBytes())
+        if let security = self.security {
+            status.tls = security.summary
+            status.tlsPort = self.ports.tlsPort
+        }
         if let replication = self.replication {
             if replication.isFollower, let link = replication.link {
                 status.setLink(link)

@@ -66,7 +66,16 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The last quick SET of this read waiting for the read's commit (`always` mode).
     @exclusivity(unchecked) private var lastUncommitted: Reply?
 
-    init(executor: CommandExecutor, statistics: ServerStatistics, logger: Logger, limits: RESPLimits, metrics: CommandMetrics? = nil) {
+    /// Whether TLS is in front (the `tls-port` listener).
+    private let tls: Bool
+    /// Until the first bytes came: a TLS ClientHello on the plaintext port is told apart.
+    @exclusivity(unchecked) private var firstRead = true
+
+    init(
+        executor: CommandExecutor, statistics: ServerStatistics, logger: Logger, limits: RESPLimits, metrics: CommandMetrics? = nil,
+        tls: Bool = false
+    ) {
+        self.tls = tls
         self.executor = executor
         self.statistics = statistics
         self.logger = logger
@@ -171,6 +180,25 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard !self.closing else { return }
         self.session.entry?.lastRead.store(monotonicNanoseconds(), ordering: .relaxed)
         var buffer = self.unwrapInboundIn(data)
+        if self.firstRead {
+            self.firstRead = false
+            // A TLS record header (handshake, TLS 1.x): a TLS client on the plaintext port.
+            if !self.tls, buffer.readableBytes >= 3, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == 0x16,
+                buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self) == 0x03
+            {
+                let tlsPort = self.executor.ports.tlsPort
+                self.logger.warning(
+                    "A client started a TLS handshake on the plaintext client port: closing it",
+                    metadata: [
+                        "client.address": "\(context.remoteAddress?.description ?? "?")",
+                        "hint": "\(tlsPort > 0 ? "connect with TLS to tls-port \(tlsPort), or without TLS to this port" : "this node has no tls-port: connect without TLS, or set tls-port")",
+                    ])
+                self.statistics.protocolErrors.add(1, ordering: .relaxed)
+                self.closing = true
+                context.close(promise: nil)
+                return
+            }
+        }
         if var pending = self.pending {
             self.pending = nil
             pending.writeBuffer(&buffer)

@@ -4,7 +4,7 @@ public import NIOPosix
 public import ServiceLifecycle
 public import Synchronization
 import WALCore
-import WalrusProtocol
+public import WalrusProtocol
 public import WalrusStore
 public import WalrusReplication
 
@@ -37,6 +37,9 @@ public final class RESPServer: Service, Sendable {
     public let status: NodeStatusSource
     let executor: CommandExecutor
     private let listener = LockedValue<(any Channel)?>(nil)
+    private let tlsListener = LockedValue<(any Channel)?>(nil)
+    /// TLS for the `tlsPort` listener (nil: none).
+    public let security: (any TransportSecurity)?
 
     /// - Parameters:
     ///   - threadPool: where SAVE and BGSAVE write snapshots (nil: a thread each).
@@ -47,8 +50,10 @@ public final class RESPServer: Service, Sendable {
         replication: ReplicationNode? = nil, threadPool: NIOThreadPool? = nil, commandMetrics: CommandMetrics? = nil,
         ports: ListenerPorts = ListenerPorts(),
         settings: ServerSettings? = nil, logLevel: @escaping @Sendable () -> Logger.Level = { .info },
+        security: (any TransportSecurity)? = nil,
         shutdown: (@Sendable () -> Void)? = nil, onBound: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
+        self.security = security
         self.replication = replication
         self.commandMetrics = commandMetrics
         self.store = store
@@ -97,7 +102,10 @@ public final class RESPServer: Service, Sendable {
         }()
         let server = self
         let idle = serverConfiguration.idleTimeoutSeconds
-        let bootstrap = ServerBootstrap(group: self.group)
+        let commandMetrics = self.commandMetrics
+        let security = self.security
+        func bootstrap(tls: Bool) -> ServerBootstrap {
+            ServerBootstrap(group: self.group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             // The tcpOption form sets TCP_NODELAY at IPPROTO_TCP (the socketOption form would set
@@ -126,13 +134,28 @@ public final class RESPServer: Service, Sendable {
                     try sync.addHandler(
                         RESPConnectionHandler(
                             executor: executor, statistics: statistics, logger: logger, limits: connectionLimits,
-                            metrics: self.commandMetrics))
+                            metrics: commandMetrics, tls: tls))
+                    // TLS goes in front of everything: the handlers behind it see plaintext.
+                    if tls, let security { try security.addServerHandlers(to: channel, listener: "client", onHandshake: nil) }
                 }
             }
-        let channel = try await bootstrap.bind(host: serverConfiguration.bindAddress, port: serverConfiguration.port).get()
+        }
+        if let tlsPort = serverConfiguration.tlsPort, self.security != nil {
+            let channel = try await bootstrap(tls: true).bind(host: serverConfiguration.bindAddress, port: tlsPort).get()
+            let port = channel.localAddress?.port ?? tlsPort
+            self.ports.tlsPort = port
+            self.tlsListener.withLock { $0 = channel }
+            self.logger.info(
+                "Listening for TLS clients",
+                metadata: ["server.address": "\(serverConfiguration.bindAddress)", "server.tlsPort": "\(port)"])
+        }
+        let channel = try await bootstrap(tls: false).bind(host: serverConfiguration.bindAddress, port: serverConfiguration.port).get()
         let port = channel.localAddress?.port ?? serverConfiguration.port
         self.ports.clientPort = port
-        self.replication?.clientPort = port
+        // With TLS replication the port peers are told (HELLO, CHALLENGE, so INFO's slaveN and
+        // master_port, which Sentinel connects to) is the TLS one, as Redis announces its tls-port.
+        let tlsPort = self.ports.tlsPort
+        self.replication?.clientPort = self.replication?.configuration.security != nil && tlsPort > 0 ? tlsPort : port
         self.listener.withLock { $0 = channel }
         self.logger.info(
             "Listening for clients",
@@ -147,6 +170,7 @@ public final class RESPServer: Service, Sendable {
         try? await gracefulShutdown()
         self.logger.info("Shutting down: no new clients; sealing the log")
         try? await channel.close()
+        if let tls = self.tlsListener.withLock({ $0 }) { try? await tls.close() }
         // In-flight writes finish when the log seals them; commit waits for that.
         try? await self.store.commit()
     }

@@ -6,6 +6,8 @@ public struct ServerConfiguration: Sendable {
     public var bindAddress = "127.0.0.1"
     /// The client port (default 7379; 0 picks a free one).
     public var port = 7379
+    /// A TLS client port beside `port` (nil: none; 0 picks a free one); needs a `TransportSecurity`.
+    public var tlsPort: Int? = nil
     /// Connections beyond this are told `-ERR max number of clients reached` and closed (default 10000).
     public var maxClients = 10_000
     /// Close a connection idle this many seconds (default 0: never, as Redis's `timeout 0`).

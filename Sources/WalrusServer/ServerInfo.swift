@@ -1,5 +1,8 @@
 import WalrusProtocol
 import WalrusReplication
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The INFO reply, rendered from one `NodeStatus`: Redis's section and field names where they
 /// mean the same thing, `walrus_*` for the rest. Offsets are record indexes.
@@ -40,7 +43,7 @@ enum ServerInfo {
                 ("executable", "walrusd"), ("walrus_version", status.version), ("walrus_node_id", status.nodeID),
                 ("walrus_cluster_id", status.clusterID), ("walrus_epoch", String(status.epoch)),
                 ("walrus_replication_port", String(status.replicationPort)),
-            ])
+            ] + Self.tlsFields(status))
         section(
             "Clients",
             [
@@ -99,6 +102,20 @@ enum ServerInfo {
         return text
     }
 
+    /// The TLS listener and the certificate in force (none of these when TLS is off).
+    static func tlsFields(_ status: NodeStatus) -> [(String, String)] {
+        guard let tls = status.tls else { return [] }
+        let now = Int64(time(nil))
+        return [
+            ("tls_port", String(status.tlsPort ?? 0)), ("walrus_tls_replication", tls.replication ? "yes" : "no"),
+            ("walrus_tls_auth_clients", tls.authClients), ("walrus_tls_protocols", tls.protocols),
+            ("walrus_tls_cert_subject", tls.certificateSubject), ("walrus_tls_cert_issuer", tls.certificateIssuer),
+            ("walrus_tls_cert_expires", String(tls.certificateExpires)),
+            ("walrus_tls_cert_expires_in_days", String((tls.certificateExpires - now) / 86_400)),
+            ("walrus_tls_reloads", String(tls.reloads)),
+        ]
+    }
+
     private static func seconds(_ value: Double) -> String {
         let micro = Int((value * 1_000_000).rounded())
         let fraction = String(micro % 1_000_000)
@@ -137,6 +154,7 @@ enum ServerInfo {
                 ("walrus_lag_records", String(status.lagRecords ?? 0)), ("walrus_link_state", status.linkState ?? ""),
                 ("walrus_link_error", status.linkError ?? ""),
             ]
+            if status.tls?.replication == true { fields.append(("walrus_master_tls_peer", status.linkPeerSubject ?? "")) }
         } else {
             let replicas = (status.replicas ?? []).filter { $0.state != .disconnected }
             fields += [("role", "master"), ("connected_slaves", String(replicas.count))]

@@ -128,6 +128,23 @@ struct Status: ParsableCommand {
             ("node id", status.nodeID), ("cluster id", status.clusterID), ("epoch history", history),
             ("diverged files", status.divergedFiles.isEmpty ? "none" : status.divergedFiles.joined(separator: " ")),
         ])
+        if let tls = status.tls {
+            let days = Double(tls.certificateExpires - Int64(Date().timeIntervalSince1970)) / 86_400
+            let expires = Date(timeIntervalSince1970: Double(tls.certificateExpires)).formatted(.iso8601)
+            var rows: [(String, String)] = [
+                ("tls port", (status.tlsPort ?? 0) > 0 ? "\(status.tlsPort ?? 0)" : "none"),
+                ("tls replication", tls.replication ? "yes" : "no"),
+                ("tls certificate", "\(tls.certificateSubject) (issued by \(tls.certificateIssuer))"),
+                ("tls expires", "\(expires) (in \(String(format: "%.1f", days)) days)" + (days < 14 ? "  WARNING: renew it" : "")),
+                ("tls clients", "auth \(tls.authClients), \(tls.protocols)"),
+                ("tls reloads", "\(tls.reloads)"),
+            ]
+            if tls.clientCertificateSubject != tls.certificateSubject {
+                rows.insert(("tls client cert", tls.clientCertificateSubject), at: 3)
+            }
+            print("")
+            ControlOptions.printTable(rows)
+        }
         if status.isFollower {
             var rows: [(String, String)] = [
                 ("primary", "\(status.primary ?? "?") (node \(status.primaryNodeID ?? "?"))"),
@@ -140,6 +157,7 @@ struct Status: ParsableCommand {
                 ("primary sealed", "\(status.primarySealedIndex ?? 0)"), ("lag", "\(status.lagRecords ?? 0) records"),
                 ("snapshots installed", "\(status.snapshotsInstalled ?? 0)"),
             ]
+            if status.tls?.replication == true { rows.append(("link tls peer", status.linkPeerSubject ?? "(handshake not done)")) }
             if let total = status.snapshotTotalBytes {
                 rows.append(("snapshot", "\(status.snapshotPercent ?? 0)% (\(status.snapshotBytes ?? 0) of \(total) bytes)"))
             }
@@ -175,12 +193,13 @@ struct Replicas: ParsableCommand {
                 DurationFormat.seconds(replica.lastHeardSecondsAgo) + " ago",
             ])
             if let warning = replica.warning { notes.append("\(replica.nodeID): \(warning)") }
+            if let subject = replica.peerSubject { notes.append("\(replica.nodeID): TLS, certificate \(subject)") }
         }
         let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
             print(zip(row, widths).map { $0.padding(toLength: $1 + 2, withPad: " ", startingAt: 0) }.joined().trimmingCharacters(in: .whitespaces))
         }
-        for note in notes { print("warning: " + note) }
+        for note in notes { print(note.contains(": TLS, ") ? note : "warning: " + note) }
     }
 }
 

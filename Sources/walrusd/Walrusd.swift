@@ -12,6 +12,8 @@ import WalrusReplication
 import WalrusServer
 import WalrusStore
 import WalrusSystemd
+import WalrusTLS
+import WalrusProtocol
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -59,7 +61,9 @@ struct Walrusd: AsyncParsableCommand {
         let registry = Self.bootstrapMetrics(settings)
         let store = try Self.openStore(settings, logger: logger, notifier: notifier)
         try Self.ensureIdentity(store, settings: settings, logger: logger)
-        let replicationConfiguration = try Self.replicationConfiguration(settings, store: store, logger: logger, notifier: notifier)
+        let security = try Self.makeSecurity(settings, store: store, logger: logger, notifier: notifier)
+        var replicationConfiguration = try Self.replicationConfiguration(settings, store: store, logger: logger, notifier: notifier)
+        if settings.tlsReplication == "yes" { replicationConfiguration.security = security }
 
         // One event-loop group for every listener and connection (clients, followers, the control
         // socket, metrics), and one thread pool for blocking work off those loops. Default: half
@@ -83,7 +87,13 @@ struct Walrusd: AsyncParsableCommand {
         }
         let ports = ListenerPorts()
         let flagKeys = Set(self.flags.filter { $0.hasPrefix("--") }.map { String($0.dropFirst(2).split(separator: "=").first ?? "") })
-        let current = ServerSettings(settings, configFile: self.config, flagKeys: flagKeys) { fresh, keys in
+        let current = ServerSettings(
+            settings, configFile: self.config, flagKeys: flagKeys,
+            validate: { fresh, keys in
+                // CONFIG SET of a certificate, key or TLS option: loaded now, or refused with why.
+                if let security, !DaemonSettings.tlsLiveKeys.isDisjoint(with: keys) { try security.reload(Self.tlsOptions(fresh)) }
+            }
+        ) { fresh, keys in
             // The running parts follow a reload or CONFIG SET of a live key.
             if keys.contains("log-level") { level.current = fresh.logLevel }
             if keys.contains("max-clients") { serverBox.server?.maxClients.store(fresh.maxClients, ordering: .relaxed) }
@@ -99,17 +109,18 @@ struct Walrusd: AsyncParsableCommand {
         serverConfiguration.maxClients = settings.maxClients
         serverConfiguration.idleTimeoutSeconds = settings.idleTimeout
         serverConfiguration.maxBulkBytes = max(settings.maxValueBytes, settings.maxKeyBytes) + 1024
+        serverConfiguration.tlsPort = settings.tlsPort > 0 ? settings.tlsPort : nil
         let server = RESPServer(
             store: store, configuration: serverConfiguration, logger: logger, group: group, replication: replication,
             threadPool: threadPool, commandMetrics: registry == nil ? nil : CommandMetrics(), ports: ports, settings: current,
-            logLevel: { level.current },
+            logLevel: { level.current }, security: security,
             // SHUTDOWN takes the path SIGTERM takes: drain, seal, exit 0.
             shutdown: { kill(getpid(), SIGTERM) })
         serverBox.server = server
         let replicationService = ReplicationService(node: replication, logger: logger) { port in ports.replicationPort = port }
         let reloadAction: @Sendable () -> String = {
             notifier.reloading(status: "Reloading")
-            let result = self.reload(settings: current, store: store, logger: logger)
+            let result = self.reload(settings: current, store: store, logger: logger, security: security)
             notifier.notify(["READY=1", "STATUS=" + server.status.capture().statusLine])
             return result
         }
@@ -149,6 +160,11 @@ struct Walrusd: AsyncParsableCommand {
         notifier.ready(status: "\(role) · listening on \(settings.bind):\(ports.clientPort) · \(store.count) keys")
         logger.info("Ready", metadata: ["server.port": "\(ports.clientPort)", "walrusd.role": "\(role)"])
 
+        // The certificates' expiry is checked at start, at every reload and once a day.
+        let expiryCheck = security.map { security in
+            group.next().scheduleRepeatedTask(initialDelay: .hours(24), delay: .hours(24)) { _ in security.warnIfExpiring() }
+        }
+        defer { expiryCheck?.cancel() }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: replicationService, failureTerminationBehavior: .gracefullyShutdownGroup),
@@ -281,8 +297,54 @@ struct Walrusd: AsyncParsableCommand {
         return configuration
     }
 
-    /// Re-read the config file and apply what can change live; say what needs a restart.
-    func reload(settings: ServerSettings, store: KeyValueStore, logger: Logger) -> String {
+    /// The TLS keys of `settings`, for WalrusTLS.
+    static func tlsOptions(_ settings: DaemonSettings) -> TLSOptions {
+        var options = TLSOptions()
+        options.certFile = settings.tlsCertFile
+        options.keyFile = settings.tlsKeyFile
+        options.keyFilePass = settings.tlsKeyFilePass
+        options.clientCertFile = settings.tlsClientCertFile
+        options.clientKeyFile = settings.tlsClientKeyFile
+        options.clientKeyFilePass = settings.tlsClientKeyFilePass
+        options.caCertFile = settings.tlsCaCertFile
+        options.caCertDir = settings.tlsCaCertDir
+        options.authClients = settings.tlsAuthClients
+        options.replication = settings.tlsReplication == "yes"
+        options.protocols = settings.tlsProtocols
+        options.ciphers = settings.tlsCiphers
+        options.ciphersuites = settings.tlsCiphersuites
+        return options
+    }
+
+    /// TLS, when a `tls-port` or `tls-replication yes` asks for it; a certificate that does not
+    /// load stops the start (EX_CONFIG) with the reason.
+    static func makeSecurity(
+        _ settings: DaemonSettings, store: KeyValueStore, logger: Logger, notifier: SystemdNotifier
+    ) throws -> TLSSecurity? {
+        guard settings.tlsEnabled else { return nil }
+        do {
+            let security = try TLSSecurity(options: Self.tlsOptions(settings), logger: logger)
+            let summary = security.summary
+            logger.info(
+                "TLS certificates loaded",
+                metadata: [
+                    "tls.subject": "\(summary.certificateSubject)", "tls.issuer": "\(summary.certificateIssuer)",
+                    "tls.notAfter": "\(TLSSecurity.date(Int(summary.certificateExpires)))", "tls.authClients": "\(summary.authClients)",
+                    "tls.protocols": "\(summary.protocols)", "tls.replication": "\(summary.replication)",
+                ])
+            return security
+        } catch {
+            logger.critical("Cannot set up TLS", metadata: ["walrusd.error": "\(error)"])
+            notifier.status("Failed: TLS: \(error)")
+            store.close()
+            throw ExitCode(78)  // EX_CONFIG
+        }
+    }
+
+    /// Re-read the config file and apply what can change live; say what needs a restart. The
+    /// certificates are read again every time (renewed files at the same paths are the usual
+    /// rotation); if they do not load, nothing changes.
+    func reload(settings: ServerSettings, store: KeyValueStore, logger: Logger, security: TLSSecurity?) -> String {
         let fresh: DaemonSettings
         do {
             fresh = try self.resolve()
@@ -302,11 +364,21 @@ struct Walrusd: AsyncParsableCommand {
         // Only live keys take their new values; the rest keep the running ones until a restart.
         var applied = before
         for name in live { if let key = DaemonSettings.key(name) { try? applied.set(name, fresh.value(of: key)) } }
+        var certificates = ""
+        if let security {
+            do {
+                try security.reload(Self.tlsOptions(applied))
+                certificates = "; TLS certificates reloaded"
+            } catch {
+                logger.error("Reload failed: the TLS certificates do not load; nothing changed", metadata: ["reload.error": "\(error)"])
+                return "nothing changed: TLS: \(error)"
+            }
+        }
         settings.replace(with: applied, applying: live)
         var parts: [String] = []
         parts.append(live.isEmpty ? "nothing changed live" : "applied " + live.joined(separator: ", "))
         if !needRestart.isEmpty { parts.append("needs a restart: " + needRestart.joined(separator: ", ")) }
-        let summary = parts.joined(separator: "; ")
+        let summary = parts.joined(separator: "; ") + certificates
         logger.notice(
             "Reloaded",
             metadata: ["reload.applied": "\(live.joined(separator: ","))", "reload.needRestart": "\(needRestart.joined(separator: ","))"])

@@ -311,7 +311,11 @@ extension ServerCommands {
             call.status("OK Already connected to specified master")
             return .reply
         }
-        let probe: @Sendable () throws -> Int = { try Self.replicationPort(host: host, clientPort: Int(port)) }
+        let security = replication.configuration.security
+        let group = replication.group
+        let probe: @Sendable () throws -> Int = {
+            try Self.replicationPort(host: host, clientPort: Int(port), security: security, group: group)
+        }
         let logged: @Sendable (Result<FollowReply, any Error>) -> Void = { result in
             if case .failure(let error) = result {
                 logger.error("REPLICAOF failed", metadata: ["repl.primary": "\(host):\(port)", "repl.error": "\(error)"])
@@ -333,11 +337,19 @@ extension ServerCommands {
     }
 
     /// The replication port of the walrusd whose client port is `host:clientPort`.
-    private static func replicationPort(host: String, clientPort: Int) throws -> Int {
+    /// With TLS replication (`security`) it asks over TLS, as Redis's replica dials its master's
+    /// TLS port: Sentinel names that port in REPLICAOF.
+    private static func replicationPort(
+        host: String, clientPort: Int, security: (any TransportSecurity)?, group: any EventLoopGroup
+    ) throws -> Int {
         let reply: RESPValue
         do {
-            let connection = try RESPConnection(host: host, port: clientPort, timeoutMilliseconds: 1000)
-            reply = try connection.command("INFO", "server")
+            if let security {
+                reply = .bulk(try TLSProbe.info(host: host, port: clientPort, security: security, group: group))
+            } else {
+                let connection = try RESPConnection(host: host, port: clientPort, timeoutMilliseconds: 1000)
+                reply = try connection.command("INFO", "server")
+            }
         } catch {
             throw CommandError("ERR cannot reach \(host):\(clientPort) to learn its replication port (\(error)); is walrusd running there?")
         }

@@ -43,6 +43,20 @@ public struct DaemonSettings: Equatable, Sendable {
     public var replicaAnnounceIp = ""
     public var replicaAnnouncePort = 0
     public var notifyKeyspaceEvents = ""
+    public var tlsPort = 0
+    public var tlsCertFile = ""
+    public var tlsKeyFile = ""
+    public var tlsKeyFilePass = ""
+    public var tlsClientCertFile = ""
+    public var tlsClientKeyFile = ""
+    public var tlsClientKeyFilePass = ""
+    public var tlsCaCertFile = ""
+    public var tlsCaCertDir = ""
+    public var tlsAuthClients = "yes"
+    public var tlsReplication = "no"
+    public var tlsProtocols = ""
+    public var tlsCiphers = ""
+    public var tlsCiphersuites = ""
 
     public init() {}
 
@@ -125,14 +139,42 @@ extension DaemonSettings {
     }
 
     private static func text(
-        _ name: String, redis: String? = nil, type: String, default defaultText: String,
+        _ name: String, redis: String? = nil, type: String, default defaultText: String, live: Bool = false,
         _ path: WritableKeyPath<DaemonSettings, String>, _ doc: String
     ) -> Key {
         nonisolated(unsafe) let path = path
         return Key(
-            name: name, redisName: redis, type: type, defaultText: defaultText, live: false, doc: doc,
+            name: name, redisName: redis, type: type, defaultText: defaultText, live: live, doc: doc,
             read: { $0[keyPath: path] }, write: { settings, text in settings[keyPath: path] = text })
     }
+
+    /// A key that takes one of `choices` (Redis's spelling; compared without case).
+    private static func choice(
+        _ name: String, _ choices: [String], default defaultText: String, live: Bool = false,
+        _ path: WritableKeyPath<DaemonSettings, String>, _ doc: String
+    ) -> Key {
+        nonisolated(unsafe) let path = path
+        return Key(
+            name: name, redisName: name, type: choices.map { "`\($0)`" }.joined(separator: " \\| "), defaultText: defaultText,
+            live: live, doc: doc, read: { $0[keyPath: path] },
+            write: { settings, text in
+                let lowered = text.lowercased()
+                guard choices.contains(lowered) else {
+                    throw FileError(description: "\(name) must be \(choices.joined(separator: ", ")), not '\(text)'")
+                }
+                settings[keyPath: path] = lowered
+            })
+    }
+
+    /// The keys a certificate reload re-reads (SIGHUP, `walrusctl reload`, CONFIG SET).
+    public static let tlsLiveKeys: Set<String> = [
+        "tls-cert-file", "tls-key-file", "tls-key-file-pass", "tls-client-cert-file", "tls-client-key-file",
+        "tls-client-key-file-pass", "tls-ca-cert-file", "tls-ca-cert-dir", "tls-auth-clients", "tls-protocols", "tls-ciphers",
+        "tls-ciphersuites",
+    ]
+
+    /// Whether TLS is asked for at all (a TLS client port, or TLS replication).
+    public var tlsEnabled: Bool { self.tlsPort > 0 || self.tlsReplication == "yes" }
 
     private static func optionalPath(
         _ name: String, default defaultText: String, _ path: WritableKeyPath<DaemonSettings, String?>, _ doc: String
@@ -276,6 +318,46 @@ extension DaemonSettings {
         integer(
             "pubsub-output-limit-bytes", type: "bytes", 0...Int.max, default: "33554432", live: true, \.pubsubOutputLimitBytes,
             "a subscriber whose unsent messages pass this is disconnected (Redis's `client-output-buffer-limit pubsub` hard limit; 0: none)"),
+        integer(
+            "tls-port", redis: "tls-port", 0...65535, default: "0 (off)", \.tlsPort,
+            "a TLS client listener beside `port`, on `bind` (see [TLS](#tls))"),
+        text(
+            "tls-cert-file", redis: "tls-cert-file", type: "path", default: "none", live: true, \.tlsCertFile,
+            "this node's certificate (PEM, chain after it), for the TLS listeners and, without `tls-client-cert-file`, outgoing links"),
+        text("tls-key-file", redis: "tls-key-file", type: "path", default: "none", live: true, \.tlsKeyFile, "…and its private key (PEM)"),
+        text(
+            "tls-key-file-pass", redis: "tls-key-file-pass", type: "text", default: "none", live: true, \.tlsKeyFilePass,
+            "the passphrase of an encrypted `tls-key-file`"),
+        text(
+            "tls-client-cert-file", redis: "tls-client-cert-file", type: "path", default: "none (`tls-cert-file`)", live: true,
+            \.tlsClientCertFile, "the certificate a follower presents to its primary (and REPLICAOF's probe)"),
+        text(
+            "tls-client-key-file", redis: "tls-client-key-file", type: "path", default: "none", live: true, \.tlsClientKeyFile,
+            "…and its private key"),
+        text(
+            "tls-client-key-file-pass", redis: "tls-client-key-file-pass", type: "text", default: "none", live: true,
+            \.tlsClientKeyFilePass, "…and that key's passphrase"),
+        text(
+            "tls-ca-cert-file", redis: "tls-ca-cert-file", type: "path", default: "none", live: true, \.tlsCaCertFile,
+            "the CA certificates (PEM) that clients', followers' and the primary's certificates must be signed by"),
+        text(
+            "tls-ca-cert-dir", redis: "tls-ca-cert-dir", type: "path", default: "none", live: true, \.tlsCaCertDir,
+            "…or a directory of them (every PEM file in it)"),
+        choice(
+            "tls-auth-clients", ["yes", "no", "optional"], default: "`yes`", live: true, \.tlsAuthClients,
+            "TLS clients and followers must present a certificate the CA signed (`optional`: checked only if one is sent)"),
+        choice(
+            "tls-replication", ["yes", "no"], default: "`no`", \.tlsReplication,
+            "the replication listener speaks only TLS, and a follower (and REPLICAOF) dials with TLS, checking the primary's certificate names the host it dialled"),
+        text(
+            "tls-protocols", redis: "tls-protocols", type: "versions", default: "`TLSv1.2 TLSv1.3`", live: true, \.tlsProtocols,
+            "the TLS versions accepted and offered (TLSv1 TLSv1.1 TLSv1.2 TLSv1.3)"),
+        text(
+            "tls-ciphers", redis: "tls-ciphers", type: "cipher list", default: "BoringSSL's", live: true, \.tlsCiphers,
+            "TLS 1.2 cipher suites (an OpenSSL cipher list)"),
+        text(
+            "tls-ciphersuites", redis: "tls-ciphersuites", type: "suite list", default: "all three", live: true, \.tlsCiphersuites,
+            "TLS 1.3 suites: BoringSSL always offers all three, so only the full list is accepted (see [TLS](#tls))"),
     ]
 
     /// The README's table of keys, from `keys` (a test checks the README against this).

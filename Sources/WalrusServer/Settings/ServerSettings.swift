@@ -8,6 +8,7 @@ public final class ServerSettings: Sendable {
     private let current: LockedValue<DaemonSettings>
     private let changes = Atomic<Int>(0)
     private let apply: @Sendable (DaemonSettings, [String]) -> Void
+    private let validate: (@Sendable (DaemonSettings, [String]) throws -> Void)?
     /// The config file the daemon read (CONFIG REWRITE writes it), and the keys flags set
     /// (they win over the file at the next start).
     public let configFile: String?
@@ -17,10 +18,12 @@ public final class ServerSettings: Sendable {
     ///   the settings given (walrusd's reload and CONFIG SET share it).
     public init(
         _ settings: DaemonSettings, configFile: String? = nil, flagKeys: Set<String> = [],
+        validate: (@Sendable (DaemonSettings, [String]) throws -> Void)? = nil,
         apply: @escaping @Sendable (DaemonSettings, [String]) -> Void
     ) {
         self.current = LockedValue(settings)
         self.apply = apply
+        self.validate = validate
         self.configFile = configFile
         self.flagKeys = flagKeys
     }
@@ -148,6 +151,14 @@ public final class ServerSettings: Sendable {
             changed.append(key.name)
         }
         guard !changed.isEmpty else { return }
+        // A change the running parts cannot take (certificates that do not load) changes nothing.
+        if let validate = self.validate {
+            do {
+                try validate(fresh, changed)
+            } catch {
+                throw CommandError("ERR CONFIG SET failed (possibly related to argument '\(changed[0])') - \(error)")
+            }
+        }
         self.replace(with: fresh, applying: changed)
     }
 
@@ -197,6 +208,7 @@ public final class ListenerPorts: Sendable {
     private let client = Atomic<Int>(0)
     private let replication = Atomic<Int>(0)
     private let metrics = Atomic<Int>(0)
+    private let tls = Atomic<Int>(0)
 
     public init() {}
 
@@ -207,6 +219,11 @@ public final class ListenerPorts: Sendable {
     public var replicationPort: Int {
         get { self.replication.load(ordering: .relaxed) }
         set { self.replication.store(newValue, ordering: .relaxed) }
+    }
+    /// The TLS client port (0: none).
+    public var tlsPort: Int {
+        get { self.tls.load(ordering: .relaxed) }
+        set { self.tls.store(newValue, ordering: .relaxed) }
     }
     public var metricsPort: Int {
         get { self.metrics.load(ordering: .relaxed) }
