@@ -69,7 +69,8 @@ public final class RESPServer: Service, Sendable {
         let settings = settings ?? ServerSettings(server: configuration, store: store)
         self.settings = settings
         self.status = NodeStatusSource(
-            store: store, statistics: statistics, replication: replication, ports: ports, settings: settings, logLevel: logLevel)
+            store: store, statistics: statistics, replication: replication, ports: ports, settings: settings, logLevel: logLevel,
+            security: security)
         self.executor = CommandExecutor(
             store: store, statistics: statistics, server: configuration, logger: logger, replication: replication, ports: ports,
             settings: settings, status: self.status, background: threadPool.map { .pool($0) } ?? .ownThread, shutdown: shutdown)

@@ -143,7 +143,8 @@ struct TLSMaterial: @unchecked Sendable {
     /// BoringSSL's reasons, in words where they are common.
     static func explain(_ error: any Error) -> String {
         let text = "\(error)"
-        if text.contains("KEY_VALUES_MISMATCH") { return "the private key does not belong to the certificate (KEY_VALUES_MISMATCH)" }
+        // The key itself loaded (it is read on its own first): the pair does not match.
+        if text.contains("KEY_VALUES_MISMATCH") || text == "failedToLoadPrivateKey" { return "the private key does not belong to the certificate (KEY_VALUES_MISMATCH)" }
         if text.contains("BAD_DECRYPT") || text.contains("DECODE_ERROR") { return "wrong passphrase, or not a key (\(text))" }
         if text.contains("NO_CIPHER_MATCH") { return "tls-ciphers names no cipher this library knows (NO_CIPHER_MATCH)" }
         return text

@@ -164,7 +164,6 @@ struct Walrusd: AsyncParsableCommand {
         let expiryCheck = security.map { security in
             group.next().scheduleRepeatedTask(initialDelay: .hours(24), delay: .hours(24)) { _ in security.warnIfExpiring() }
         }
-        defer { expiryCheck?.cancel() }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: server, failureTerminationBehavior: .gracefullyShutdownGroup),
             .init(service: replicationService, failureTerminationBehavior: .gracefullyShutdownGroup),
@@ -186,10 +185,12 @@ struct Walrusd: AsyncParsableCommand {
             }
         } catch {
             logger.critical("walrusd stopped", metadata: ["walrusd.error": "\(error)"])
+            expiryCheck?.cancel()
             store.close()
             await stopThreads()
             throw ExitCode(70)  // EX_SOFTWARE
         }
+        expiryCheck?.cancel()
         store.close()
         await stopThreads()
         logger.info("Stopped cleanly")
