@@ -5,7 +5,7 @@
 # nftables and healed. Prints one table row per scenario and server (see deploy/sentinel_drill.py).
 #
 #   deploy/sentinel-drill.sh [--quick] [--check] [--scenarios planned,kill,partition]
-#                            [--servers walrusd:1,walrusd:0,redis:1,redis:0] [--json FILE]
+#                            [--servers walrusd:1,walrusd:0,redis:1,redis:0] [--json FILE] [--tls]
 #
 # --check exits 1 unless walrusd loses no acknowledged write with sync-replicas 1 in every
 # scenario and in the planned failover with 0, and every run ends with equal states.

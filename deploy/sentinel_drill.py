@@ -15,7 +15,10 @@ each with walrusd (sync-replicas 1 and 0) and redis-server 7.0 (min-replicas-to-
 under the same Sentinels. Per run: writes acknowledged, acknowledged writes lost (not on the final
 primary), how many of those sit in a walrusd diverged file, records moved aside in all, ms from the
 event to the first acknowledged write that survived, s until the old primary follows again, and
-whether the three nodes end with equal states. Without network namespaces (not root, no `ip netns`)
+whether the three nodes end with equal states. With --tls every link speaks TLS with client
+certificates from a private CA made by openssl: the clients to the nodes' tls-port, replication
+(tls-replication yes), Sentinel to the nodes and to the other Sentinels (their tls-port); the
+Sentinels' plaintext port stays for the client's discovery. Without network namespaces (not root, no `ip netns`)
 everything runs on 127.0.0.1 and the partition is skipped.
 """
 
@@ -133,6 +136,9 @@ class Node:
         self.host = drill.net.hosts[index]
         self.port = 7001 + 10 * index
         self.repl_port = self.port + 1
+        # With TLS, Sentinel and the clients use the TLS port; checks use the plaintext one.
+        self.tls_port = self.port + 2
+        self.public_port = self.tls_port if drill.tls else self.port
         self.dir = os.path.join(drill.work, f"node{index + 1}")
         os.makedirs(self.dir, exist_ok=True)
         self.config = os.path.join(self.dir, "node.conf")
@@ -151,6 +157,10 @@ class Node:
                 "sync-replicas-timeout = 5000",
                 f'control-socket = "{self.dir}/control.sock"',
             ]
+            if self.drill.tls:
+                lines += [f"tls-port = {self.tls_port}", 'tls-replication = "yes"'] + [
+                    f'{key} = "{value}"' for key, value in self.drill.tls_files()
+                ]
             if primary is not None:
                 lines.append(f'follow = "{primary.host}:{primary.repl_port}"')
         else:
@@ -165,8 +175,10 @@ class Node:
                 f"min-replicas-to-write {self.sync}",
                 "min-replicas-max-lag 10",
             ]
+            if self.drill.tls:
+                lines += [f"tls-port {self.tls_port}", "tls-replication yes"] + [f"{k} {v}" for k, v in self.drill.tls_files()]
             if primary is not None:
-                lines.append(f"replicaof {primary.host} {primary.port}")
+                lines.append(f"replicaof {primary.host} {primary.public_port}")
         with open(self.config, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -240,10 +252,13 @@ class Sentinel:
         self.dir = os.path.join(drill.work, f"sentinel{index + 1}")
         os.makedirs(self.dir, exist_ok=True)
         self.config = os.path.join(self.dir, "sentinel.conf")
+        tls = ""
+        if drill.tls:
+            tls = f"tls-port {self.port + 100}\ntls-replication yes\n" + "".join(f"{k} {v}\n" for k, v in drill.tls_files())
         with open(self.config, "w") as f:
             f.write(
-                f"bind {self.host}\nport {self.port}\ndir {self.dir}\nprotected-mode no\n"
-                f"sentinel monitor mymaster {primary.host} {primary.port} 2\n"
+                f"bind {self.host}\nport {self.port}\ndir {self.dir}\nprotected-mode no\n" + tls +
+                f"sentinel monitor mymaster {primary.host} {primary.public_port} 2\n"
                 "sentinel down-after-milliseconds mymaster 1000\n"
                 "sentinel failover-timeout mymaster 10000\n"
                 "sentinel parallel-syncs mymaster 2\n"
@@ -324,7 +339,33 @@ class Drill:
         self.walrusctl = args.walrusctl
         self.redis_server = args.redis_server
         self.quick = args.quick
+        self.tls = args.tls
         self.work = None
+
+    def make_certificates(self):
+        """A CA, and one certificate (for every node's address) that every server and client uses."""
+        self.certificates = os.path.join(self.root, "tls")
+        os.makedirs(self.certificates)
+        names = ",".join(f"IP:{h}" for h in sorted(set(self.net.hosts + ["127.0.0.1"])))
+        script = f"""set -e
+            cd '{self.certificates}'
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=drill CA"
+            printf "subjectAltName={names}\\n" > node.ext
+            openssl req -newkey rsa:2048 -nodes -keyout node.key -out node.csr -subj "/CN=drill node"
+            openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out node.crt -days 2 -extfile node.ext
+            """
+        run("sh", "-c", script)
+
+    def tls_files(self):
+        c = self.certificates
+        return [("tls-cert-file", f"{c}/node.crt"), ("tls-key-file", f"{c}/node.key"), ("tls-ca-cert-file", f"{c}/ca.crt")]
+
+    def client_tls(self):
+        """redis-py's arguments for a TLS connection with the client certificate (none without --tls)."""
+        if not self.tls:
+            return {}
+        c = self.certificates
+        return {"ssl": True, "ssl_ca_certs": f"{c}/ca.crt", "ssl_certfile": f"{c}/node.crt", "ssl_keyfile": f"{c}/node.key"}
 
     def sentinel_load(self, node, seconds):
         """What three Sentinels cost an idle primary: their commands per second and its CPU."""
@@ -351,7 +392,8 @@ class Drill:
                 raise RuntimeError("the followers did not connect")
             sentinels = [Sentinel(self, i, nodes[0]) for i in range(3)]
             addresses = [(s.host, s.port) for s in sentinels]
-            watcher = redis.sentinel.Sentinel(addresses, socket_timeout=0.5)
+            # The masters and replicas it hands out are reached over TLS with --tls; the Sentinels in clear.
+            watcher = redis.sentinel.Sentinel(addresses, socket_timeout=0.5, **self.client_tls())
 
             def ready():
                 for s in sentinels:
@@ -382,14 +424,14 @@ class Drill:
             # Writes resume somewhere other than the old primary (Sentinel's majority names it).
             def new_primary():
                 host, port = watcher.discover_master("mymaster")
-                return port != old.port
+                return port != old.public_port
 
             def majority_names_new():
                 named = []
                 for s in sentinels[1:]:
                     c = redis.Redis(host=s.host, port=s.port, socket_timeout=0.5)
                     named.append(c.sentinel_get_master_addr_by_name("mymaster")[1])
-                return all(int(p) != old.port for p in named)
+                return all(int(p) != old.public_port for p in named)
 
             failed_over = eventually(40, majority_names_new if scenario == "partition" else new_primary, step=0.1)
             result["failed_over"] = failed_over
@@ -419,7 +461,7 @@ class Drill:
             reader.join(5)
             # The final primary, and every node's state once replication settles.
             host, port = watcher.discover_master("mymaster")
-            primary = next(n for n in nodes if n.port == port)
+            primary = next(n for n in nodes if n.public_port == port)
             final = primary.state()
             equal = eventually(30, lambda: all(n.state() == final for n in nodes if n is not primary), step=0.5)
             acked = writer.acked
@@ -520,6 +562,7 @@ def main():
     parser.add_argument("--check", action="store_true", help="exit 1 unless walrusd meets the goal")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-netns", action="store_true", help="run on 127.0.0.1 (no partition)")
+    parser.add_argument("--tls", action="store_true", help="every link over TLS with client certificates")
     args = parser.parse_args()
 
     use_netns = not args.no_netns and (args.inside or Network.available())
@@ -540,6 +583,8 @@ def main():
     servers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.servers.split(",") if s]
     drill = Drill(args, net)
     drill.root = tempfile.mkdtemp(prefix="walrus-sentinel-drill-")
+    if args.tls:
+        drill.make_certificates()
     results = []
     started = time.time()
     for scenario in scenarios:
@@ -549,7 +594,7 @@ def main():
             results.append(r)
             print(f"  {scenario:9} {kind:12} {sync}: " + json.dumps({k: v for k, v in r.items() if k not in ("scenario", "server", "setting")}), flush=True)
     print()
-    print(f"### Sentinel drill ({'network namespaces' if use_netns else '127.0.0.1'}; three nodes, three Sentinels, quorum 2, "
+    print(f"### Sentinel drill ({'network namespaces' if use_netns else '127.0.0.1'}{'; TLS on every link' if args.tls else ''}; three nodes, three Sentinels, quorum 2, "
           f"down-after-milliseconds 1000; {int(time.time() - started)} s)")
     print()
     print(table(results))

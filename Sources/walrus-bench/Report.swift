@@ -124,6 +124,7 @@ struct ReportCommand: AsyncParsableCommand {
         try ReplicationBenchmarks(directory: directory, quick: self.quick, walrusd: walrusd).run()
         try ScaleBenchmarks(directory: directory, walrusd: walrusd, quick: self.quick, repetitions: repetitions).run()
         try KeyspaceBenchmarks(directory: directory, walrusd: walrusd, quick: self.quick, repetitions: self.quick ? 1 : 3).run()
+        try TLSBenchmarks(directory: directory, walrusd: walrusd, quick: self.quick, repetitions: self.quick ? 1 : 3).run()
 
         let rows = Report.rows.withLock { $0 }
         let table = Self.markdown(rows, machine: Bench.machine(), seconds: Bench.now() - started)

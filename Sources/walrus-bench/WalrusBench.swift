@@ -8,7 +8,7 @@ struct WalrusBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "walrus-bench",
         abstract: "Measure walrus beside the baselines a user would compare it with, in one run.",
-        subcommands: [WAL.self, RESP.self, Keyspace.self, Repl.self, ReportCommand.self, PowerCut.self, RecoveryProbe.self],
+        subcommands: [WAL.self, RESP.self, Keyspace.self, Repl.self, TLS.self, ReportCommand.self, PowerCut.self, RecoveryProbe.self],
         defaultSubcommand: WAL.self)
 
     struct WAL: AsyncParsableCommand {
@@ -113,6 +113,29 @@ struct Repl: ParsableCommand {
             throw RESPBenchmarks.BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
         }
         try ReplicationBenchmarks(directory: directory, quick: self.quick, walrusd: walrusd).run()
+    }
+}
+
+struct TLS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tls",
+        abstract: "TLS: GET and SET on walrusd's tls-port beside redis-server's, and follower catch-up over TLS vs in clear.")
+
+    @Option(help: "Where the servers keep their data (a real disk); removed afterwards.")
+    var dir: String = "./walrus-bench-data"
+    @Option(help: "Interleaved runs per row (the median is reported).") var repetitions: Int = 3
+    @Flag(help: "Small sizes and short runs: checks the harness works.") var quick = false
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let walrusd = binDirectory + "/walrusd"
+        guard FileManager.default.fileExists(atPath: walrusd) else {
+            throw RESPBenchmarks.BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
+        }
+        try TLSBenchmarks(directory: directory, walrusd: walrusd, quick: self.quick, repetitions: self.quick ? 1 : self.repetitions).run()
     }
 }
 
