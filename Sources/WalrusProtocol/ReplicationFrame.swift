@@ -182,6 +182,10 @@ public struct ReplicationFrameDecoder: NIOSingleStepByteToMessageDecoder {
         guard buffer.getInteger(at: start + Header.magic, as: UInt8.self) == ReplicationFrame.magic.0,
             buffer.getInteger(at: start + Header.magic + 1, as: UInt8.self) == ReplicationFrame.magic.1
         else {
+            if buffer.getInteger(at: start + Header.magic, as: UInt8.self) == 0x16 {
+                throw ReplicationFrameError(
+                    "a TLS handshake on a plaintext replication link: set tls-replication yes on both the primary and its followers, or on neither")
+            }
             throw ReplicationFrameError("not a walrus replication frame (bad magic); is this a client on the replication port?")
         }
         let version = buffer.getInteger(at: start + Header.version, as: UInt8.self)!

@@ -307,7 +307,11 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         context.fireChannelInactive()
     }
 
+    /// Whether this connection brought any bytes (a primary speaks first).
+    private var heardAnything = false
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.heardAnything = true
         self.follower.lastFrame.store(monotonicNanoseconds(), ordering: .relaxed)
         self.queued.append(self.unwrapInboundIn(data))
         self.drain()
@@ -319,6 +323,15 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            // Nothing at all since connecting: a primary speaks first (its CHALLENGE) unless it
+            // waits for a TLS handshake this node does not start.
+            if !self.heardAnything && self.follower.configuration.security == nil {
+                self.end(
+                    .failed(
+                        ReplicationError(
+                            "the primary sent nothing in \(self.follower.configuration.timeoutMilliseconds) ms of connecting: if its replication port speaks TLS (tls-replication yes), set tls-replication yes here too")))
+                return
+            }
             self.end(
                 .failed(
                     ReplicationError(

@@ -138,6 +138,12 @@ final class TLSHandshakeGuard: ChannelInboundHandler, RemovableChannelHandler {
         if text.contains("NO_SHARED_CIPHER") || text.contains("UNSUPPORTED_PROTOCOL") || text.contains("PROTOCOL_VERSION") {
             return "no TLS version or cipher in common with \(peerName) (\(text)): compare tls-protocols and tls-ciphers on both sides"
         }
+        if text.contains("EOF during handshake") {
+            if case .server(let listener) = self.side, listener == "replication" {
+                return "the follower closed the connection without a TLS handshake: set tls-replication yes on it too"
+            }
+            return "\(peerName) closed the connection during the handshake"
+        }
         if let ssl = error as? NIOSSLError, case .uncleanShutdown = ssl {
             return "\(peerName) closed the connection during the handshake"
         }

@@ -57,7 +57,7 @@ struct TestCertificates {
 
 /// TLS with real clients: redis-cli, redis-py and openssl s_client on the client port; a
 /// follower over TLS; certificates rotated under load; every kind of bad handshake logged once.
-@Suite(.serialized, .timeLimit(.minutes(5)))
+@Suite(.timeLimit(.minutes(5)))
 struct TLSTests {
     static let redisCLI = "/usr/bin/redis-cli"
 
@@ -141,6 +141,15 @@ struct TLSTests {
         #expect(throws: (any Error).self) { _ = try stalled.command("PING") }
         // Each failure logged once: five connections, five lines (the stalled one aside).
         #expect(daemon.log.components(separatedBy: "TLS handshake failed").count - 1 <= 6, "\(daemon.log)")
+
+        // A follower dialing this node's plaintext replication port with TLS: a line on each side.
+        let tlsFollower = try DaemonProcess(
+            data: directory.path + "/tf", arguments: certificates.daemonArguments + ["--tls-replication", "yes"] + daemon.followArguments)
+        defer { tlsFollower.stop() }
+        try self.waitFor("the mismatch lines") {
+            tlsFollower.log.contains("the server does not speak TLS on that port: is tls-replication yes on the primary too?")
+                && daemon.log.contains("a TLS handshake on a plaintext replication link")
+        }
 
         // INFO says what is in force.
         guard case .bulk(let info?) = try daemon.connect().command("INFO", "server") else { throw RESPConnection.ConnectionError(description: "INFO") }
@@ -259,5 +268,15 @@ struct TLSTests {
             ] + named.followArguments)
         defer { wrongName.stop() }
         try self.waitFor("the hostname refusal") { wrongName.log.contains("the server's certificate does not name 127.0.0.1") }
+        // A follower without TLS on a TLS replication port: the primary waits for a handshake
+        // that never comes, the follower for a CHALLENGE; both say what to set.
+        let plain = try DaemonProcess(data: directory.path + "/c", arguments: named.followArguments)
+        defer { plain.stop() }
+        try self.waitFor("the plaintext follower's line", seconds: 25) {
+            plain.log.contains("if its replication port speaks TLS (tls-replication yes), set tls-replication yes here too")
+        }
+        try self.waitFor("the primary's line") {
+            named.log.contains("the follower closed the connection without a TLS handshake") || named.log.contains("TLS handshake did not finish")
+        }
     }
 }
