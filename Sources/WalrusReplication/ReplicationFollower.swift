@@ -329,7 +329,7 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
                 self.end(
                     .failed(
                         ReplicationError(
-                            "the primary sent nothing in \(self.follower.configuration.timeoutMilliseconds) ms of connecting: if its replication port speaks TLS (tls-replication yes), set tls-replication yes here too")))
+                            "the primary has been silent since connecting (\(self.follower.configuration.timeoutMilliseconds) ms, repl-timeout): if its replication port speaks TLS (tls-replication yes), set tls-replication yes here too")))
                 return
             }
             self.end(

@@ -30,7 +30,7 @@ struct TestCertificates {
                 q openssl req -newkey rsa:2048 -nodes -keyout $1.key -out $1.csr -subj "/CN=$2"
                 q openssl x509 -req -in $1.csr -CA $3.crt -CAkey $3.key -CAcreateserial -out $1.crt -days $4 $5
             }
-            sign server walrus-server ca 30 "-extfile server.ext"
+            sign server walrus-server ca 10 "-extfile server.ext"
             sign server2 walrus-server-rotated ca 30 "-extfile server.ext"
             sign client walrus-client ca 30
             sign stranger stranger other-ca 30
@@ -81,6 +81,8 @@ struct TLSTests {
             data: directory.path + "/data", arguments: ["--tls-port", "\(tlsPort)"] + certificates.daemonArguments)
         defer { daemon.stop() }
         #expect(daemon.log.contains("server.tlsPort=\(tlsPort)"))
+        // Its certificate expires in 10 days: the start-up says so.
+        #expect(daemon.log.contains("A TLS certificate in force expires in 10.0 days"), "\(daemon.log)")
 
         // A stalled handshake: a TCP connection that sends nothing is dropped after 10 s.
         let stalled = try RESPConnection(host: "127.0.0.1", port: tlsPort, timeoutMilliseconds: 15_000)
@@ -143,8 +145,15 @@ struct TLSTests {
         #expect(daemon.log.components(separatedBy: "TLS handshake failed").count - 1 <= 6, "\(daemon.log)")
 
         // A follower dialing this node's plaintext replication port with TLS: a line on each side.
+        // (Its CA comes from a directory: tls-ca-cert-dir.)
+        try FileManager.default.createDirectory(atPath: directory.path + "/cas", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: certificates.ca, toPath: directory.path + "/cas/ca.pem")
         let tlsFollower = try DaemonProcess(
-            data: directory.path + "/tf", arguments: certificates.daemonArguments + ["--tls-replication", "yes"] + daemon.followArguments)
+            data: directory.path + "/tf",
+            arguments: [
+                "--tls-cert-file", certificates.serverCert, "--tls-key-file", certificates.serverKey, "--tls-ca-cert-dir",
+                directory.path + "/cas", "--tls-replication", "yes",
+            ] + daemon.followArguments)
         defer { tlsFollower.stop() }
         try self.waitFor("the mismatch lines") {
             tlsFollower.log.contains("the server does not speak TLS on that port: is tls-replication yes on the primary too?")
