@@ -302,7 +302,11 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         self.heartbeat?.cancel()
         if let snapshot = self.snapshot { close(snapshot.fd) }
         self.snapshot = nil
-        self.follower.ended(self.ending ?? .failed(ReplicationError("the primary closed the connection")))
+        let closed =
+            !self.heardAnything && self.follower.configuration.security == nil
+            ? "the primary closed the connection without sending anything: if its replication port speaks TLS (tls-replication yes), set tls-replication yes here too"
+            : "the primary closed the connection"
+        self.follower.ended(self.ending ?? .failed(ReplicationError(closed)))
         self.context = nil
         context.fireChannelInactive()
     }

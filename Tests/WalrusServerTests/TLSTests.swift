@@ -77,8 +77,10 @@ struct TLSTests {
         defer { directory.remove() }
         let certificates = try TestCertificates(directory.path)
         let tlsPort = TestEnvironment.freePort()
+        let metricsPort = TestEnvironment.freePort()
         let daemon = try DaemonProcess(
-            data: directory.path + "/data", arguments: ["--tls-port", "\(tlsPort)"] + certificates.daemonArguments)
+            data: directory.path + "/data",
+            arguments: ["--tls-port", "\(tlsPort)", "--metrics-port", "\(metricsPort)"] + certificates.daemonArguments)
         defer { daemon.stop() }
         #expect(daemon.log.contains("server.tlsPort=\(tlsPort)"))
         // Its certificate expires in 10 days: the start-up says so.
@@ -165,6 +167,11 @@ struct TLSTests {
         let text = String(decoding: info, as: UTF8.self)
         #expect(text.contains("tls_port:\(tlsPort)") && text.contains("walrus_tls_cert_subject:CN=walrus-server"), "\(text)")
         #expect(text.contains("walrus_tls_auth_clients:yes"))
+        // /metrics has the certificate's expiry.
+        let metrics = try run(
+            "/usr/bin/env", ["python3", "-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:\(metricsPort)/metrics').read().decode())"])
+        #expect(metrics.output.contains("walrus_tls_certificate_expiry_seconds{certificate=\"server\"}"), "\(metrics.output.suffix(2000))")
+
         // CONFIG SET of a key file that does not load is refused with the reason, and changes nothing.
         let client = try daemon.connect()
         guard case .error(let refused) = try client.command("CONFIG", "SET", "tls-key-file", certificates.directory + "/missing.key") else {
@@ -279,7 +286,9 @@ struct TLSTests {
         try self.waitFor("the hostname refusal") { wrongName.log.contains("the server's certificate does not name 127.0.0.1") }
         // A follower without TLS on a TLS replication port: the primary waits for a handshake
         // that never comes, the follower for a CHALLENGE; both say what to set.
-        let plain = try DaemonProcess(data: directory.path + "/c", arguments: named.followArguments)
+        // (Whichever gives up first — the follower's repl-timeout or the primary's 10 s handshake
+        // deadline — the follower's line says what to set.)
+        let plain = try DaemonProcess(data: directory.path + "/c", arguments: ["--repl-timeout", "3000"] + named.followArguments)
         defer { plain.stop() }
         try self.waitFor("the plaintext follower's line", seconds: 25) {
             plain.log.contains("if its replication port speaks TLS (tls-replication yes), set tls-replication yes here too")
