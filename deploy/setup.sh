@@ -22,6 +22,7 @@ packages=(
   lua-cjson-dev   # the cjson library Redis scripts use
   lua-bitop-dev   # the bit library Redis scripts use
   tcl             # Redis's own test suite (deploy/redis-suite.sh) is Tcl
+  openssl         # the TLS tests, walrus-bench tls and the drill's --tls make their certificates with it
 )
 
 missing=()

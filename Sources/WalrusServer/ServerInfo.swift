@@ -107,7 +107,7 @@ enum ServerInfo {
         guard let tls = status.tls else { return [] }
         let now = Int64(time(nil))
         return [
-            ("tls_port", String(status.tlsPort ?? 0)), ("walrus_tls_replication", tls.replication ? "yes" : "no"),
+            ("walrus_tls_port", String(status.tlsPort ?? 0)), ("walrus_tls_replication", tls.replication ? "yes" : "no"),
             ("walrus_tls_auth_clients", tls.authClients), ("walrus_tls_protocols", tls.protocols),
             ("walrus_tls_cert_subject", tls.certificateSubject), ("walrus_tls_cert_issuer", tls.certificateIssuer),
             ("walrus_tls_cert_expires", String(tls.certificateExpires)),

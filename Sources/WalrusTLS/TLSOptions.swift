@@ -24,9 +24,6 @@ public struct TLSOptions: Sendable, Equatable {
 
     public init() {}
 
-    /// Whether any TLS is asked for: a `tls-port`, or TLS replication.
-    public var isConfigured: Bool { !self.certFile.isEmpty || self.replication }
-
     /// The TLS versions `protocols` names, lowest first.
     func versionRange() throws -> (minimum: TLSVersionName, maximum: TLSVersionName) {
         let words = self.protocols.split(whereSeparator: { $0 == " " || $0 == "," }).map(String.init)

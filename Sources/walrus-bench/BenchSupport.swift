@@ -147,6 +147,16 @@ enum Bench {
         fflush(nil)
     }
 
+    /// The release walrusd next to this walrus-bench; throws, saying how to build it, if absent.
+    static func walrusdBeside() throws -> String {
+        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
+        let walrusd = binDirectory + "/walrusd"
+        guard FileManager.default.fileExists(atPath: walrusd) else {
+            throw RESPBenchmarks.BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
+        }
+        return walrusd
+    }
+
     /// A fresh directory for one measurement (on the disk being measured, not a tmpfs).
     static func scratch(_ base: String, _ name: String) -> String {
         let path = base + "/" + name

@@ -17,11 +17,7 @@ struct RESPBenchmarks {
     }
 
     func run() throws {
-        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        let walrusd = binDirectory + "/walrusd"
-        guard FileManager.default.fileExists(atPath: walrusd) else {
-            throw BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
-        }
+        let walrusd = try Bench.walrusdBeside()
         for tool in ["/usr/bin/redis-server", "/usr/bin/redis-benchmark"] where !FileManager.default.fileExists(atPath: tool) {
             throw BenchError("\(tool) is missing; deploy/setup.sh installs it")
         }

@@ -103,11 +103,7 @@ struct ReportCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        let walrusd = binDirectory + "/walrusd"
-        guard FileManager.default.fileExists(atPath: walrusd) else {
-            throw RESPBenchmarks.BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
-        }
+        let walrusd = try Bench.walrusdBeside()
         let repetitions = self.quick ? 1 : max(5, self.repetitions)
         print("# walrus-bench report — \(Bench.machine())")
         print("")

@@ -86,9 +86,8 @@ struct Keyspace: ParsableCommand {
         let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
         try KeyspaceBenchmarks(
-            directory: directory, walrusd: binDirectory + "/walrusd", quick: self.quick, repetitions: self.quick ? 1 : self.repetitions
+            directory: directory, walrusd: try Bench.walrusdBeside(), quick: self.quick, repetitions: self.quick ? 1 : self.repetitions
         ).run()
     }
 }
@@ -107,11 +106,7 @@ struct Repl: ParsableCommand {
         let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        let walrusd = binDirectory + "/walrusd"
-        guard FileManager.default.fileExists(atPath: walrusd) else {
-            throw RESPBenchmarks.BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
-        }
+        let walrusd = try Bench.walrusdBeside()
         try ReplicationBenchmarks(directory: directory, quick: self.quick, walrusd: walrusd).run()
     }
 }
@@ -130,11 +125,7 @@ struct TLS: ParsableCommand {
         let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent().path
-        let walrusd = binDirectory + "/walrusd"
-        guard FileManager.default.fileExists(atPath: walrusd) else {
-            throw RESPBenchmarks.BenchError("walrusd is not next to walrus-bench in \(binDirectory); build it in release mode too")
-        }
+        let walrusd = try Bench.walrusdBeside()
         try TLSBenchmarks(directory: directory, walrusd: walrusd, quick: self.quick, repetitions: self.quick ? 1 : self.repetitions).run()
     }
 }

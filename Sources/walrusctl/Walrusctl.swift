@@ -137,7 +137,10 @@ struct Status: ParsableCommand {
                 ("tls certificate", "\(tls.certificateSubject) (issued by \(tls.certificateIssuer))"),
                 ("tls expires", "\(expires) (in \(String(format: "%.1f", days)) days)" + (days < 14 ? "  WARNING: renew it" : "")),
                 ("tls clients", "auth \(tls.authClients), \(tls.protocols)"),
-                ("tls reloads", "\(tls.reloads)"),
+                (
+                    "tls reloads",
+                    "\(tls.reloads); certificates in force loaded \(Date(timeIntervalSince1970: Double(tls.loadedAt)).formatted(.iso8601))"
+                ),
             ]
             if tls.clientCertificateSubject != tls.certificateSubject {
                 rows.insert(("tls client cert", tls.clientCertificateSubject), at: 3)
