@@ -420,13 +420,7 @@ extension WriteAheadLog {
     /// unless another thread is doing the log's I/O, which then takes what is pending (the
     /// flusher is woken to be sure of it). Never blocks for another thread's I/O.
     public func sealInline() {
-        guard self.ioMutex.tryLock() else {
-            self.lock.withLock { _ in
-                self.workSignals.add(1, ordering: .releasing)
-                self.lock.signal()
-            }
-            return
-        }
+        guard self.ioMutex.tryLock() else { return self.handToFlusher() }
         let writer = self.writer
         let taken = self.lock.withLock { state -> LogWriter.Batch?? in
             // A failed log has told its waiters; a full disk is the flusher's to retry.
@@ -442,5 +436,14 @@ extension WriteAheadLog {
         }
         _ = self.performAndPublish(batch, sync: true, writer: writer)
         self.ioMutex.unlock()
+    }
+
+    /// Let the flusher seal what this thread appended while deferring its wakes (a large batch
+    /// that is better written while this thread goes on receiving).
+    public func handToFlusher() {
+        self.lock.withLock { _ in
+            self.workSignals.add(1, ordering: .releasing)
+            self.lock.signal()
+        }
     }
 }

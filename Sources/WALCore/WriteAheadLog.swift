@@ -428,7 +428,9 @@ public final class WriteAheadLog: @unchecked Sendable {
                 state.pending.append(UnsafeRawBufferPointer(rebasing: frames[position..<(position + size)]))
                 position += size
             }
-            if wasIdle && self.alwaysMode {
+            if self.alwaysMode && InlineSeal.deferredHere() {
+                // This thread seals its appends itself (a follower's replication loop).
+            } else if wasIdle && self.alwaysMode {
                 self.workSignals.add(1, ordering: .releasing)
                 self.lock.signal()
             } else if state.pending.count >= self.intervalWriteThresholdBytes && before < self.intervalWriteThresholdBytes {

@@ -46,6 +46,8 @@ final class FollowerSession: @unchecked Sendable {
     private let records: RecordBuffer
     private var lastSent: UInt64 = 0
     private var heartbeat: RepeatedTask?
+    /// The last sent index a HEARTBEAT asked the follower to ACK promptly once durable.
+    private var askedUpTo: UInt64 = 0
 
     private enum Phase {
         case starting
@@ -244,6 +246,15 @@ final class FollowerSession: @unchecked Sendable {
         guard case .streaming = self.phase, let cursor = self.cursor, !self.isStopped else { return }
         let configuration = self.primary.configuration
         let allocator = self.channel.allocator
+        // The frames go out in one flush at the end, with an ACK request after them when a
+        // write waits for followers.
+        var wrote = false
+        defer {
+            if wrote {
+                if self.primary.wantsPromptAcks { self.writeAckRequest() }
+                self.channel.flush()
+            }
+        }
         do {
             while self.channel.isWritable {
                 self.records.removeAll()
@@ -264,7 +275,8 @@ final class FollowerSession: @unchecked Sendable {
                     ReplicationStream.encodeHeader(firstIndex: first, count: UInt32(count), into: &$0)
                     $0.writeBytes(self.records.bytes)
                 }
-                self.channel.writeAndFlush(frame, promise: nil)
+                self.channel.write(frame, promise: nil)
+                wrote = true
                 let caughtUp = cursor.nextIndex > self.primary.sealedIndex
                 self.positions.withLock { positions in
                     positions.sent = cursor.nextIndex - 1
@@ -275,6 +287,29 @@ final class FollowerSession: @unchecked Sendable {
         } catch {
             self.fail(error)
         }
+    }
+
+    /// A write waits for `index` on this follower (WAIT, a switchover; any thread): if it has
+    /// been sent and not yet ACKed as durable, ask for an ACK as soon as it is (records not
+    /// sent yet carry the request when they go).
+    func requestAck(upTo index: UInt64) {
+        self.channel.eventLoop.execute { [self] in
+            guard case .streaming = self.phase, !self.isStopped else { return }
+            let (sent, durable) = self.positions.withLock { ($0.sent, $0.durable) }
+            guard durable < index, sent >= index, self.askedUpTo < index else { return }
+            self.writeAckRequest()
+            self.channel.flush()
+        }
+    }
+
+    /// A HEARTBEAT asks the follower to ACK each seal at once until what it has received by
+    /// then is durable (followers ACK otherwise within a few milliseconds, coalesced).
+    private func writeAckRequest() {
+        let frame = Frames.make(.heartbeat, epoch: self.epoch, allocator: self.channel.allocator, capacity: 8) {
+            ReplicationHeartbeat(sealedIndex: self.primary.sealedIndex).encode(into: &$0)
+        }
+        self.channel.write(frame, promise: nil)
+        self.askedUpTo = self.positions.withLock { $0.sent }
     }
 
     /// A heartbeat (with the sealed index) after a period with nothing sent.

@@ -9,10 +9,10 @@ public import WalrusStore
 import Glibc
 #endif
 
-/// A follower: one connection at a time to the primary (reconnecting with capped backoff, on one
-/// event loop of the daemon's group), every frame checked, the primary's records appended byte
-/// for byte to this node's log and applied; ACKs {received, durable, applied} after each batch,
-/// after each local fdatasync and as heartbeats. Blocking steps (a snapshot's install, a cut of a
+/// A follower: one connection at a time to the primary (reconnecting with capped backoff, on an
+/// event loop of its own in walrusd), every frame checked, the primary's records appended byte
+/// for byte to this node's log and applied; ACKs {received, durable, applied} after each local
+/// fdatasync while the primary waits for them, within 10 ms otherwise, and as heartbeats. Blocking steps (a snapshot's install, a cut of a
 /// diverged log, a switchover's epoch record) run on the thread pool while the connection
 /// waits.
 public final class ReplicationFollower: @unchecked Sendable {
@@ -31,7 +31,7 @@ public final class ReplicationFollower: @unchecked Sendable {
     let lastFrame = Atomic<UInt64>(0)
     private let downSince = Atomic<UInt64>(monotonicNanoseconds())
     /// The connection's handler, for the seal observer's ACKs (event-loop state otherwise).
-    private let current = LockedValue<FollowerConnectionHandler?>(nil)
+    let current = LockedValue<FollowerConnectionHandler?>(nil)
 
     // Event-loop state.
     private var channel: (any Channel)?
@@ -276,6 +276,11 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
     /// The last index appended from the primary (ACK's `received`).
     private let received = Atomic<UInt64>(0)
     private let ackScheduled = Atomic<Bool>(false)
+    /// What this follower had received when the primary last asked for an ACK (a HEARTBEAT).
+    private var ackWanted: UInt64 = 0
+    /// The durable index the last ACK carried.
+    private var ackedDurable: UInt64 = 0
+    private var lazyAck: Scheduled<Void>?
 
     private enum Phase {
         case awaitingChallenge
@@ -300,6 +305,8 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
 
     func channelInactive(context: ChannelHandlerContext) {
         self.heartbeat?.cancel()
+        self.lazyAck?.cancel()
+        self.lazyAck = nil
         if let snapshot = self.snapshot { close(snapshot.fd) }
         self.snapshot = nil
         let closed =
@@ -398,6 +405,35 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
     struct Rejected: Error {
         var reason: ReplicationReject.Reason
         var message: String
+    }
+
+    /// Bytes appended since the last seal this loop made or handed over.
+    private var unsealedBytes = 0
+    private var sealScheduled = false
+    /// A pass that appended more than this (catching up) leaves the seal to the flusher, so
+    /// that receiving the next frames overlaps the fdatasync.
+    static let inlineSealLimitBytes = 256 * 1024
+
+    /// Seal what this pass appended once its reads are done: on this loop (as a Redis replica
+    /// fsyncs before it sleeps, and as the primary's loops seal their clients' writes), with no
+    /// hand-off to the flusher and back before the ACK. walrusd runs the follower's link on a
+    /// loop of its own, so the fdatasync never holds up client reads. A large pass (catch-up)
+    /// is handed to the flusher instead.
+    private func scheduleSeal(bytes: Int) {
+        self.unsealedBytes += bytes
+        guard !self.sealScheduled else { return }
+        guard let loop = self.context?.eventLoop else { return self.seal() }
+        self.sealScheduled = true
+        loop.execute { [self] in
+            self.sealScheduled = false
+            self.seal()
+        }
+    }
+
+    private func seal() {
+        let large = self.unsealedBytes > Self.inlineSealLimitBytes
+        self.unsealedBytes = 0
+        if large { self.store.wal.handToFlusher() } else { self.store.wal.sealInline() }
     }
 
     /// Ask the primary for its role (REPLICAOF NO ONE): true if the link was up to ask on.
@@ -518,12 +554,21 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
             self.follower.update { link in
                 if link.state != .snapshot { link.state = .streaming }
             }
-            self.sendAck()
+            // The primary asks for an ACK: now if everything here is durable, else at each
+            // seal until what is here now is.
+            let received = self.received.load(ordering: .relaxed)
+            self.ackWanted = max(self.ackWanted, received)
+            if self.store.wal.sealedIndex >= received { self.sendAck() }
         case .stream:
             let stream = try ReplicationStream.decode(frame.payload)
             try self.establish(challenge)
-            let last = try stream.frames.withUnsafeReadableBytes { bytes in
-                try self.store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
+            // In always mode this loop seals what its pass appended once the pass's reads are
+            // done (see `scheduleSeal`), and the seal leads to the ACK.
+            let store = self.store
+            let (last, appended) = try InlineSeal.deferringWakes {
+                try stream.frames.withUnsafeReadableBytes { bytes in
+                    try store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
+                }
             }
             self.received.store(last, ordering: .relaxed)
             let caughtUp = self.queued.isEmpty
@@ -532,7 +577,11 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
                 link.primarySealedIndex = max(link.primarySealedIndex, last)
                 link.state = caughtUp ? .streaming : .catchingUp
             }
-            self.scheduleAck()
+            if appended {
+                self.scheduleSeal(bytes: stream.frames.readableBytes)
+            } else {
+                self.scheduleAck()
+            }
         case .snapshotBegin:
             let begin = try ReplicationSnapshotBegin.decode(frame.payload)
             try self.establish(challenge)
@@ -591,20 +640,42 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
 
     // MARK: ACKs
 
-    /// Send an ACK soon (several reasons to send one coalesce into one).
+    /// How soon an ACK follows progress that nobody waits for (for the primary's lag figures
+    /// and its log retention): ACKs coalesce over this long instead of one per batch.
+    static let lazyAckMilliseconds: Int64 = 10
+
+    /// Something moved (a seal, any thread; a batch or a snapshot, on the loop): ACK it at once
+    /// if the primary waits for this follower, else within `lazyAckMilliseconds`.
     func scheduleAck() {
         guard !self.ackScheduled.exchange(true, ordering: .acquiringAndReleasing), let loop = self.context?.eventLoop else { return }
         loop.execute { [self] in
             self.ackScheduled.store(false, ordering: .releasing)
+            self.progressed()
+        }
+    }
+
+    /// The primary asks (with a HEARTBEAT) whenever a write waits for followers — sync-replicas,
+    /// WAIT, a switchover — so, as long as the durable index has not reached what this follower
+    /// had received when asked, every seal is ACKed at once; otherwise ACKs coalesce. A Redis
+    /// replica, by comparison, ACKs once a second and on REPLCONF GETACK.
+    private func progressed() {
+        let durable = min(self.store.wal.sealedIndex, self.received.load(ordering: .relaxed))
+        if self.ackWanted > self.ackedDurable && durable > self.ackedDurable { return self.sendAck() }
+        guard self.lazyAck == nil, let loop = self.context?.eventLoop else { return }
+        self.lazyAck = loop.scheduleTask(in: .milliseconds(Self.lazyAckMilliseconds)) { [self] in
+            self.lazyAck = nil
             self.sendAck()
         }
     }
 
     private func sendAck() {
         guard case .established = self.phase else { return }
+        self.lazyAck?.cancel()
+        self.lazyAck = nil
         let received = self.received.load(ordering: .relaxed)
         let ack = ReplicationAck(
             received: received, durable: min(self.store.wal.sealedIndex, received), applied: min(self.store.appliedIndex, received))
+        self.ackedDurable = ack.durable
         self.send(.ack, epoch: self.store.wal.meta.currentEpoch) { ack.encode(into: &$0) }
     }
 

@@ -18,6 +18,9 @@ public final class ReplicationNode: Sendable {
     public let primary: ReplicationPrimary
     let logger: Logger
     public let group: any EventLoopGroup
+    /// The loop the link to a primary runs on (walrusd gives it one of its own: the link seals
+    /// its batches there, and an fdatasync must not hold up client reads); else one of `group`'s.
+    let followerLoop: (any EventLoop)?
     let threadPool: any BlockingWork
     private let machine: LockedValue<NodeRole.StateMachine>
     /// The role writes and status read: published after a transition's actions when the new
@@ -41,12 +44,14 @@ public final class ReplicationNode: Sendable {
 
     public init(
         store: KeyValueStore, configuration: ReplicationConfiguration, logger: Logger, group: any EventLoopGroup,
-        threadPool: any BlockingWork, onLinkChange: @escaping @Sendable (FollowerLinkStatus) -> Void = { _ in }
+        threadPool: any BlockingWork, followerLoop: (any EventLoop)? = nil,
+        onLinkChange: @escaping @Sendable (FollowerLinkStatus) -> Void = { _ in }
     ) {
         self.store = store
         self.configuration = configuration
         self.logger = logger
         self.group = group
+        self.followerLoop = followerLoop
         self.threadPool = threadPool
         self.onLinkChange = onLinkChange
         self.primary = ReplicationPrimary(
@@ -172,7 +177,7 @@ public final class ReplicationNode: Sendable {
         if self.clientPort != 0 { configuration.clientPort = self.clientPort }
         let follower = ReplicationFollower(
             store: self.store, configuration: configuration, host: host, port: port, logger: self.logger,
-            eventLoop: self.group.next(), threadPool: self.threadPool, onLinkChange: self.onLinkChange)
+            eventLoop: self.followerLoop ?? self.group.next(), threadPool: self.threadPool, onLinkChange: self.onLinkChange)
         follower.onPromoted = { [weak self] epoch in self?.promotedBySwitchover(epoch: epoch) }
         follower.onPublish = { [weak self] channel, message in self?.onPublish.withLock { $0 }?(channel, message) }
         follower.ports = { [weak self] in (self?.clientPort ?? 0, self?.primary.port ?? 0) }

@@ -28,6 +28,12 @@ public final class ReplicationPrimary: @unchecked Sendable {
     /// Followers that disconnected, by node id, for status and retention (seen recently).
     private let departed = LockedValue<[String: (status: ReplicaStatus, at: UInt64)]>([:])
     private let waiters = LockedValue<[UInt64: ReplicaWaiter]>([:])
+    /// Some write waits for followers (WAIT, a switchover): followers are asked for prompt ACKs.
+    private let anyWaiter = Atomic<Bool>(false)
+
+    /// Whether followers should ACK each of their seals at once (a write waits for them:
+    /// sync-replicas, WAIT, a switchover), rather than coalesce ACKs over a few milliseconds.
+    var wantsPromptAcks: Bool { self.configuration.syncReplicas > 0 || self.anyWaiter.load(ordering: .relaxed) }
     private let nextID = Atomic<UInt64>(1)
     /// Whether HELLOs are served (false while this node is a follower).
     let servingFlag = Atomic<Bool>(true)
@@ -287,12 +293,25 @@ public final class ReplicationPrimary: @unchecked Sendable {
             return
         }
         let id = self.makeSessionID()
-        self.waiters.withLock { $0[id] = ReplicaWaiter(index: index, needed: needed, nodeID: nodeID, done: done) }
+        self.waiters.withLock {
+            $0[id] = ReplicaWaiter(index: index, needed: needed, nodeID: nodeID, done: done)
+            self.anyWaiter.store(true, ordering: .relaxed)
+        }
+        // Ask the followers that lack it for an ACK as soon as they have it (with sync-replicas
+        // every STREAM asks already).
+        if self.configuration.syncReplicas == 0 {
+            for session in self.sessions.withLock({ Array($0.values) }) where nodeID == nil || session.nodeID == nodeID {
+                session.requestAck(upTo: index)
+            }
+        }
         // An ACK may have arrived between the count and the registration.
         self.checkWaiters()
         if timeoutMilliseconds > 0 {
             self.group.next().scheduleTask(in: .milliseconds(Int64(timeoutMilliseconds))) { [self] in
-                if let waiter = self.waiters.withLock({ $0.removeValue(forKey: id) }) {
+                if let waiter = self.waiters.withLock({ waiters -> ReplicaWaiter? in
+                    defer { self.anyWaiter.store(!waiters.isEmpty, ordering: .relaxed) }
+                    return waiters.removeValue(forKey: id)
+                }) {
                     waiter.done(self.durableCount(atLeast: waiter.index, nodeID: waiter.nodeID), true)
                 }
             }
@@ -308,6 +327,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
                 ready.append(waiter)
                 waiters[id] = nil
             }
+            self.anyWaiter.store(!waiters.isEmpty, ordering: .relaxed)
             return ready
         }
         for waiter in ready { waiter.done(self.durableCount(atLeast: waiter.index, nodeID: waiter.nodeID), false) }

@@ -13,7 +13,8 @@ struct SystemdStatusService: Service {
     let notifier: SystemdNotifier
     let store: KeyValueStore
     let server: RESPServer
-    let group: any EventLoopGroup
+    /// Every event-loop group of the process (the clients' and the follower link's).
+    let groups: [any EventLoopGroup]
     let logger: Logger
 
     /// The log may be stuck this long before the watchdog stops pinging (default: 10 s).
@@ -35,7 +36,10 @@ struct SystemdStatusService: Service {
             }
             if Task.isShuttingDownGracefully { return }
             let stall = self.store.wal.stallNanoseconds
-            let loopsAnswer = await Self.eventLoopsRespond(self.group, withinMilliseconds: Int64(periodMicroseconds / 2000))
+            var loopsAnswer = true
+            for group in self.groups where loopsAnswer {
+                loopsAnswer = await Self.eventLoopsRespond(group, withinMilliseconds: Int64(periodMicroseconds / 2000))
+            }
             let healthy = stall < self.maxStallNanoseconds && loopsAnswer && self.store.wal.failure == nil
             self.server.replication?.primary.logRetentionWarnings()
             if healthy {

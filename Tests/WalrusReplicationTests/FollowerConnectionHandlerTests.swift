@@ -25,7 +25,10 @@ struct FollowerConnectionHandlerTests {
         let channel = EmbeddedChannel(loop: loop)
         try channel.pipeline.syncOperations.addHandler(
             ByteToMessageHandler(ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: Frames.checksum)))
-        try channel.pipeline.syncOperations.addHandler(FollowerConnectionHandler(follower: follower))
+        let handler = FollowerConnectionHandler(follower: follower)
+        // As `connect` does: the log's seals reach the connection's handler.
+        follower.current.withLock { $0 = handler }
+        try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }
@@ -43,7 +46,8 @@ struct FollowerConnectionHandlerTests {
         return buffer
     }
 
-    /// HELLO names this node and its durable index; STREAM is appended, applied and acknowledged.
+    /// HELLO names this node and its durable index; STREAM is appended, applied and acknowledged
+    /// (within 10 ms when nobody waits, at the seal when the primary asks).
     @Test func helloThenStreamThenAck() throws {
         let fixture = try ReplicationFixture(clusterID: "cluster-a")
         let loop = EmbeddedEventLoop()
@@ -58,9 +62,23 @@ struct FollowerConnectionHandlerTests {
         try channel.sendFrame(.stream) { ReplicationStream(firstIndex: 1, count: 3, frames: self.records()).encode(into: &$0) }
         #expect(fixture.store.get("k2") == "v2" && fixture.store.wal.lastIndex == 3)
         #expect(follower.status.linkUp && follower.status.received == 3)
+        // Nobody waits for this follower: the ACK comes within 10 ms, coalesced.
+        #expect(try frames.next(waitingMilliseconds: 20) == nil)
+        loop.advanceTime(by: .milliseconds(FollowerConnectionHandler.lazyAckMilliseconds))
         let ack = try #require(try frames.next())
         #expect(ack.kind == .ack)
         #expect(try ReplicationAck.decode(ack.payload).received == 3)
+        // A write waits (the primary's HEARTBEAT asks): the ACK follows the seal at once.
+        try channel.sendFrame(.stream) {
+            var more = ByteBuffer(bytes: RecordEncoder.encode(op: .set, key: Array("k4".utf8), value: Array("v4".utf8)))
+            ReplicationStream(firstIndex: 4, count: 1, frames: more.readSlice(length: more.readableBytes)!).encode(into: &$0)
+        }
+        try channel.sendFrame(.heartbeat) { ReplicationHeartbeat(sealedIndex: 4).encode(into: &$0) }
+        #expect(try frames.next(waitingMilliseconds: 20) == nil)
+        fixture.store.wal.sealInline()
+        let prompt = try #require(try frames.next(waitingMilliseconds: 100))
+        let decodedAck = try ReplicationAck.decode(prompt.payload)
+        #expect(prompt.kind == .ack && decodedAck.received == 4 && decodedAck.durable == 4)
         follower.stop()
         loop.run()
     }
