@@ -47,6 +47,9 @@ struct WALState {
     /// Remove and return the waiters whose records are sealed.
     mutating func takeSealedWaiters() -> [Waiter] {
         var ready: [Waiter] = []
+        // Usually every waiter is ready (one batch sealed whole): one allocation, not a doubling
+        // series of them.
+        ready.reserveCapacity(self.waiters.count)
         while let first = self.waiters.first, first.index <= self.sealedIndex { ready.append(self.waiters.removeFirst()) }
         return ready
     }

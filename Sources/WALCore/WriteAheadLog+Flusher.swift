@@ -171,8 +171,6 @@ extension WriteAheadLog {
                         ])
                 }
             }
-            let published = writer.unsynced
-            if sync { writer.unsynced.removeAll(keepingCapacity: true) }
             let writtenIndex = writer.writtenIndex
             var sealedRecords: UInt64 = 0
             let (ready, observers, sealed, recoveredFromFull) = self.lock.withLock {
@@ -186,7 +184,9 @@ extension WriteAheadLog {
                 state.diskFull = nil
                 state.ioStartedNanoseconds = 0
                 guard sync else { return ([], [], state.sealedIndex, wasFull) }
-                for (number, value) in published {
+                // (Read in place, then emptied keeping its storage: a copy here would make the
+                // emptying allocate a new table every batch.)
+                for (number, value) in writer.unsynced {
                     if let position = state.segmentPosition(number) {
                         state.segments[position].sealedSize = value.size
                         state.segments[position].sealedCount = value.count
@@ -201,6 +201,7 @@ extension WriteAheadLog {
                 return (state.takeSealedWaiters(), state.sealObservers, state.sealedIndex, wasFull)
             }
             if sync {
+                writer.unsynced.removeAll(keepingCapacity: true)
                 self.metrics.fsync.recordNanoseconds(Int64(fsyncNanoseconds))
                 self.metrics.groupCommit.record(Int64(sealedRecords))
             }

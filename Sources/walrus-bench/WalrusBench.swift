@@ -60,14 +60,18 @@ struct RESP: ParsableCommand {
     @Option(help: "Requests per redis-benchmark run.") var requests: Int = 100_000
     @Option(help: "Runs per figure (the median is printed).") var repetitions: Int = 3
     @Flag(help: "Few requests, one run: checks the harness works.") var quick = false
+    @Flag(help: "Attach a follower to walrusd and a replica to redis-server (as report does).") var replicas = false
+    @Flag(help: "Only the durable rows (fsync=always ↔ appendfsync always).") var durableOnly = false
 
     func run() throws {
         let directory = URL(fileURLWithPath: self.dir).standardizedFileURL.path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try RESPBenchmarks(
-            directory: directory, requests: self.quick ? 2000 : self.requests, repetitions: self.quick ? 1 : self.repetitions
-        ).run()
+        var benchmarks = RESPBenchmarks(
+            directory: directory, requests: self.quick ? 2000 : self.requests, repetitions: self.quick ? 1 : self.repetitions)
+        benchmarks.replicas = self.replicas
+        benchmarks.durableOnly = self.durableOnly
+        try benchmarks.run()
     }
 }
 
