@@ -116,9 +116,30 @@ struct PrimaryConnectionHandlerTests {
         let payload = try ReplicationStream.decode(stream.payload)
         #expect(payload.firstIndex == 3 && payload.count == 3)
         #expect(primary.replicas().first?.nodeID == "follower-1")
-        // An ACK moves the follower's positions.
+        // Nothing waits for the follower: no ACK request after the stream (it ACKs when it likes).
+        #expect(try frames.next(waitingMilliseconds: 20) == nil)
+        // A WAIT for index 5: the follower, sent it but not known to hold it, is asked for an ACK.
+        let released = LockedValue<Int?>(nil)
+        primary.waitForReplicas(index: 5, needed: 1, timeoutMilliseconds: 0) { count, _ in released.withLock { $0 = count } }
+        let ask = try #require(try frames.next())
+        #expect(ask.kind == .heartbeat && released.withLock { $0 } == nil)
+        // Its ACK moves the follower's positions and releases the WAIT.
         try channel.sendFrame(.ack) { ReplicationAck(received: 5, durable: 5, applied: 5).encode(into: &$0) }
-        #expect(primary.durableCount(atLeast: 5) == 1)
+        #expect(primary.durableCount(atLeast: 5) == 1 && released.withLock { $0 } == 1)
+        _ = try? channel.finish()
+    }
+
+    /// With sync-replicas every write waits for followers: each STREAM is followed by an ACK
+    /// request in the same flush.
+    @Test func syncReplicasAskForEachBatch() throws {
+        let fixture = try ReplicationFixture(records: 5)
+        let primary = fixture.primary { $0.syncReplicas = 1 }
+        let channel = try self.connect(primary)
+        let frames = WrittenFrames(channel)
+        _ = try #require(try frames.next())
+        try channel.sendFrame(.hello) { self.hello(durable: 2).encode(into: &$0) }
+        #expect(try #require(try frames.next()).kind == .stream)
+        #expect(try #require(try frames.next()).kind == .heartbeat)
         _ = try? channel.finish()
     }
 
