@@ -79,10 +79,13 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // One inline C function: a cache prefetch hint for the store's hash map.
+        .target(name: "CPrefetch"),
         .target(
             name: "WalrusStore",
             dependencies: [
                 "WALCore",
+                "CPrefetch",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings

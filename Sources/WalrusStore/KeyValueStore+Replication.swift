@@ -48,7 +48,12 @@ extension KeyValueStore {
             }
             var index = firstIndex
             var epochs: [MetaFile.EpochStart] = []
-            for view in checked {
+            // Keys a few records ahead are prefetched: their table slots load while this one
+            // is applied.
+            let ahead = 8
+            for position in 0..<min(ahead, checked.count) { state.prefetch(checked[position]) }
+            for (position, view) in checked.enumerated() {
+                if position + ahead < checked.count { state.prefetch(checked[position + ahead]) }
                 state.apply(view, index: index)
                 if view.op == .epoch { epochs.append(MetaFile.EpochStart(epoch: view.epoch ?? 0, firstIndex: index)) }
                 index += 1

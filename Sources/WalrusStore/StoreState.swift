@@ -27,6 +27,12 @@ public final class StoreState: @unchecked Sendable {
         self.appliedIndex = index
     }
 
+    /// Start loading what applying `record` will touch first (see `CompactMap.prefetch`).
+    @inline(__always)
+    func prefetch(_ record: RecordView) {
+        if record.op != .batch && record.op != .epoch { self.map.prefetch(record.key) }
+    }
+
     /// Apply one operation. Replay expires nothing: a key past its deadline stays until a primary
     /// logs its delete (so every node, snapshot and recovery agrees on when it went).
     @inline(__always)
