@@ -183,7 +183,8 @@ final class CommandExecutor: Sendable {
         switch spec.handler {
         case .keyspace(let handler):
             // An EXEC that holds a script runs where scripts run, as one piece of exclusive work.
-            if spec.name == "exec", spec.container == nil, let queued = session.queued,
+            // (The flag first: a String comparison per command costs a runtime call.)
+            if spec.runsInsideMulti, spec.name == "exec", let queued = session.queued,
                 queued.contains(where: { if case .script = $0.spec.handler { return true } else { return false } })
             {
                 return self.runExclusive(handler, call: call, resumed: resumed, completion: completion)

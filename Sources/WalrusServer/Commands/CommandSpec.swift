@@ -120,6 +120,9 @@ final class CommandSpec: @unchecked Sendable {
     /// A connection, pub/sub or transaction command: what CLIENT LIST shows of the connection may
     /// have changed after it (decided once, not per request).
     let changesClientInfo: Bool
+    /// EXEC, DISCARD, MULTI, WATCH, QUIT, RESET: run at once inside MULTI, not queued (decided
+    /// once, not per queued command).
+    let runsInsideMulti: Bool
     /// Where this entry's counters are in `CommandStatistics` (set once the table is built).
     private(set) var statisticsSlot = -1
 
@@ -139,6 +142,7 @@ final class CommandSpec: @unchecked Sendable {
         self.keyStep = keyStep
         self.group = group
         self.changesClientInfo = group == "connection" || group == "pubsub" || group == "transactions"
+        self.runsInsideMulti = container == nil && ["exec", "discard", "multi", "watch", "quit", "reset"].contains(name)
         self.categories = categories
         self.summary = summary
         self.since = since

@@ -225,15 +225,13 @@ enum CommandTable {
     /// The original walrus shell's words, where they do not clash with Redis commands.
     static let aliases = ["HAS": "EXISTS", "LEN": "DBSIZE", "DELETE": "DEL"]
 
-    /// Commands a MULTI runs at once instead of queueing (Redis's list in processCommand).
     /// What a RESP2 connection with subscriptions may still send (Redis's list).
     static func allowedWhileSubscribed(_ spec: CommandSpec) -> Bool {
         spec.container == nil && ["subscribe", "unsubscribe", "psubscribe", "punsubscribe", "ping", "quit", "reset"].contains(spec.name)
     }
 
-    static func runsInsideMulti(_ spec: CommandSpec) -> Bool {
-        spec.container == nil && ["exec", "discard", "multi", "watch", "quit", "reset"].contains(spec.name)
-    }
+    /// Commands a MULTI runs at once instead of queueing (Redis's list in processCommand).
+    static func runsInsideMulti(_ spec: CommandSpec) -> Bool { spec.runsInsideMulti }
 
     /// The entry for a request (a subcommand's for a container), or the error Redis gives:
     /// unknown command, unknown subcommand, wrong number of arguments.

@@ -89,7 +89,8 @@ enum StringCommands {
         let deadline = try options.expiry.map { try Self.deadline($0, call, now: store.now) }
         try call.withBytes(1) { key in
             let old = options.get ? try store.entry(key) : nil
-            let found = options.get ? old != nil : try store.exists(key)
+            // (Only NX and XX ask whether the key is there: a plain SET looks nothing up.)
+            let found = options.get ? old != nil : options.nx || options.xx ? try store.exists(key) : false
             if (options.nx && found) || (options.xx && !found) {
                 if options.get { Self.reply(&call, old?.value) } else { call.null() }
                 return
