@@ -12,9 +12,9 @@ import Glibc
 /// A follower: one connection at a time to the primary (reconnecting with capped backoff, on an
 /// event loop of its own in walrusd), every frame checked, the primary's records appended byte
 /// for byte to this node's log and applied; ACKs {received, durable, applied} after each local
-/// fdatasync while the primary waits for them, within 10 ms otherwise, and as heartbeats. Blocking steps (a snapshot's install, a cut of a
-/// diverged log, a switchover's epoch record) run on the thread pool while the connection
-/// waits.
+/// fdatasync while the primary waits for them, within 10 ms otherwise, and as heartbeats.
+/// Blocking steps (a snapshot's install, a cut of a diverged log, a switchover's epoch record)
+/// run on the thread pool while the connection waits.
 public final class ReplicationFollower: @unchecked Sendable {
     let store: KeyValueStore
     let configuration: ReplicationConfiguration
@@ -565,10 +565,18 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
             // In always mode this loop seals what its pass appended once the pass's reads are
             // done (see `scheduleSeal`), and the seal leads to the ACK.
             let store = self.store
-            let (last, appended) = try InlineSeal.deferringWakes {
-                try stream.frames.withUnsafeReadableBytes { bytes in
-                    try store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
+            let last: UInt64
+            let appended: Bool
+            do {
+                (last, appended) = try InlineSeal.deferringWakes {
+                    try stream.frames.withUnsafeReadableBytes { bytes in
+                        try store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
+                    }
                 }
+            } catch {
+                // Whatever of the batch was appended before the failure is the flusher's to seal.
+                store.wal.handToFlusher()
+                throw error
             }
             self.received.store(last, ordering: .relaxed)
             let caughtUp = self.queued.isEmpty
