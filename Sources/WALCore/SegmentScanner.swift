@@ -49,6 +49,26 @@ struct SegmentScanner {
 
     let configuration: WALConfiguration
 
+    /// The frame length and key of the record whose header is at `position` (nil when it is
+    /// not whole in the buffer or does not look like a record; no key for a batch or an epoch
+    /// record). Not checked against its CRC: for hints only.
+    @inline(__always)
+    private static func peekKey(
+        _ base: UnsafeMutableRawPointer, count: Int, at position: Int, maxRecordBytes: Int
+    ) -> (key: UnsafeRawBufferPointer?, frameLength: Int)? {
+        guard position + RecordFormat.minimumFrameSize <= count,
+            loadBigEndianUInt32(base, position) == RecordFormat.magic
+        else { return nil }
+        let length = Int(loadBigEndianUInt32(base, position + 4))
+        let frameLength = RecordFormat.headerSize + length
+        guard length <= maxRecordBytes, position + frameLength <= count else { return nil }
+        let data = position + RecordFormat.headerSize
+        let op = RecordOp(rawValue: base.load(fromByteOffset: data, as: UInt8.self))
+        let keyCount = Int(loadBigEndianUInt32(base, data + 1))
+        guard op != .batch, op != .epoch, RecordFormat.dataHeaderSize + keyCount <= length else { return (nil, frameLength) }
+        return (UnsafeRawBufferPointer(start: base + data + RecordFormat.dataHeaderSize, count: keyCount), frameLength)
+    }
+
     /// Scan `path`; call `onRecord` for each valid record with its index.
     func scan(
         number: Int,
@@ -57,6 +77,7 @@ struct SegmentScanner {
         isLast: Bool,
         buffer: Buffer,
         onRecord: (UInt64, RecordView) throws -> Void,
+        onUpcoming: ((UnsafeRawBufferPointer) -> Void)? = nil,
         onBytes: (Int64) -> Void
     ) throws -> Outcome {
         let fd = try FileIO.open(path, O_RDONLY)
@@ -69,6 +90,11 @@ struct SegmentScanner {
         var bufferCount = 0  // valid bytes in the buffer
         var position = 0  // parse position inside the buffer
         var index = firstIndex
+        // `onUpcoming` is shown the keys of the records up to `lookahead` ahead of the one being
+        // handed over (their headers read, not yet checked: a hint, e.g. to prefetch).
+        let lookahead = onUpcoming == nil ? 0 : 8
+        var peekPosition = 0
+        var peeked = 0
 
         while true {
             let view = UnsafeRawBufferPointer(start: buffer.base, count: bufferCount)
@@ -78,6 +104,20 @@ struct SegmentScanner {
                 let offset = bufferStart + Int64(position)
                 if info.sparse.isEmpty || offset - info.sparse[info.sparse.count - 1].offset >= stride {
                     info.sparse.append(SparseEntry(index: index, offset: offset))
+                }
+                if let onUpcoming {
+                    if peekPosition <= position {
+                        peekPosition = position
+                        peeked = 0
+                    }
+                    while peeked <= lookahead,
+                        let key = Self.peekKey(buffer.base, count: bufferCount, at: peekPosition, maxRecordBytes: self.configuration.maxRecordBytes)
+                    {
+                        if peekPosition > position, let upcoming = key.key { onUpcoming(upcoming) }
+                        peekPosition += key.frameLength
+                        peeked += 1
+                    }
+                    peeked -= 1
                 }
                 try onRecord(index, record)
                 index += 1
@@ -108,6 +148,8 @@ struct SegmentScanner {
                 bufferStart += Int64(position)
                 bufferCount = remaining
                 position = 0
+                peekPosition = 0
+                peeked = 0
                 let wanted = max(frameLength ?? 0, RecordFormat.headerSize)
                 buffer.ensure(wanted, keeping: bufferCount)
                 let n = try FileIO.pread(

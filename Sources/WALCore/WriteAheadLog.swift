@@ -121,7 +121,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// under it first); otherwise the log takes it.
     ///
     /// Every record is checked; each one with an index greater than `replayAfter` is passed to
-    /// `replay` in index order (a store passes its snapshot's index). A torn final record is cut
+    /// `replay` in index order (a store passes its snapshot's index); `upcoming`, if given, is shown
+    /// the keys of the records a few ahead of the one `replay` gets, unchecked (a store prefetches
+    /// their table slots). A torn final record is cut
     /// and kept in a `.broken` file; any other damage throws `.corruptRecord` with the file, the
     /// offset and the fix.
     public static func open(
@@ -130,6 +132,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         directoryLock: DirectoryLock? = nil,
         replayAfter: UInt64 = 0,
         replay: (UInt64, RecordView) throws -> Void = { _, _ in },
+        upcoming: ((UnsafeRawBufferPointer) -> Void)? = nil,
         progress: ((RecoveryProgress) -> Void)? = nil
     ) throws -> WriteAheadLog {
         let started = monotonicNanoseconds()
@@ -196,6 +199,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                         report.replayed += 1
                     }
                 },
+                onUpcoming: upcoming,
                 onBytes: { done in
                     guard let progress else { return }
                     let now = monotonicNanoseconds()

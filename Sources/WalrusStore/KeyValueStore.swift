@@ -126,7 +126,9 @@ public final class KeyValueStore: Sendable {
                     if sampled == 4096 { state.map.reserve(state.count + logBytes / max(sampledBytes / sampled, 1)) }
                 }
                 state.apply(record, index: index)
-            }, progress: progress)
+            },
+            // The table slots of the keys a few records ahead load while this one is applied.
+            upcoming: { key in state.map.prefetch(key) }, progress: progress)
         // A log of overwrites holds far fewer keys than records: give back an oversized table.
         state.map.shrinkIfSparse()
         state.appliedIndex = max(state.appliedIndex, wal.lastIndex)
