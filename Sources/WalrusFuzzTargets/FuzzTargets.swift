@@ -120,7 +120,7 @@ public enum FuzzTargets {
 
     /// The record decoder over the bytes in memory (applying what decodes to a store state, as
     /// recovery and followers do), then the segment scanner over them as the last segment of a
-    /// log on disk (torn-tail and damage classification).
+    /// log on disk (torn-tail and damage classification), then a store's recovery from them.
     static func wal(_ data: UnsafeRawBufferPointer) {
         let state = StoreState()
         var position = 0
@@ -134,6 +134,17 @@ public enum FuzzTargets {
         }
         let path = self.scratchFile("wal-0001.log", data)
         _ = try? WALInspector.dump(file: path, range: 0...UInt64.max, maxRecordBytes: 1 << 20) { _, _ in }
+        // Recovery over the same bytes as a store's only segment: the scanner's look-ahead (it
+        // reads the headers of records ahead, unchecked, to prefetch their keys) meets them too.
+        let directory = self.scratch + "/recover"
+        try? FileManager.default.removeItem(atPath: directory)
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: directory + "/wal-0001.log", contents: Data(data))
+        var configuration = StoreConfiguration(directory: directory)
+        configuration.wal.fsyncMode = .interval(milliseconds: 60_000)
+        var logger = Logger(label: "walrus.fuzz")
+        logger.logLevel = .critical
+        if let store = try? KeyValueStore.open(configuration, logger: logger) { store.close() }
     }
 
     // MARK: - Snapshot
