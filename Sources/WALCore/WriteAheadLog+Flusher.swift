@@ -448,3 +448,39 @@ extension WriteAheadLog {
         }
     }
 }
+
+/// One thread's end-of-pass seal in `always` mode: what the thread appended while deferring its
+/// wakes during a pass (an event loop reading its connections, a follower's link reading a
+/// batch) is sealed by the thread itself once the pass is done — `enqueue` runs the seal after
+/// the pass (an event loop's `execute`) — however many appends the pass made. A pass that
+/// appended more than `handOverBytes` (a follower catching up) is handed to the flusher instead,
+/// so the thread goes on receiving while the fdatasync runs. Not thread-safe: one per thread.
+public final class PassSealer: @unchecked Sendable {
+    /// `WALRUS_INLINE_SEAL=0` hands every seal to the flusher thread instead (for A/B runs).
+    public static let enabled = getenv("WALRUS_INLINE_SEAL").map { String(cString: $0) } != "0"
+
+    private let wal: WriteAheadLog
+    private let handOverBytes: Int
+    private let enqueue: @Sendable (@escaping @Sendable () -> Void) -> Void
+    private var scheduled = false
+    private var bytes = 0
+
+    public init(wal: WriteAheadLog, handOverBytes: Int = .max, enqueue: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
+        self.wal = wal
+        self.handOverBytes = handOverBytes
+        self.enqueue = enqueue
+    }
+
+    /// Seal once this pass is done; `bytes` is what this append added (for the hand-over).
+    public func schedule(bytes: Int = 0) {
+        self.bytes += bytes
+        guard !self.scheduled else { return }
+        self.scheduled = true
+        self.enqueue {
+            self.scheduled = false
+            let large = self.bytes > self.handOverBytes
+            self.bytes = 0
+            if large { self.wal.handToFlusher() } else { self.wal.sealInline() }
+        }
+    }
+}

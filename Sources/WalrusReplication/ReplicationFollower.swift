@@ -296,7 +296,13 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
     private var store: KeyValueStore { self.follower.store }
     private var logger: Logger { self.follower.logger }
 
-    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if self.store.wal.fsyncMode == .always && PassSealer.enabled {
+            let loop = context.eventLoop
+            self.sealer = PassSealer(wal: self.store.wal, handOverBytes: Self.inlineSealLimitBytes) { loop.execute($0) }
+        }
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         self.follower.update { $0.state = .handshake }
@@ -407,34 +413,16 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         var message: String
     }
 
-    /// Bytes appended since the last seal this loop made or handed over.
-    private var unsealedBytes = 0
-    private var sealScheduled = false
     /// A pass that appended more than this (catching up) leaves the seal to the flusher, so
     /// that receiving the next frames overlaps the fdatasync.
     static let inlineSealLimitBytes = 256 * 1024
 
-    /// Seal what this pass appended once its reads are done: on this loop (as a Redis replica
+    /// Seals what a pass appended once its reads are done: on this loop (as a Redis replica
     /// fsyncs before it sleeps, and as the primary's loops seal their clients' writes), with no
     /// hand-off to the flusher and back before the ACK. walrusd runs the follower's link on a
-    /// loop of its own, so the fdatasync never holds up client reads. A large pass (catch-up)
-    /// is handed to the flusher instead.
-    private func scheduleSeal(bytes: Int) {
-        self.unsealedBytes += bytes
-        guard !self.sealScheduled else { return }
-        guard let loop = self.context?.eventLoop else { return self.seal() }
-        self.sealScheduled = true
-        loop.execute { [self] in
-            self.sealScheduled = false
-            self.seal()
-        }
-    }
-
-    private func seal() {
-        let large = self.unsealedBytes > Self.inlineSealLimitBytes
-        self.unsealedBytes = 0
-        if large { self.store.wal.handToFlusher() } else { self.store.wal.sealInline() }
-    }
+    /// loop of its own, so the fdatasync never holds up client reads. Nil in interval mode and
+    /// with `WALRUS_INLINE_SEAL=0` (the flusher seals, as before).
+    private var sealer: PassSealer?
 
     /// Ask the primary for its role (REPLICAOF NO ONE): true if the link was up to ask on.
     /// Event loop.
@@ -565,18 +553,24 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
             // In always mode this loop seals what its pass appended once the pass's reads are
             // done (see `scheduleSeal`), and the seal leads to the ACK.
             let store = self.store
-            let last: UInt64
-            let appended: Bool
-            do {
-                (last, appended) = try InlineSeal.deferringWakes {
-                    try stream.frames.withUnsafeReadableBytes { bytes in
-                        try store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
-                    }
+            func apply() throws -> UInt64 {
+                try stream.frames.withUnsafeReadableBytes { bytes in
+                    try store.applyReplicated(frames: bytes, firstIndex: stream.firstIndex, count: Int(stream.count))
                 }
-            } catch {
-                // Whatever of the batch was appended before the failure is the flusher's to seal.
-                store.wal.handToFlusher()
-                throw error
+            }
+            let last: UInt64
+            var appended = false
+            if let sealer = self.sealer {
+                do {
+                    (last, appended) = try InlineSeal.deferringWakes(apply)
+                } catch {
+                    // Whatever of the batch was appended before the failure is the flusher's to seal.
+                    store.wal.handToFlusher()
+                    throw error
+                }
+                if appended { sealer.schedule(bytes: stream.frames.readableBytes) }
+            } else {
+                last = try apply()
             }
             self.received.store(last, ordering: .relaxed)
             let caughtUp = self.queued.isEmpty
@@ -585,11 +579,8 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
                 link.primarySealedIndex = max(link.primarySealedIndex, last)
                 link.state = caughtUp ? .streaming : .catchingUp
             }
-            if appended {
-                self.scheduleSeal(bytes: stream.frames.readableBytes)
-            } else {
-                self.scheduleAck()
-            }
+            // (A seal this loop makes leads to the ACK; otherwise say what arrived.)
+            if !appended { self.scheduleAck() }
         case .snapshotBegin:
             let begin = try ReplicationSnapshotBegin.decode(frame.payload)
             try self.establish(challenge)

@@ -551,43 +551,15 @@ final class WriteCompletion: Sendable {
     }
 }
 
-/// One event loop's end-of-pass seal: the writes its connections appended during a pass are
-/// written and fdatasync'ed by the loop itself once the pass's reads are done, and their
-/// replies go out from there — no hand-off to the flusher thread and back (see `InlineSeal`).
-final class LoopSealer: @unchecked Sendable {
-    /// `WALRUS_INLINE_SEAL=0` hands every seal to the flusher thread instead (for A/B runs).
-    static let enabled = getenv("WALRUS_INLINE_SEAL").map { String(cString: $0) } != "0"
-
-    private let loop: any EventLoop
-    private let wal: WriteAheadLog
-    // Event-loop state.
-    private var scheduled = false
-
-    init(loop: any EventLoop, wal: WriteAheadLog) {
-        self.loop = loop
-        self.wal = wal
-    }
-
-    /// Seal once this pass's reads are done (once per pass, however many connections appended).
-    func schedule() {
-        guard !self.scheduled else { return }
-        self.scheduled = true
-        self.loop.execute {
-            self.scheduled = false
-            self.wal.sealInline()
-        }
-    }
-}
-
 /// The sealer of each event loop, made on first use.
 final class LoopSealers: Sendable {
-    private let sealers = LockedValue<[ObjectIdentifier: LoopSealer]>([:])
+    private let sealers = LockedValue<[ObjectIdentifier: PassSealer]>([:])
 
-    func sealer(for loop: any EventLoop, wal: WriteAheadLog) -> LoopSealer {
+    func sealer(for loop: any EventLoop, wal: WriteAheadLog) -> PassSealer {
         self.sealers.withLock { sealers in
             let key = ObjectIdentifier(loop as AnyObject)
             if let sealer = sealers[key] { return sealer }
-            let sealer = LoopSealer(loop: loop, wal: wal)
+            let sealer = PassSealer(wal: wal) { loop.execute($0) }
             sealers[key] = sealer
             return sealer
         }

@@ -52,7 +52,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private let metrics: CommandMetrics?
     /// This loop's end-of-pass seal (`always` mode).
-    private var sealer: LoopSealer?
+    private var sealer: PassSealer?
     @exclusivity(unchecked) private var decoder: RESPCommandDecoder
     /// Bytes of a request that has not fully arrived.
     @exclusivity(unchecked) private var pending: ByteBuffer?
@@ -108,7 +108,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var unsentPushBytes = 0
 
     func handlerAdded(context: ChannelHandlerContext) {
-        if self.executor.alwaysMode && LoopSealer.enabled { self.sealer = self.executor.sealers.sealer(for: context.eventLoop, wal: self.executor.store.wal) }
+        if self.executor.alwaysMode && PassSealer.enabled { self.sealer = self.executor.sealers.sealer(for: context.eventLoop, wal: self.executor.store.wal) }
         self.context = context
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)

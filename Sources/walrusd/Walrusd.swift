@@ -67,9 +67,9 @@ struct Walrusd: AsyncParsableCommand {
 
         // One event-loop group for every listener and connection (clients, followers, the control
         // socket, metrics; the link to a primary has its own loop, below), and one thread pool
-        // for blocking work off those loops. Default: half the cores, at least one. Measured on 2 cores with the client on the same machine: one
-        // loop serves -c 50 GET/SET 27–44% faster than two, which contend for the store and the
-        // cores the flusher and the clients need.
+        // for blocking work off those loops. Default: half the cores, at least one. Measured on 2
+        // cores with the client on the same machine: one loop serves -c 50 GET/SET 27–44% faster
+        // than two, which contend for the store and the cores the flusher and the clients need.
         let loops = settings.eventLoops > 0 ? settings.eventLoops : max(1, System.coreCount / 2)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: loops)
         // A follower's link to its primary has a loop of its own: it appends, fdatasyncs and
