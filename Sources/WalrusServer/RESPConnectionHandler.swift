@@ -65,6 +65,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var batch: ByteBuffer
     /// The last quick SET of this read waiting for the read's commit (`always` mode).
     @exclusivity(unchecked) private var lastUncommitted: Reply?
+    /// Inside `executor.execute` (its completion must not write the reply yet).
+    @exclusivity(unchecked) private var executing = false
 
     /// Whether TLS is in front (the `tls-port` listener).
     private let tls: Bool
@@ -452,25 +454,42 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// End of a read: count the quick requests, ask for one seal covering its SETs, write the batch.
     private func finishQuick(_ count: Int, context: ChannelHandlerContext) {
         if count > 0 { self.statistics.totalCommands.add(count, ordering: .relaxed) }
+        // The batch first: the commit's callback may run before `commit` returns.
+        self.writeBatch(context: context)
         if let last = self.lastUncommitted {
             self.lastUncommitted = nil
             let eventLoop = context.eventLoop
             let bound = NIOLoopBound((self, last), eventLoop: eventLoop)
             self.executor.store.commit { error in
-                // From the log's flusher thread once durable: hop back.
-                eventLoop.execute {
+                // Sealed by this loop at the end of its pass (always mode): answer here and now.
+                // From the flusher or another loop's seal: hop back.
+                if eventLoop.inEventLoop {
                     let (handler, last) = bound.value
                     handler.committed(through: last, error: error)
+                } else {
+                    eventLoop.execute {
+                        let (handler, last) = bound.value
+                        handler.committed(through: last, error: error)
+                    }
                 }
             }
         }
-        self.writeBatch(context: context)
     }
+
+    /// The reply of every durable quick SET (one buffer, shared).
+    private static let okReply: ByteBuffer = {
+        var buffer = ByteBufferAllocator().buffer(capacity: 5)
+        buffer.writeStaticString("+OK\r\n")
+        return buffer
+    }()
 
     /// Every quick SET queued up to `last` is durable (or failed with `error`).
     private func committed(through last: Reply, error: WALError?) {
-        var ok = ByteBuffer()
-        if let error { ok.writeErrorReply(CommandExecutor.clientMessage(StoreError(error))) } else { ok.writeStaticString("+OK\r\n") }
+        var ok = Self.okReply
+        if let error {
+            ok = ByteBuffer()
+            ok.writeErrorReply(CommandExecutor.clientMessage(StoreError(error)))
+        }
         var index = self.replies.startIndex
         while index != self.replies.endIndex {
             let reply = self.replies[index]
@@ -503,18 +522,28 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let allocator = context.channel.allocator
         self.session.silenceCurrentReply = self.session.skipNextReply
         self.session.skipNextReply = false
+        self.executing = true
         let outcome = self.executor.execute(
             command, session: self.session, allocator: allocator, insideGate: true, batchCommits: true,
             resumed: self.resumeCallback
         ) {
             result in
-            // Called from the log's flusher thread once the write is durable: hop back.
-            eventLoop.execute {
+            // Once the write is durable. Sealed by this loop at the end of its pass (always
+            // mode): answer here and now — unless still inside `execute`, whose reply slot is
+            // not settled yet. From the flusher or another loop's seal: hop back.
+            if eventLoop.inEventLoop, !bound.value.0.executing {
                 let (handler, reply) = bound.value
                 reply.buffer = result
                 handler.drain(flush: true)
+            } else {
+                eventLoop.execute {
+                    let (handler, reply) = bound.value
+                    reply.buffer = result
+                    handler.drain(flush: true)
+                }
             }
         }
+        self.executing = false
         self.settle(reply, outcome)
         reply.silent = (self.session.repliesOff || self.session.silenceCurrentReply) && !self.session.repliedWithPush
         self.session.silenceCurrentReply = false
