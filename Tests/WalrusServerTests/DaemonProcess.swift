@@ -15,6 +15,8 @@ final class DaemonProcess: @unchecked Sendable {
     let replicationPort: Int
     let data: String
     private let errors = Pipe()
+    /// Signalled once the log reader has read the daemon's stderr to its end.
+    private let drained = DispatchSemaphore(value: 0)
     private let logLock = NSLock()
     private var logText = ""
 
@@ -65,14 +67,29 @@ final class DaemonProcess: @unchecked Sendable {
         let replication = text.range(of: #"repl\.port=(\d+)"#, options: .regularExpression).map { text[$0].split(separator: "=")[1] }
         self.replicationPort = replication.flatMap { Int($0) } ?? 0
         self.logText = text
-        // Keep draining the log so the daemon never blocks on a full pipe.
-        handle.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            guard let self, !data.isEmpty else { return }
-            self.logLock.lock()
-            self.logText += String(decoding: data, as: UTF8.self)
-            self.logLock.unlock()
+        // Keep draining the log so the daemon never blocks on a full pipe: a thread of its own
+        // reading to end-of-file, holding the pipe open until then. (Not a readabilityHandler:
+        // its dispatch source outlived the descriptor now and then, and libdispatch's event
+        // loop crashed the whole test process on the recycled descriptor.)
+        let pipe = self.errors
+        let drained = self.drained
+        let reader = Thread { [weak self] in
+            let fd = pipe.fileHandleForReading.fileDescriptor
+            var buffer = [UInt8](repeating: 0, count: 16_384)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { break }
+                guard let self else { continue }
+                self.logLock.lock()
+                self.logText += String(decoding: buffer[0..<count], as: UTF8.self)
+                self.logLock.unlock()
+            }
+            withExtendedLifetime(pipe) {}
+            drained.signal()
         }
+        reader.name = "walrusd-log"
+        reader.start()
     }
 
     var log: String {
@@ -100,18 +117,18 @@ final class DaemonProcess: @unchecked Sendable {
         // had already noticed. isRunning turns false once the child is reaped.
         let reaped = Date().addingTimeInterval(10)
         while self.process.isRunning && Date() < reaped { usleep(10_000) }
-        self.errors.fileHandleForReading.readabilityHandler = nil
+        if !self.process.isRunning && !self.logComplete {
+            // Its last lines in `log` before this returns (bounded: a descendant could hold stderr).
+            self.logComplete = self.drained.wait(timeout: .now() + 5) == .success
+        }
         return self.process.isRunning ? -1 : self.process.terminationStatus
     }
 
+    /// Whether the log reader reached end-of-file (seen by `stop`).
+    private var logComplete = false
+
     deinit {
-        if self.process.isRunning {
-            self.stop(signal: SIGKILL)
-        } else {
-            // The pipe closes with this object: its dispatch source must be gone first (a source
-            // left on a closed descriptor crashed the test process in libdispatch's event loop).
-            self.errors.fileHandleForReading.readabilityHandler = nil
-        }
+        if self.process.isRunning { self.stop(signal: SIGKILL) }
     }
 }
 
