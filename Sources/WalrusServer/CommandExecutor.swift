@@ -148,8 +148,10 @@ final class CommandExecutor: Sendable {
             return .reply(out)
         }
         let started = monotonicNanoseconds()
+        // The reply buffer moves into the call (`consume`): a second reference to it would make
+        // the command's first write copy it.
         let outcome = self.run(
-            spec, arguments: arguments, out: out, session: session, allocator: allocator, insideGate: insideGate,
+            spec, arguments: arguments, out: consume out, session: session, allocator: allocator, insideGate: insideGate,
             batchCommits: batchCommits, resumed: resumed, completion: completion)
         let failed: Bool
         switch outcome {
@@ -173,12 +175,12 @@ final class CommandExecutor: Sendable {
     }
 
     private func run(
-        _ spec: CommandSpec, arguments: [ByteBuffer], out: ByteBuffer, session: ClientSession, allocator: ByteBufferAllocator,
+        _ spec: CommandSpec, arguments: [ByteBuffer], out: consuming ByteBuffer, session: ClientSession, allocator: ByteBufferAllocator,
         insideGate: Bool, batchCommits: Bool, resumed: (@Sendable (ByteBuffer?) -> Void)?,
         completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         var call = CommandCall(
-            spec: spec, arguments: arguments, out: out, session: session, executor: self, allocator: allocator,
+            spec: spec, arguments: arguments, out: consume out, session: session, executor: self, allocator: allocator,
             inTransaction: false)
         switch spec.handler {
         case .keyspace(let handler):

@@ -14,6 +14,9 @@ enum TransactionCommands {
     }
 
     /// EXEC: the queued commands in one transaction, their replies in one array.
+    /// A placeholder for a reply that has been moved out.
+    private static let noReply = ByteBufferAllocator().buffer(capacity: 0)
+
     @Sendable static func exec(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         let session = call.session
         guard let queued = session.queued else { throw CommandError("ERR EXEC without MULTI") }
@@ -29,10 +32,13 @@ enum TransactionCommands {
         call.array(queued.count)
         for command in queued {
             var inner = CommandCall(
-                spec: command.spec, arguments: command.arguments, out: call.out, session: session, executor: call.executor,
+                spec: command.spec, arguments: command.arguments, out: Self.noReply, session: session, executor: call.executor,
                 allocator: call.allocator, inTransaction: true)
+            // The reply moves in and out (swapped, never copied: a second reference to it would
+            // make each command's first write copy the whole EXEC reply so far).
+            swap(&inner.out, &call.out)
             call.executor.runInside(&inner, transaction: &store)
-            call.out = inner.out
+            swap(&inner.out, &call.out)
         }
     }
 

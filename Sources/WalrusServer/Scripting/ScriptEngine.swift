@@ -642,9 +642,11 @@ final class ScriptRun {
             markDirty()
         }
         let started = monotonicNanoseconds()
+        // A buffer of its own (`out` above is shared with `reject`: writing to a second
+        // reference would copy it).
         var inner = CommandCall(
-            spec: spec, arguments: words, out: out, session: self.session, executor: self.executor, allocator: self.allocator,
-            inTransaction: true)
+            spec: spec, arguments: words, out: self.allocator.buffer(capacity: 64), session: self.session, executor: self.executor,
+            allocator: self.allocator, inTransaction: true)
         self.executor.runInside(&inner, transaction: &self.transaction.pointee)
         let failed = inner.out.readableBytesView.first == UInt8(ascii: "-")
         self.executor.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
