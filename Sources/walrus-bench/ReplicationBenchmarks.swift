@@ -68,7 +68,8 @@ struct ReplicationBenchmarks {
         var rows: [[String]] = []
         var figures: [String: (p50: Double, p99: Double, max: Double)] = [:]
         var samples: [String: [Double]] = [:]
-        let setups: [(String, () throws -> (primary: Int, follower: Int, stop: () -> Void))] = [
+        var primaryCPU: [String: Double] = [:]
+        let setups: [(String, () throws -> (primary: Int, follower: Int, primaryPID: Int32, stop: () -> Void))] = [
             ("walrusd fsync=always", { try self.walrusPair(["--fsync", "always"]) }),
             ("walrusd fsync=interval (100 ms)", { try self.walrusPair(["--fsync", "interval", "--fsync-interval", "100"]) }),
             ("redis-server (no persistence)", { try self.redisPair([]) }),
@@ -76,18 +77,22 @@ struct ReplicationBenchmarks {
         for (name, start) in setups {
             let pair = try start()
             defer { pair.stop() }
+            let before = Bench.cpuSeconds(pair.primaryPID)
             let lags = try Self.measureLag(primary: pair.primary, follower: pair.follower, writes: writes, rate: rate)
+            // The primary's CPU per SET: serving it and streaming it to the follower. (Not the
+            // follower's: the reader polling GET there is most of it.)
+            primaryCPU[name] = (Bench.cpuSeconds(pair.primaryPID) - before) / Double(writes) * 1e6
             samples[name] = lags
             let figure = (Self.percentile(lags, 0.5), Self.percentile(lags, 0.99), lags.max() ?? .nan)
             figures[name] = figure
             rows.append([
                 name, String(format: "%.3f", figure.0 * 1000), String(format: "%.3f", figure.1 * 1000),
-                String(format: "%.3f", figure.2 * 1000),
+                String(format: "%.3f", figure.2 * 1000), String(format: "%.1f", primaryCPU[name] ?? .nan),
             ])
         }
         Bench.table(
             "visibility lag: write acknowledged on the primary → readable on the follower (\(writes) SETs at \(Int(rate))/s)",
-            ["setup", "p50 ms", "p99 ms", "max ms"], rows)
+            ["setup", "p50 ms", "p99 ms", "max ms", "primary CPU-µs/SET"], rows)
         if let ours = figures["walrusd fsync=always"], let theirs = figures["redis-server (no persistence)"] {
             let goal = theirs.p99 + fsyncP50
             Report.add(
@@ -98,6 +103,15 @@ struct ReplicationBenchmarks {
                 peer: theirs.p99 * 1000, peerName: "redis-server", unit: "ms", lowerIsBetter: true,
                 goal: .absolute(goal * 1000, lowerIsBetter: true),
                 limit: String(format: "one fdatasync p50 %.3f ms", fsyncP50 * 1000))
+            for (mode, name, note) in [
+                ("fsync=always", "walrusd fsync=always", "walrusd's includes an fdatasync per SET"),
+                ("fsync=interval 100 ms", "walrusd fsync=interval (100 ms)", ""),
+            ] {
+                Report.add(
+                    section: "Replication", workload: "visibility lag at \(Int(rate)) SET/s, primary CPU (\(mode))",
+                    walrus: primaryCPU[name] ?? .nan, peer: primaryCPU["redis-server (no persistence)"],
+                    peerName: "redis-server (no persistence)", unit: "CPU-µs/op", lowerIsBetter: true, limit: note)
+            }
             Report.lagSamples.withLock { $0 = samples }
             print("")
             print(
@@ -160,6 +174,8 @@ struct ReplicationBenchmarks {
         let logBytes = try FileManager.default.contentsOfDirectory(atPath: data).filter { $0.hasPrefix("wal-") }
             .reduce(Int64(0)) { $0 + ((try? FileManager.default.attributesOfItem(atPath: data + "/" + $1)[.size] as? Int64) ?? 0) }
         var rates: [Double] = []
+        var followerCPU: [Double] = []
+        var primaryCPU: [Double] = []
         var rows: [[String]] = []
         for run in 1...runs {
             // The fill's (and the last follower's) dirty pages out first: each run times the
@@ -167,6 +183,7 @@ struct ReplicationBenchmarks {
             sync()
             let primary = try self.startWalrusd(data: data, ["--fsync", "always"])
             defer { primary.stop() }
+            let primaryBefore = Bench.cpuSeconds(primary.process.processIdentifier)
             let started = Bench.now()
             let follower = try self.startWalrusd(
                 data: Bench.scratch(self.directory, "catchup-follower"), ["--follow", "127.0.0.1:\(primary.replicationPort)"])
@@ -175,8 +192,13 @@ struct ReplicationBenchmarks {
             let seconds = Bench.now() - started
             let rate = reached ? Double(logBytes) / seconds / 1e6 : .nan
             rates.append(rate)
+            // CPU per record, start-up included: the follower's (receive, check, append, apply,
+            // fdatasync) and the primary's (read the segments, send).
+            followerCPU.append(Bench.cpuSeconds(follower.process.processIdentifier) / Double(records) * 1e6)
+            primaryCPU.append((Bench.cpuSeconds(primary.process.processIdentifier) - primaryBefore) / Double(records) * 1e6)
             rows.append([
                 "\(run)", Bench.format(Double(records) / seconds), String(format: "%.0f", rate), String(format: "%.2f", seconds),
+                String(format: "%.2f", followerCPU.last!), String(format: "%.2f", primaryCPU.last!),
                 reached && rate >= 200 ? "met" : "MISSED",
             ])
         }
@@ -186,9 +208,14 @@ struct ReplicationBenchmarks {
             section: "Replication", workload: "follower catch-up, \(Bench.format(Double(records))) records",
             walrus: median, peer: nil, peerName: "", unit: "MB/s", goal: .absolute(200),
             limit: (Report.limits.withLock { $0.loopbackMBps.map { "loopback TCP \(Bench.format($0)) MB/s" } ?? "" }) + spread)
+        for (who, figures) in [("follower", followerCPU), ("primary", primaryCPU)] {
+            Report.add(
+                section: "Replication", workload: "follower catch-up, \(Bench.format(Double(records))) records, \(who) CPU",
+                walrus: Bench.median(figures), peer: nil, peerName: "", unit: "CPU-µs/record", lowerIsBetter: true)
+        }
         Bench.table(
             "follower catch-up: a new follower streams \(records) records (\(Bench.format(Double(logBytes) / 1_048_576)) MiB of log) from the primary's segments",
-            ["run", "records/s", "MB/s", "seconds", "goal ≥ 200 MB/s"], rows)
+            ["run", "records/s", "MB/s", "seconds", "follower CPU-µs/record", "primary CPU-µs/record", "goal ≥ 200 MB/s"], rows)
         print("")
         print("(from starting the follower process to its applied index reaching \(records); includes its start-up; median of the runs in the report)")
     }
@@ -205,15 +232,25 @@ struct ReplicationBenchmarks {
 
         let primary = try self.startWalrusd(data: data, ["--config", config])
         var walrusSeconds = Double.nan
+        // CPU seconds of the new follower (start-up included) and of the primary meanwhile.
+        var walrusCPU = (follower: Double.nan, primary: Double.nan)
         do {
             defer { primary.stop() }
+            let primaryBefore = Bench.cpuSeconds(primary.process.processIdentifier)
             let started = Bench.now()
             let follower = try self.startWalrusd(
                 data: Bench.scratch(self.directory, "bootstrap-follower"), ["--follow", "127.0.0.1:\(primary.replicationPort)"])
             defer { follower.stop() }
             if try Self.waitForKeys(port: follower.port, keys, seconds: 300) { walrusSeconds = Bench.now() - started }
+            walrusCPU = (
+                Bench.cpuSeconds(follower.process.processIdentifier),
+                Bench.cpuSeconds(primary.process.processIdentifier) - primaryBefore
+            )
         }
-        rows.append(["walrusd snapshot bootstrap", String(format: "%.2f", walrusSeconds), "1.00×"])
+        rows.append([
+            "walrusd snapshot bootstrap", String(format: "%.2f", walrusSeconds), "1.00×", String(format: "%.2f", walrusCPU.follower),
+            String(format: "%.2f", walrusCPU.primary),
+        ])
         for (name, extra) in [
             ("redis-server full resync, repl-diskless-sync-delay 0", ["--repl-diskless-sync-delay", "0"]),
             ("redis-server full resync, defaults", [String]()),
@@ -223,19 +260,34 @@ struct ReplicationBenchmarks {
             let connection = try RESPConnection(host: "127.0.0.1", port: redisPrimary.port, timeoutMilliseconds: 120_000)
             let populated = try connection.command("DEBUG", "POPULATE", String(keys), "key", "100")
             guard populated == .simple("OK") else { throw RESPBenchmarks.BenchError("DEBUG POPULATE failed: \(populated)") }
+            let primaryBefore = Bench.cpuSeconds(redisPrimary.process.processIdentifier)
             let started = Bench.now()
             let replica = try self.startRedis(["--replicaof", "127.0.0.1", String(redisPrimary.port)], name: "bootstrap-replica")
             defer { kill(replica.process.processIdentifier, SIGKILL); replica.process.waitUntilExit() }
             var seconds = Double.nan
             if try Self.waitForRedisSync(port: replica.port, keys: keys, seconds: 300) { seconds = Bench.now() - started }
-            rows.append([name, String(format: "%.2f", seconds), Bench.ratio(seconds, walrusSeconds)])
+            // (The primary's fork for the RDB is a child process: its CPU is not counted here.)
+            let cpu = (
+                follower: Bench.cpuSeconds(replica.process.processIdentifier),
+                primary: Bench.cpuSeconds(redisPrimary.process.processIdentifier) - primaryBefore
+            )
+            rows.append([
+                name, String(format: "%.2f", seconds), Bench.ratio(seconds, walrusSeconds), String(format: "%.2f", cpu.follower),
+                String(format: "%.2f", cpu.primary),
+            ])
+            let workload = "bootstrap \(Bench.format(Double(keys))) keys vs \(name.replacingOccurrences(of: "redis-server ", with: ""))"
+            Report.add(section: "Replication", workload: workload, walrus: walrusSeconds, peer: seconds, peerName: "redis-server", unit: "s", lowerIsBetter: true)
             Report.add(
-                section: "Replication", workload: "bootstrap \(Bench.format(Double(keys))) keys vs \(name.replacingOccurrences(of: "redis-server ", with: ""))",
-                walrus: walrusSeconds, peer: seconds, peerName: "redis-server", unit: "s", lowerIsBetter: true)
+                section: "Replication", workload: workload + ", follower CPU", walrus: walrusCPU.follower, peer: cpu.follower,
+                peerName: "redis-server replica", unit: "CPU-s", lowerIsBetter: true)
+            Report.add(
+                section: "Replication", workload: workload + ", primary CPU", walrus: walrusCPU.primary, peer: cpu.primary,
+                peerName: "redis-server", unit: "CPU-s", lowerIsBetter: true,
+                limit: "Redis's fork that writes the RDB is not counted")
         }
         Bench.table(
             "bootstrap a new follower with \(keys) keys of 100-byte values (primary's log already dropped) vs a Redis replica's full resync",
-            ["setup", "seconds", "÷ walrusd"], rows)
+            ["setup", "seconds", "÷ walrusd", "follower CPU-s", "primary CPU-s"], rows)
         print("")
         print("(from starting the follower/replica process until it serves every key)")
     }
@@ -256,15 +308,15 @@ struct ReplicationBenchmarks {
 
     // MARK: Processes
 
-    private func walrusPair(_ arguments: [String]) throws -> (primary: Int, follower: Int, stop: () -> Void) {
+    private func walrusPair(_ arguments: [String]) throws -> (primary: Int, follower: Int, primaryPID: Int32, stop: () -> Void) {
         let primary = try self.startWalrusd(data: Bench.scratch(self.directory, "lag-primary"), arguments)
         let follower = try self.startWalrusd(
             data: Bench.scratch(self.directory, "lag-follower"), arguments + ["--follow", "127.0.0.1:\(primary.replicationPort)"])
         _ = try Self.waitForInfo(port: follower.port, "master_link_status:up", seconds: 30)
-        return (primary.port, follower.port, { follower.stop(); primary.stop() })
+        return (primary.port, follower.port, primary.process.processIdentifier, { follower.stop(); primary.stop() })
     }
 
-    private func redisPair(_ arguments: [String]) throws -> (primary: Int, follower: Int, stop: () -> Void) {
+    private func redisPair(_ arguments: [String]) throws -> (primary: Int, follower: Int, primaryPID: Int32, stop: () -> Void) {
         let primary = try self.startRedis(arguments, name: "lag-redis")
         let replica = try self.startRedis(arguments + ["--replicaof", "127.0.0.1", String(primary.port)], name: "lag-replica")
         _ = try Self.waitForInfo(port: replica.port, "master_link_status:up", seconds: 30)
@@ -274,7 +326,7 @@ struct ReplicationBenchmarks {
                 server.process.waitUntilExit()
             }
         }
-        return (primary.port, replica.port, stop)
+        return (primary.port, replica.port, primary.process.processIdentifier, stop)
     }
 
     private func startWalrusd(data: String, _ arguments: [String]) throws -> Node {

@@ -74,7 +74,7 @@ enum Report {
 
     static func figure(_ value: Double, unit: String) -> String {
         guard value.isFinite else { return "–" }
-        if unit == "ms" || unit == "s" { return String(format: value < 10 ? "%.3f" : "%.1f", value) }
+        if unit == "ms" || unit == "s" || unit == "CPU-s" { return String(format: value < 10 ? "%.3f" : "%.1f", value) }
         return Bench.format(value, decimals: value < 100 ? 1 : 0)
     }
 }
