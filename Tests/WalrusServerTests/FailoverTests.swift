@@ -48,7 +48,7 @@ struct FailoverTests {
         // The old primary rejoins as a follower of the new one.
         primary = try DaemonProcess(data: directory.file("p"), arguments: follower.followArguments)
         defer { primary.stop() }
-        #expect(try helpers.converged(follower, [primary]))
+        #expect(try helpers.converged(follower, [primary]), "\(helpers.describe([("new primary", follower), ("rejoined", primary)]))")
         #expect(primary.log.contains("records past the cut were moved aside"), "\(primary.log)")
         let diverged = try FileManager.default.contentsOfDirectory(atPath: directory.file("p")).filter { $0.hasPrefix("diverged-") }
         #expect(diverged == ["diverged-1-201-250.log"], "\(diverged)")
@@ -67,7 +67,7 @@ struct FailoverTests {
         let replay = try self.ctl(["wal", "replay", directory.file("p") + "/diverged-1-201-250.log", "--to", "127.0.0.1:\(follower.port)"])
         #expect(replay.status == 0 && replay.output.contains("sent 50 command(s)"), "\(replay.output)")
         #expect(try self.keys(follower, "lost*") == lost)
-        #expect(try helpers.converged(follower, [primary]))
+        #expect(try helpers.converged(follower, [primary]), "\(helpers.describe([("new primary", follower), ("rejoined", primary)]))")
     }
 
     /// sync-replicas = 1: kill -9 the primary under load, promote the follower: every write the

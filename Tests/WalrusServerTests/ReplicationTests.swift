@@ -23,6 +23,19 @@ struct ReplicationTests {
         try daemon.connect().command("DIGEST").text ?? "?"
     }
 
+    /// What each daemon says about its state, for a failed expectation's message: DIGEST, DBSIZE,
+    /// INFO replication and the end of its log.
+    func describe(_ daemons: [(String, DaemonProcess)]) -> String {
+        daemons.map { name, daemon in
+            let connection = try? daemon.connect()
+            let digest = (try? connection?.command("DIGEST").text) ?? "?"
+            let keys = (try? connection?.command("DBSIZE")).map { "\($0 as Any)" } ?? "?"
+            let info = (try? connection?.command("INFO", "replication").text) ?? "?"
+            let log = daemon.log.split(separator: "\n").suffix(25).joined(separator: "\n")
+            return "== \(name): digest \(digest), dbsize \(keys)\n\(info)\n-- log (last 25 lines):\n\(log)"
+        }.joined(separator: "\n")
+    }
+
     /// Both hold the same state (the follower has caught up and its digest equals the primary's).
     func converged(_ primary: DaemonProcess, _ followers: [DaemonProcess], seconds: Double = 30) throws -> Bool {
         try self.eventually(seconds) {
