@@ -13,10 +13,10 @@ enum TransactionCommands {
         return .reply
     }
 
-    /// EXEC: the queued commands in one transaction, their replies in one array.
     /// A placeholder for a reply that has been moved out.
     private static let noReply = ByteBufferAllocator().buffer(capacity: 0)
 
+    /// EXEC: the queued commands in one transaction, their replies in one array.
     @Sendable static func exec(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         let session = call.session
         guard let queued = session.queued else { throw CommandError("ERR EXEC without MULTI") }
