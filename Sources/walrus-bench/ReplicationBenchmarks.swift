@@ -177,29 +177,26 @@ struct ReplicationBenchmarks {
         var followerCPU: [Double] = []
         var primaryCPU: [Double] = []
         var rows: [[String]] = []
-        for run in 1...runs {
+        for _ in 1...runs {
             // The fill's (and the last follower's) dirty pages out first: each run times the
             // catch-up, not the writeback of what came before it.
             sync()
             let primary = try self.startWalrusd(data: data, ["--fsync", "always"])
             defer { primary.stop() }
-            let primaryBefore = Bench.cpuSeconds(primary.process.processIdentifier)
-            let started = Bench.now()
-            let follower = try self.startWalrusd(
-                data: Bench.scratch(self.directory, "catchup-follower"), ["--follow", "127.0.0.1:\(primary.replicationPort)"])
-            defer { follower.stop() }
-            let reached = try Self.waitForOffset(port: follower.port, UInt64(records), seconds: 300)
-            let seconds = Bench.now() - started
-            let rate = reached ? Double(logBytes) / seconds / 1e6 : .nan
+            let run = try self.newFollower(of: primary, scratch: "catchup-follower") {
+                try Self.waitForOffset(port: $0.port, UInt64(records), seconds: 300)
+            }
+            let seconds = run.seconds ?? .nan
+            let rate = Double(logBytes) / seconds / 1e6
             rates.append(rate)
             // CPU per record, start-up included: the follower's (receive, check, append, apply,
             // fdatasync) and the primary's (read the segments, send).
-            followerCPU.append(Bench.cpuSeconds(follower.process.processIdentifier) / Double(records) * 1e6)
-            primaryCPU.append((Bench.cpuSeconds(primary.process.processIdentifier) - primaryBefore) / Double(records) * 1e6)
+            followerCPU.append(run.followerCPU / Double(records) * 1e6)
+            primaryCPU.append(run.primaryCPU / Double(records) * 1e6)
             rows.append([
-                "\(run)", Bench.format(Double(records) / seconds), String(format: "%.0f", rate), String(format: "%.2f", seconds),
-                String(format: "%.2f", followerCPU.last!), String(format: "%.2f", primaryCPU.last!),
-                reached && rate >= 200 ? "met" : "MISSED",
+                "\(rows.count + 1)", Bench.format(Double(records) / seconds), String(format: "%.0f", rate),
+                String(format: "%.2f", seconds), String(format: "%.2f", followerCPU.last!), String(format: "%.2f", primaryCPU.last!),
+                rate >= 200 ? "met" : "MISSED",
             ])
         }
         let median = rates.contains(where: \.isNaN) ? .nan : Bench.median(rates)
@@ -231,25 +228,17 @@ struct ReplicationBenchmarks {
         var rows: [[String]] = []
 
         let primary = try self.startWalrusd(data: data, ["--config", config])
-        var walrusSeconds = Double.nan
-        // CPU seconds of the new follower (start-up included) and of the primary meanwhile.
-        var walrusCPU = (follower: Double.nan, primary: Double.nan)
+        let walrus: (seconds: Double?, followerCPU: Double, primaryCPU: Double)
         do {
             defer { primary.stop() }
-            let primaryBefore = Bench.cpuSeconds(primary.process.processIdentifier)
-            let started = Bench.now()
-            let follower = try self.startWalrusd(
-                data: Bench.scratch(self.directory, "bootstrap-follower"), ["--follow", "127.0.0.1:\(primary.replicationPort)"])
-            defer { follower.stop() }
-            if try Self.waitForKeys(port: follower.port, keys, seconds: 300) { walrusSeconds = Bench.now() - started }
-            walrusCPU = (
-                Bench.cpuSeconds(follower.process.processIdentifier),
-                Bench.cpuSeconds(primary.process.processIdentifier) - primaryBefore
-            )
+            walrus = try self.newFollower(of: primary, scratch: "bootstrap-follower") {
+                try Self.waitForKeys(port: $0.port, keys, seconds: 300)
+            }
         }
+        let walrusSeconds = walrus.seconds ?? .nan
         rows.append([
-            "walrusd snapshot bootstrap", String(format: "%.2f", walrusSeconds), "1.00×", String(format: "%.2f", walrusCPU.follower),
-            String(format: "%.2f", walrusCPU.primary),
+            "walrusd snapshot bootstrap", String(format: "%.2f", walrusSeconds), "1.00×", String(format: "%.2f", walrus.followerCPU),
+            String(format: "%.2f", walrus.primaryCPU),
         ])
         for (name, extra) in [
             ("redis-server full resync, repl-diskless-sync-delay 0", ["--repl-diskless-sync-delay", "0"]),
@@ -278,10 +267,10 @@ struct ReplicationBenchmarks {
             let workload = "bootstrap \(Bench.format(Double(keys))) keys vs \(name.replacingOccurrences(of: "redis-server ", with: ""))"
             Report.add(section: "Replication", workload: workload, walrus: walrusSeconds, peer: seconds, peerName: "redis-server", unit: "s", lowerIsBetter: true)
             Report.add(
-                section: "Replication", workload: workload + ", follower CPU", walrus: walrusCPU.follower, peer: cpu.follower,
+                section: "Replication", workload: workload + ", follower CPU", walrus: walrus.followerCPU, peer: cpu.follower,
                 peerName: "redis-server replica", unit: "CPU-s", lowerIsBetter: true)
             Report.add(
-                section: "Replication", workload: workload + ", primary CPU", walrus: walrusCPU.primary, peer: cpu.primary,
+                section: "Replication", workload: workload + ", primary CPU", walrus: walrus.primaryCPU, peer: cpu.primary,
                 peerName: "redis-server", unit: "CPU-s", lowerIsBetter: true,
                 limit: "Redis's fork that writes the RDB is not counted")
         }
@@ -307,6 +296,24 @@ struct ReplicationBenchmarks {
     }
 
     // MARK: Processes
+
+    /// Start a new follower of `primary` in the fresh scratch directory `scratch` and wait until
+    /// `reached` says it got there: the seconds from its start (nil if it never did), its CPU
+    /// seconds (start-up included) and the primary's meanwhile. The follower is stopped after.
+    private func newFollower(
+        of primary: Node, scratch: String, until reached: (Node) throws -> Bool
+    ) throws -> (seconds: Double?, followerCPU: Double, primaryCPU: Double) {
+        let primaryBefore = Bench.cpuSeconds(primary.process.processIdentifier)
+        let started = Bench.now()
+        let follower = try self.startWalrusd(
+            data: Bench.scratch(self.directory, scratch), ["--follow", "127.0.0.1:\(primary.replicationPort)"])
+        defer { follower.stop() }
+        let seconds: Double? = try reached(follower) ? Bench.now() - started : nil
+        return (
+            seconds, Bench.cpuSeconds(follower.process.processIdentifier),
+            Bench.cpuSeconds(primary.process.processIdentifier) - primaryBefore
+        )
+    }
 
     private func walrusPair(_ arguments: [String]) throws -> (primary: Int, follower: Int, primaryPID: Int32, stop: () -> Void) {
         let primary = try self.startWalrusd(data: Bench.scratch(self.directory, "lag-primary"), arguments)
