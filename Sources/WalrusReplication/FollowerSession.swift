@@ -224,10 +224,18 @@ final class FollowerSession: @unchecked Sendable {
         }
     }
 
-    /// The log sealed more records (flusher thread): wake the sender if it waits for them.
+    /// The log sealed more records (the flusher, or an event loop sealing its pass): wake the
+    /// sender if it waits for them — at once when the seal ran on this session's own loop (the
+    /// frame then follows the clients' replies out in the same pass, without a task per seal;
+    /// `pump` takes no lock the seal holds: it reads sealed bytes under the log's state lock,
+    /// which the seal has released by now), else by a task on its loop.
     func sealed() {
         if self.waitingForSeal.exchange(false, ordering: .acquiringAndReleasing) {
-            self.channel.eventLoop.execute { [self] in self.pump() }
+            if self.channel.eventLoop.inEventLoop {
+                self.pump()
+            } else {
+                self.channel.eventLoop.execute { [self] in self.pump() }
+            }
         }
     }
 
