@@ -4,7 +4,7 @@ import PackageDescription
 // Layers point one way: WALCore ← WalrusStore ← WalrusReplication ← WalrusServer ← walrusd.
 // WALCore has no networking; the C libraries come in through pkg-config system libraries.
 // Release builds leave out the run-time exclusivity checks on walrus's own code (debug builds, which
-// the tests and ThreadSanitizer run, keep them): callgrind counted them at ~1,400 of the ~27,000
+// the tests and ThreadSanitizer run, keep them): callgrind counted them at ~1,700 of the ~27,300
 // instructions a durable SET costs walrusd at -c 1 (swift_beginAccess and its thread-local access
 // set), for properties of classes that only their own event loop or lock touches.
 let strictSettings: [SwiftSetting] = [
