@@ -40,8 +40,9 @@ strip --strip-debug -o "$out/walrusd" "$bin/walrusd"
 printf '#include <signal.h>\n#include <unistd.h>\nint sigsuspend(const sigset_t *m) { (void)m; pause(); return -1; }\n' > "$out/shim.c"
 $cc -shared -fPIC -O2 "$out/shim.c" -o "$out/shim.so"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2> /dev/null || true; done; }
+# Every server this script starts has $out in its command line: one pkill stops what is left
+# (run() works in a subshell, so it cannot hand process ids back).
+cleanup() { pkill -9 -f -- "$out/" 2> /dev/null || true; }
 trap cleanup EXIT
 freeport() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 waitping() {
@@ -49,7 +50,7 @@ waitping() {
         redis-cli -p "$1" PING 2> /dev/null | grep -q PONG && return 0
         sleep 0.5
     done
-    echo "callgrind.sh: nothing answered PING on port $1 within 120 s (see $2)" >&2; exit 1
+    echo "callgrind.sh: nothing answered PING on port $1 within 120 s (see $2)" >&2; cleanup; exit 1
 }
 
 # run KIND N C: one server under callgrind serving N SETs from C clients; prints its total instructions.
@@ -65,7 +66,6 @@ run() {
             "$out/walrusd" --data "$dir/data" --port "$port" --repl-port "$rport" --control-socket "$dir/c.sock" \
             --fsync always --log-level warning > "$dir/valgrind.log" 2>&1 &
     fi
-    local vg=$!; pids+=($vg)
     waitping "$port" "$dir/valgrind.log"
     if [ $follower = 1 ]; then
         fport=$(freeport)
@@ -76,17 +76,17 @@ run() {
             "$bin/walrusd" --data "$dir/follower" --port "$fport" --repl-port "$(freeport)" --control-socket "$dir/f.sock" \
                 --fsync always --log-level warning --follow "127.0.0.1:$rport" > "$dir/follower.log" 2>&1 &
         fi
-        pids+=($!)
+        local fpid=$!
         waitping "$fport" "$dir/follower.log"
         sleep 2
     fi
     timeout 300 redis-benchmark -p "$port" -n "$n" -c "$c" -d 100 -r 100000 -t set -q > "$dir/bench.txt" 2>&1 \
-        || { echo "callgrind.sh: redis-benchmark against $kind failed or took over 300 s (see $dir)" >&2; exit 1; }
+        || { echo "callgrind.sh: redis-benchmark against $kind failed or took over 300 s (see $dir)" >&2; cleanup; exit 1; }
     # valgrind.bin is the process that serves; ask it to stop cleanly so callgrind writes its counts.
     local served; served=$(pgrep -f "valgrind.bin.*$dir/" | head -1)
     kill -TERM "$served"
     for _ in $(seq 1 120); do kill -0 "$served" 2> /dev/null || break; sleep 0.5; done
-    [ $follower = 1 ] && kill -9 "${pids[-1]}" 2> /dev/null || true
+    [ $follower = 1 ] && kill -9 "$fpid" 2> /dev/null || true
     awk '/^(summary|totals):/ { print $2; exit }' "$dir/cg.out"
 }
 
