@@ -252,7 +252,7 @@ final class FollowerSession: @unchecked Sendable {
     /// Write STREAM frames while the channel takes them and sealed records remain.
     private func pump() {
         guard case .streaming = self.phase, let cursor = self.cursor, !self.isStopped else { return }
-        let configuration = self.primary.configuration
+        let batchBytes = self.primary.configuration.streamBatchBytes  // (not a copy of the whole configuration)
         let allocator = self.channel.allocator
         // The frames go out in one flush at the end, with an ACK request after them when a
         // write waits for followers.
@@ -267,7 +267,7 @@ final class FollowerSession: @unchecked Sendable {
             while self.channel.isWritable {
                 self.records.removeAll()
                 let first = cursor.nextIndex
-                var count = try cursor.read(into: self.records, maxBytes: configuration.streamBatchBytes)
+                var count = try cursor.read(into: self.records, maxBytes: batchBytes)
                 if count == 0 {
                     // Say we wait before looking once more, so a seal in between is not missed.
                     self.waitingForSeal.store(true, ordering: .releasing)
@@ -276,7 +276,7 @@ final class FollowerSession: @unchecked Sendable {
                         return
                     }
                     self.waitingForSeal.store(false, ordering: .relaxed)
-                    count = try cursor.read(into: self.records, maxBytes: configuration.streamBatchBytes)
+                    count = try cursor.read(into: self.records, maxBytes: batchBytes)
                     if count == 0 { continue }
                 }
                 let frame = Frames.make(.stream, epoch: self.epoch, allocator: allocator, capacity: self.records.count + 12) {
@@ -291,6 +291,13 @@ final class FollowerSession: @unchecked Sendable {
                     positions.state = caughtUp ? .streaming : .catchingUp
                 }
                 self.lastSent = monotonicNanoseconds()
+                if caughtUp {
+                    // Everything sealed is sent: wait for the next seal without reading the log
+                    // once more to find nothing (as the empty read above does, flag first).
+                    self.waitingForSeal.store(true, ordering: .releasing)
+                    guard self.primary.sealedIndex >= cursor.nextIndex else { return }
+                    self.waitingForSeal.store(false, ordering: .relaxed)
+                }
             }
         } catch {
             self.fail(error)
