@@ -28,6 +28,8 @@ while [ $# -gt 0 ]; do
         *) echo "callgrind.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
+# Absolute: the clean-up below matches processes by this path.
+out=$(realpath -m "$out")
 for tool in valgrind callgrind_annotate redis-server redis-benchmark redis-cli python3; do
     command -v $tool > /dev/null || { echo "callgrind.sh: '$tool' is missing; apt-get install valgrind redis-server redis-tools python3" >&2; exit 2; }
 done

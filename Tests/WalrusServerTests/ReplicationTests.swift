@@ -29,7 +29,7 @@ struct ReplicationTests {
         daemons.map { name, daemon in
             let connection = try? daemon.connect()
             let digest = (try? connection?.command("DIGEST").text) ?? "?"
-            let keys = (try? connection?.command("DBSIZE")).map { "\($0 as Any)" } ?? "?"
+            let keys = (try? connection?.command("DBSIZE"))?.description ?? "?"
             let info = (try? connection?.command("INFO", "replication").text) ?? "?"
             let log = daemon.log.split(separator: "\n").suffix(25).joined(separator: "\n")
             return "== \(name): digest \(digest), dbsize \(keys)\n\(info)\n-- log (last 25 lines):\n\(log)"
