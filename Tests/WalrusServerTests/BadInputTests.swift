@@ -8,7 +8,7 @@ import WalrusTestKit
 /// the real client never see an error, RSS and threads come back within bounds.
 @Suite(.serialized)
 struct BadInputTests {
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.serverTest)
     func attacksOnEveryPort() throws {
         let script = SystemdIntegrationTests.repositoryRoot.appendingPathComponent("deploy/attack.py").path
         let result = try run(

@@ -8,7 +8,7 @@ import WalrusTestKit
 /// follower's digest the primary's.
 @Suite(.serialized)
 struct CrashLoopTests {
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.serverTest)
     func killNineLoop() throws {
         let script = SystemdIntegrationTests.repositoryRoot.appendingPathComponent("deploy/crash-loop.py").path
         let result = try run("/usr/bin/env", ["python3", script, "--bin", DaemonProcess.binaryDirectory, "--iterations", "25"], seconds: 280)

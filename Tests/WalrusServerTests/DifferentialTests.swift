@@ -145,7 +145,7 @@ struct DifferentialTests {
         }
     }
 
-    @Test(.timeLimit(.minutes(3)), arguments: ["always", "interval"])
+    @Test(.serverTest, arguments: ["always", "interval"])
     func repliesMatchRedis(fsync: String) throws {
         let seed = ProcessInfo.processInfo.environment["WALRUS_DIFF_SEED"].flatMap(UInt64.init) ?? UInt64.random(in: 1...UInt64.max)
         let redis = try RedisServer()

@@ -8,7 +8,7 @@ import WalrusTestKit
 /// end with equal digests.
 @Suite(.serialized)
 struct DrillTests {
-    @Test(.timeLimit(.minutes(5)))
+    @Test(.serverTest)
     func failoverDrill() throws {
         let script = SystemdIntegrationTests.repositoryRoot.appendingPathComponent("deploy/drill.sh").path
         let result = try run("/bin/bash", [script, DaemonProcess.binaryDirectory], seconds: 280)

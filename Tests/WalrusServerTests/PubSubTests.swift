@@ -7,7 +7,7 @@ import WalrusTestKit
 /// RESP3, a primary's publishes reaching a follower's subscribers, CLIENT LIST / KILL TYPE pubsub,
 /// a subscriber that stops reading cut off at its limit while the others go on.
 struct PubSubTests {
-    @Test(.timeLimit(.minutes(3)), arguments: [2, 3])
+    @Test(.serverTest, arguments: [2, 3])
     func redisPyPubSubWithFollower(protocol version: Int) throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
@@ -78,7 +78,7 @@ struct PubSubTests {
 
     /// A subscriber that never reads is disconnected once its unsent messages pass
     /// pubsub-output-limit-bytes; the publisher and a reading subscriber go on.
-    @Test(.timeLimit(.minutes(3))) func slowSubscriberIsCutOff() throws {
+    @Test(.serverTest) func slowSubscriberIsCutOff() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let server = try DaemonProcess(data: directory.file("p"), arguments: ["--pubsub-output-limit-bytes", "2000000"])
@@ -120,7 +120,7 @@ struct PubSubTests {
     }
     /// The application pattern for keyspace notifications: listen for keys that expire (the
     /// active cycle deletes them with nobody reading them) and for writes to a key.
-    @Test(.timeLimit(.minutes(3))) func expiredAndWrittenKeysAreAnnounced() throws {
+    @Test(.serverTest) func expiredAndWrittenKeysAreAnnounced() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let server = try DaemonProcess(data: directory.file("p"), arguments: ["--notify-keyspace-events", "KEx$g"])
@@ -155,7 +155,7 @@ struct PubSubTests {
 
     /// Every keyspace event walrusd fires, in order, equals redis-server's for the same string
     /// and key commands (SET with options, counters, bits, COPY, RENAME, expiry, deletes).
-    @Test(.timeLimit(.minutes(3))) func keyspaceEventsMatchRedis() throws {
+    @Test(.serverTest) func keyspaceEventsMatchRedis() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let server = try DaemonProcess(data: directory.file("p"), arguments: ["--notify-keyspace-events", "KEAn"])

@@ -20,7 +20,7 @@ struct ScriptingTests {
     /// EVALSHA of a script that writes two keys, under load, the primary killed -9 mid-stream:
     /// each script is one record (the log grows by one per script), every pair is whole or
     /// absent after the restart, every acknowledged one is there, and the follower agrees.
-    @Test(.timeLimit(.minutes(5))) func scriptIsOneRecordAcrossKillAndFollowers() throws {
+    @Test(.serverTest) func scriptIsOneRecordAcrossKillAndFollowers() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         var primary = try DaemonProcess(data: directory.file("p"))
@@ -69,7 +69,7 @@ struct ScriptingTests {
     /// On a follower: EVAL_RO and read-only scripts run, a write inside gets READONLY, a
     /// script declaring writes is refused before it runs, and the primary's script cache is
     /// not the follower's (NOSCRIPT, then EVAL works).
-    @Test(.timeLimit(.minutes(5))) func followerRunsReadOnlyScripts() throws {
+    @Test(.serverTest) func followerRunsReadOnlyScripts() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let primary = try DaemonProcess(data: directory.file("p"))
@@ -102,7 +102,7 @@ struct ScriptingTests {
     /// A script past busy-reply-threshold: other clients get -BUSY (PING included), SCRIPT KILL
     /// stops one that has not written; one that has written is UNKILLABLE and SHUTDOWN stops it,
     /// its writes discarded (none was acknowledged) — the restarted node still has the old value.
-    @Test(.timeLimit(.minutes(5))) func busyScriptsAnswerBusyAndStop() throws {
+    @Test(.serverTest) func busyScriptsAnswerBusyAndStop() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         var daemon = try DaemonProcess(data: directory.file("d"), arguments: ["--busy-reply-threshold", "100"])
@@ -132,7 +132,7 @@ struct ScriptingTests {
     /// Lock (acquire, blocking acquire, extend, reacquire, release, a second owner refused) and
     /// a fixed-window limiter (SCRIPT LOAD + EVALSHA with INCR, PEXPIRE, PTTL); the follower
     /// holds what the scripts wrote, and so does the primary after kill -9.
-    @Test(.timeLimit(.minutes(5))) func redisPyLockAndRateLimiter() throws {
+    @Test(.serverTest) func redisPyLockAndRateLimiter() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         var primary = try DaemonProcess(data: directory.file("p"))

@@ -52,7 +52,7 @@ struct SentinelTests {
         return path
     }
 
-    @Test(.timeLimit(.minutes(3))) func killedPrimaryIsReplacedLosingNothing() throws {
+    @Test(.serverTest) func killedPrimaryIsReplacedLosingNothing() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let aConfig = try self.configFile(directory, "a", follow: nil)

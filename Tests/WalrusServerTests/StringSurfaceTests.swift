@@ -14,7 +14,7 @@ struct StringSurfaceTests {
 
     /// EXECs of two SETs under load, the primary killed -9 mid-stream: after the restart every
     /// pair is whole or absent, and the follower holds the same state.
-    @Test(.timeLimit(.minutes(5))) func execIsAllOrNothingAcrossKillAndFollowers() throws {
+    @Test(.serverTest) func execIsAllOrNothingAcrossKillAndFollowers() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         var primary = try DaemonProcess(data: directory.file("p"))
@@ -50,7 +50,7 @@ struct StringSurfaceTests {
 
     /// A key past its deadline: hidden at once on the follower (which never deletes it), deleted
     /// by the primary's expiry (a record the follower applies); a promoted follower expires at once.
-    @Test(.timeLimit(.minutes(5))) func expiryFollowsThePrimary() throws {
+    @Test(.serverTest) func expiryFollowsThePrimary() throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
         let primary = try DaemonProcess(data: directory.file("p"))

@@ -17,7 +17,7 @@ struct SystemdIntegrationTests {
     /// shows the role, the journal has native WALRUS_* and CODE_FILE fields, a SIGSTOPped daemon is
     /// restarted by the watchdog with its data, reload works, stop ends with Result=success; a
     /// follower unit (walrusd@follower) streams from it and its StatusText shows link and lag.
-    @Test(.enabled(if: getuid() == 0, "needs root for a private mount namespace"), .timeLimit(.minutes(5)))
+    @Test(.enabled(if: getuid() == 0, "needs root for a private mount namespace"), .serverTest)
     func unitUnderARealServiceManager() throws {
         let work = TemporaryDirectory(prefix: "walrus-systemd")
         defer { work.remove() }

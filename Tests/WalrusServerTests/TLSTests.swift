@@ -57,7 +57,7 @@ struct TestCertificates {
 
 /// TLS with real clients: redis-cli, redis-py and openssl s_client on the client port; a
 /// follower over TLS; certificates rotated under load; every kind of bad handshake logged once.
-@Suite(.timeLimit(.minutes(5)))
+@Suite(.serverTest)
 struct TLSTests {
     static let redisCLI = "/usr/bin/redis-cli"
 
