@@ -34,6 +34,30 @@ public enum FileIO {
         }
     }
 
+    /// O_DIRECT, which Glibc's Swift module leaves out (it is a _GNU_SOURCE flag); Linux's value.
+    #if arch(x86_64) || arch(i386)
+    public static let directFlag: Int32 = 0o40000
+    #elseif arch(arm64) || arch(arm)
+    public static let directFlag: Int32 = 0o200000
+    #else
+    #error("O_DIRECT's value is not known for this architecture")
+    #endif
+
+    /// Open (or create) the segment appends go to, with O_DIRECT if `direct` and the filesystem
+    /// accepts it (tmpfs does not); returns the descriptor and whether it is direct.
+    static func openForAppend(_ path: String, direct: Bool, flags: Int32 = 0) throws -> (fd: Int32, direct: Bool) {
+        if direct {
+            while true {
+                let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | flags | Self.directFlag, mode_t(0o644))
+                if fd >= 0 { return (fd, true) }
+                if errno == EINTR { continue }
+                guard errno == EINVAL else { throw ioError("open", path) }
+                break  // no direct I/O here: as before
+            }
+        }
+        return (try open(path, O_RDWR | O_CREAT | flags), false)
+    }
+
     /// Write all of `bytes` at the file's current position.
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
         var done = 0
@@ -57,6 +81,35 @@ public enum FileIO {
                 throw ioError("pwrite", path, offset: offset)
             }
             done += n
+        }
+    }
+
+    /// Write `count` bytes — whole blocks, from block-aligned memory — at the block-aligned
+    /// `offset` of a direct descriptor. A short write goes on only where it stopped on a block.
+    static func pwriteBlocks(_ fd: Int32, _ base: UnsafeRawPointer, count: Int, at offset: Int64, block: Int, path: String) throws {
+        var done = 0
+        while done < count {
+            let n = Glibc.pwrite(fd, base + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("pwrite (direct)", path, offset: offset + Int64(done))
+            }
+            done += n
+            if done < count && (n == 0 || done % block != 0) {
+                throw WALError(
+                    .io, "A direct write to \(path) at \(offset) stopped after \(done) of \(count) bytes, inside a block.",
+                    path: path, offset: offset + Int64(done))
+            }
+        }
+    }
+
+    /// One pread (retried on EINTR only): a direct descriptor cannot go on from an unaligned
+    /// place after a short read; returns the bytes read.
+    static func preadOnce(_ fd: Int32, into destination: UnsafeMutableRawPointer, count: Int, at offset: Int64, path: String) throws -> Int {
+        while true {
+            let n = Glibc.pread(fd, destination, count, off_t(offset))
+            if n >= 0 { return n }
+            if errno != EINTR { throw ioError("pread", path, offset: offset) }
         }
     }
 

@@ -15,9 +15,11 @@ final class LogWriter: @unchecked Sendable {
         var number: Int
         var path: String
         var size: Int64
-        /// The file is longer than `size`: zeros made ahead (`SegmentPreallocator`), cut off
-        /// when the segment is finished.
+        /// The file is longer than `size`: zeros made ahead (`SegmentPreallocator`), or a direct
+        /// write's padding to a whole block; cut off when the segment is finished.
         var preallocated = false
+        /// Opened with O_DIRECT: written in whole blocks (`append`).
+        var direct = false
     }
 
     /// A batch taken from `pending`, with the segment sizes it brings each segment to.
@@ -43,10 +45,27 @@ final class LogWriter: @unchecked Sendable {
     /// The segment number whose successor was asked of the preallocator.
     var preallocationAsked = 0
 
+    /// Direct writes go out in whole blocks of this many bytes, from memory aligned to it (a
+    /// multiple of every logical block size Linux filesystems use).
+    static let blockSize = 4096
+    /// Direct writes: an aligned buffer whose first bytes are the records already in the last,
+    /// partly filled block of the segment (`staged` says which), so a write never reads it back.
+    private var staging: UnsafeMutableRawPointer?
+    private var stagingCapacity = 0
+    /// The segment number and block offset whose records head `staging` (nil: none).
+    private var staged: (segment: Int, block: Int64)?
+
     init(segment: OpenSegment, writtenIndex: UInt64) {
         self.segment = segment
         self.writtenIndex = writtenIndex
         self.lastSync = monotonicNanoseconds()
+    }
+
+    /// Close the open segment and go on in `next`.
+    func replaceSegment(with next: OpenSegment) {
+        close(self.segment.fd)
+        self.segment = next
+        self.staged = nil
     }
 
     /// Cut the open segment back to its records (the zeros made ahead, or a partial write).
@@ -55,7 +74,86 @@ final class LogWriter: @unchecked Sendable {
         self.segment.preallocated = false
     }
 
-    deinit { close(self.segment.fd) }
+    /// Write `run` after the open segment's records and count it in `segment.size`. Returns
+    /// false if the filesystem refused a direct write and this segment now writes through the
+    /// page cache (the caller says so once).
+    @discardableResult
+    func append(_ run: UnsafeRawBufferPointer) throws -> Bool {
+        guard run.count > 0 else { return true }
+        if self.segment.direct {
+            do {
+                try self.appendDirect(run)
+                return true
+            } catch let error as WALError where error.errno == EINVAL {
+                // O_DIRECT was accepted at open but not for this I/O (an alignment this
+                // filesystem or device does not take): write through the page cache from now on.
+                let flags = fcntl(self.segment.fd, F_GETFL)
+                _ = fcntl(self.segment.fd, F_SETFL, flags & ~FileIO.directFlag)
+                self.segment.direct = false
+                self.staged = nil
+                try FileIO.pwriteAll(self.segment.fd, run, at: self.segment.size, path: self.segment.path)
+                self.segment.size += Int64(run.count)
+                return false
+            }
+        }
+        try FileIO.pwriteAll(self.segment.fd, run, at: self.segment.size, path: self.segment.path)
+        self.segment.size += Int64(run.count)
+        return true
+    }
+
+    /// One direct write: the block the records end in is written whole again — its records,
+    /// then `run`, then zeros to the block's end (zeros past the last record are the end of the
+    /// log, as in a segment made ahead). The records before `run` are rewritten byte for byte,
+    /// so a write torn anywhere leaves them as they were.
+    private func appendDirect(_ run: UnsafeRawBufferPointer) throws {
+        let block = Self.blockSize
+        let size = self.segment.size
+        let blockStart = size & ~Int64(block - 1)
+        let head = Int(size - blockStart)
+        let total = head + run.count
+        let padded = (total + block - 1) & ~(block - 1)
+        let valid = self.staged.map { $0.segment == self.segment.number && $0.block == blockStart } ?? false
+        self.reserveStaging(padded, keeping: valid ? head : 0)
+        let staging = self.staging!
+        self.staged = nil  // again once the write succeeded
+        if head > 0 && !valid {
+            // After an open or a cut: read the block's records back once.
+            let n = try FileIO.preadOnce(self.segment.fd, into: staging, count: block, at: blockStart, path: self.segment.path)
+            guard n >= head else {
+                throw WALError(
+                    .io, "Read \(n) bytes of the last block at \(blockStart) of \(self.segment.path), which holds \(head) bytes of records.",
+                    path: self.segment.path, offset: blockStart)
+            }
+        }
+        (staging + head).copyMemory(from: run.baseAddress!, byteCount: run.count)
+        (staging + total).initializeMemory(as: UInt8.self, repeating: 0, count: padded - total)
+        try FileIO.pwriteBlocks(self.segment.fd, staging, count: padded, at: blockStart, block: block, path: self.segment.path)
+        let end = size + Int64(run.count)
+        let lastBlock = end & ~Int64(block - 1)
+        let kept = Int(end - lastBlock)
+        if kept > 0 && lastBlock != blockStart { staging.copyMemory(from: staging + Int(lastBlock - blockStart), byteCount: kept) }
+        self.staged = (self.segment.number, lastBlock)
+        self.segment.size = end
+        if blockStart + Int64(padded) > end { self.segment.preallocated = true }
+    }
+
+    /// Room for `count` bytes in `staging`, keeping its first `keeping`.
+    private func reserveStaging(_ count: Int, keeping: Int) {
+        guard count > self.stagingCapacity else { return }
+        let capacity = max(count, 64 * 1024)
+        let fresh = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: Self.blockSize)
+        if let old = self.staging {
+            if keeping > 0 { fresh.copyMemory(from: old, byteCount: keeping) }
+            old.deallocate()
+        }
+        self.staging = fresh
+        self.stagingCapacity = capacity
+    }
+
+    deinit {
+        close(self.segment.fd)
+        self.staging?.deallocate()
+    }
 }
 
 /// A plain mutex with `tryLock` (Synchronization's Mutex has none).

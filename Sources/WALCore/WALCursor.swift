@@ -42,10 +42,12 @@ public final class WALCursor {
                 continue
             }
             let want = Int(min(Int64(max(budget, RecordFormat.headerSize)), available))
-            // Read straight into the output and keep the whole frames (a frame cut off at the
-            // end is read again next time): one copy, from the page cache, per byte.
+            // Copy straight into the output and keep the whole frames (a frame cut off at the
+            // end is read again next time): one copy per byte — from the log's newest writes
+            // in memory when it still holds them (a reader tailing the log), else from the file.
             let destination = output.reserve(want)
-            let n = try FileIO.pread(self.fd, into: destination, count: want, at: self.offset, path: self.segmentPath)
+            var n = self.wal.recent.copy(segment: segment.number, offset: self.offset, into: destination, count: want)
+            if n == 0 { n = try FileIO.pread(self.fd, into: destination, count: want, at: self.offset, path: self.segmentPath) }
             let bytes = UnsafeRawBufferPointer(start: destination, count: n)
             var position = 0
             var consumedAny = false

@@ -175,9 +175,10 @@ extension WriteAheadLog {
             var sealedRecords: UInt64 = 0
             let (ready, observers, sealed, recoveredFromFull) = self.lock.withLock {
                 state -> ([WALState.Waiter], [@Sendable (UInt64) -> Void], UInt64, Bool) in
-                if let current = batch {
-                    current.buffer.removeAll()
-                    if state.spare == nil { state.spare = current.buffer }
+                if batch != nil {
+                    // The batch's buffer stays in `recent` for the cursors; one it let go of is
+                    // the next pending buffer.
+                    if state.spare == nil { state.spare = self.recent.takeReusable() }
                     state.statistics.writeBatches += 1
                 }
                 let wasFull = state.diskFull != nil
@@ -290,14 +291,19 @@ extension WriteAheadLog {
             }
             let run = UnsafeRawBufferPointer(rebasing: bytes[max(cut.offset, batch.done)..<end])
             guard run.count > 0 else { continue }
+            let offset = writer.segment.size
             do {
-                try FileIO.pwriteAll(writer.segment.fd, run, at: writer.segment.size, path: writer.segment.path)
+                if try !writer.append(run) {
+                    self.logger.notice(
+                        "The filesystem refused a direct write; this segment is written through the page cache",
+                        metadata: ["wal.segment": "\(writer.segment.path)"])
+                }
             } catch {
                 // Take back a partial write so the file never holds half a record we may retry.
                 try? writer.cutToRecords()
                 throw error
             }
-            writer.segment.size += Int64(run.count)
+            self.recent.add(batch.buffer, start: max(cut.offset, batch.done), count: run.count, segment: cut.segment, offset: offset)
             batch.done = end
         }
         // Half way through a segment, start making the next one.
@@ -329,7 +335,7 @@ extension WriteAheadLog {
             }
             try? FileIO.remove(made)
         }
-        let fd = try FileIO.open(path, O_WRONLY | O_CREAT, mode: 0o644)
+        let (fd, direct) = try FileIO.openForAppend(path, direct: self.configuration.directIO)
         let size = preallocated ? 0 : try FileIO.size(fd, path: path)
         guard size == 0 else {
             Glibc.close(fd)
@@ -341,8 +347,7 @@ extension WriteAheadLog {
         }
         // The new directory entry must be durable before records in it are called sealed.
         try FileIO.fsyncDirectory(self.configuration.directory)
-        Glibc.close(writer.segment.fd)
-        writer.segment = LogWriter.OpenSegment(fd: fd, number: number, path: path, size: 0, preallocated: preallocated)
+        writer.replaceSegment(with: LogWriter.OpenSegment(fd: fd, number: number, path: path, size: 0, preallocated: preallocated, direct: direct))
         self.logger.debug("Started a new segment", metadata: ["wal.segment": "\(path)", "wal.preallocated": "\(preallocated)"])
     }
 }

@@ -34,10 +34,11 @@ extension WriteAheadLog {
             try FileIO.remove(segment.path)
             removed.append(SegmentName.format(segment.number))
         }
-        let fd = try FileIO.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
+        let (fd, direct) = try FileIO.openForAppend(path, direct: self.configuration.directIO, flags: O_TRUNC)
         try FileIO.fsyncDirectory(self.configuration.directory)
-        Glibc.close(writer.segment.fd)
-        writer.segment = LogWriter.OpenSegment(fd: fd, number: number, path: path, size: 0)
+        writer.replaceSegment(with: LogWriter.OpenSegment(fd: fd, number: number, path: path, size: 0, direct: direct))
+        // Offsets in the new segment mean other bytes than the old ones held in memory.
+        self.recent.removeAll()
         writer.writtenIndex = index
         writer.unsynced.removeAll()
         self.lock.withLock { state in

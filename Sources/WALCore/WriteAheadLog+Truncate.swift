@@ -57,13 +57,14 @@ extension WriteAheadLog {
         defer { self.ioMutex.unlock() }
         let writer = self.writer
         let doomed = self.lock.withLock { state -> [SegmentInfo] in state.segments.filter { $0.number > cut.segment } }
-        let fd = try FileIO.open(cut.path, O_WRONLY)
+        let (fd, direct) = try FileIO.openForAppend(cut.path, direct: self.configuration.directIO)
         try FileIO.truncate(fd, to: cut.offset, path: cut.path)
         try FileIO.fdatasync(fd, path: cut.path)
         for segment in doomed { try FileIO.remove(segment.path) }
         try FileIO.fsyncDirectory(directory)
-        Glibc.close(writer.segment.fd)
-        writer.segment = LogWriter.OpenSegment(fd: fd, number: cut.segment, path: cut.path, size: cut.offset)
+        writer.replaceSegment(with: LogWriter.OpenSegment(fd: fd, number: cut.segment, path: cut.path, size: cut.offset, direct: direct))
+        // What was held in memory past the cut is no longer the log.
+        self.recent.removeAll()
         writer.writtenIndex = index
         writer.unsynced.removeAll()
         self.lock.withLock { state in

@@ -65,6 +65,8 @@ public final class WriteAheadLog: @unchecked Sendable {
     let writer: LogWriter
     /// Makes the next segment ahead (zero-filled) so fdatasyncs need no journal commit.
     let preallocator: SegmentPreallocator
+    /// The newest written bytes, in memory for the cursors that tail the log.
+    let recent = RecentWrites()
     /// The interval of `.interval` mode, changeable while running (reload); 0 in `.always` mode.
     private let intervalMilliseconds: Atomic<Int>
 
@@ -92,7 +94,7 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     private init(
         configuration: WALConfiguration, logger: Logger, directoryLock: DirectoryLock, state: WALState,
-        meta: MetaFile, report: RecoveryReport, fd: Int32, segmentSize: Int64, preallocated: Bool
+        meta: MetaFile, report: RecoveryReport, fd: Int32, segmentSize: Int64, preallocated: Bool, direct: Bool
     ) {
         self.configuration = configuration
         self.alwaysMode = configuration.fsyncMode == .always
@@ -108,7 +110,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         let last = state.segments[state.segments.count - 1]
         self.writer = LogWriter(
             segment: LogWriter.OpenSegment(
-                fd: fd, number: last.number, path: last.path, size: segmentSize, preallocated: preallocated),
+                fd: fd, number: last.number, path: last.path, size: segmentSize, preallocated: preallocated, direct: direct),
             writtenIndex: state.sealedIndex)
         self.preallocator = SegmentPreallocator(
             directory: configuration.directory, size: configuration.segmentSizeBytes, logger: logger)
@@ -266,7 +268,7 @@ public final class WriteAheadLog: @unchecked Sendable {
                     metadata: ["wal.segment": "\(last.path)", "wal.error": "\(error)"])
             }
         }
-        let fd = try FileIO.open(last.path, O_WRONLY | O_CREAT, mode: 0o644)
+        let (fd, direct) = try FileIO.openForAppend(last.path, direct: configuration.directIO)
         let preallocated = try FileIO.size(fd, path: last.path) > last.size
         if numbers.isEmpty {
             // A new segment's directory entry must be durable before records in it can be sealed.
@@ -279,14 +281,14 @@ public final class WriteAheadLog: @unchecked Sendable {
             segments: segments)
         let wal = WriteAheadLog(
             configuration: configuration, logger: logger, directoryLock: directoryLock, state: state, meta: meta,
-            report: report, fd: fd, segmentSize: last.size, preallocated: preallocated)
+            report: report, fd: fd, segmentSize: last.size, preallocated: preallocated, direct: direct)
         wal.startFlusher()
         logger.info(
             "Write-ahead log opened",
             metadata: [
                 "wal.directory": "\(directory)", "wal.segments": "\(report.segments)",
                 "wal.records": "\(report.records)", "wal.replayed": "\(report.replayed)",
-                "wal.lastIndex": "\(index - 1)", "wal.fsync": "\(configuration.fsyncMode)",
+                "wal.lastIndex": "\(index - 1)", "wal.fsync": "\(configuration.fsyncMode)", "wal.directIO": "\(direct)",
                 "wal.recoveryMs": "\(report.nanoseconds / 1_000_000)",
             ])
         return wal
@@ -492,6 +494,12 @@ public final class WriteAheadLog: @unchecked Sendable {
     public var lastIndex: UInt64 { self.lock.withLock { $0.nextIndex - 1 } }
     /// The index of the last durable record.
     public var sealedIndex: UInt64 { self.lock.withLock { $0.sealedIndex } }
+    /// Whether the open segment is written with direct I/O (see `WALConfiguration.directIO`).
+    public var writesDirectly: Bool {
+        self.ioMutex.lock()
+        defer { self.ioMutex.unlock() }
+        return self.writer.segment.direct
+    }
     /// The index of the oldest record still in the segments.
     public var firstIndex: UInt64 { self.lock.withLock { $0.segments.first?.firstIndex ?? 1 } }
     /// Counters since open.
