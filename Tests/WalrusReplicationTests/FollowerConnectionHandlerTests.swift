@@ -23,9 +23,7 @@ struct FollowerConnectionHandlerTests {
 
     func channel(for follower: ReplicationFollower, loop: EmbeddedEventLoop) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel(loop: loop)
-        try channel.pipeline.syncOperations.addHandler(
-            ByteToMessageHandler(ReplicationFrameDecoder(maxPayloadBytes: 1 << 20, checksum: Frames.checksum)))
-        let handler = FollowerConnectionHandler(follower: follower)
+        let handler = FollowerConnectionHandler(follower: follower, maxPayloadBytes: 1 << 20)
         // As `connect` does: the log's seals reach the connection's handler.
         follower.current.withLock { $0 = handler }
         try channel.pipeline.syncOperations.addHandler(handler)
@@ -79,6 +77,51 @@ struct FollowerConnectionHandlerTests {
         let prompt = try #require(try frames.next(waitingMilliseconds: 100))
         let decodedAck = try ReplicationAck.decode(prompt.payload)
         #expect(prompt.kind == .ack && decodedAck.received == 4 && decodedAck.durable == 4)
+        follower.stop()
+        loop.run()
+    }
+
+    /// The handler cuts frames out of the bytes itself: one split over several reads, two in one
+    /// read, and a damaged one ends the link naming what was wrong.
+    @Test func framesAreCutFromAnyReads() throws {
+        let fixture = try ReplicationFixture(clusterID: "cluster-a")
+        let loop = EmbeddedEventLoop()
+        let follower = self.follower(fixture, loop: loop)
+        let channel = try self.channel(for: follower, loop: loop)
+        let frames = WrittenFrames(channel)
+        try channel.sendFrame(.challenge) { self.challenge().encode(into: &$0) }
+        #expect(try frames.next()?.kind == .hello)
+        // The first STREAM a few bytes at a time.
+        var first = Frames.make(.stream, epoch: 1, allocator: channel.allocator) {
+            ReplicationStream(firstIndex: 1, count: 3, frames: self.records()).encode(into: &$0)
+        }
+        while first.readableBytes > 0 { try channel.writeInbound(first.readSlice(length: min(7, first.readableBytes))!) }
+        #expect(fixture.store.get("k3") == "v3" && fixture.store.wal.lastIndex == 3)
+        // Two STREAMs in one read, the second cut short, then its rest.
+        var two = ByteBuffer()
+        for i in 4...5 {
+            var record = ByteBuffer(bytes: RecordEncoder.encode(op: .set, key: Array("k\(i)".utf8), value: Array("v\(i)".utf8)))
+            var frame = Frames.make(.stream, epoch: 1, allocator: channel.allocator) {
+                ReplicationStream(firstIndex: UInt64(i), count: 1, frames: record.readSlice(length: record.readableBytes)!).encode(into: &$0)
+            }
+            two.writeBuffer(&frame)
+        }
+        let cut = two.readableBytes - 5
+        try channel.writeInbound(two.readSlice(length: cut)!)
+        #expect(fixture.store.get("k4") == "v4" && fixture.store.get("k5") == nil)
+        try channel.writeInbound(two)
+        #expect(fixture.store.get("k5") == "v5" && fixture.store.wal.lastIndex == 5)
+        // A frame damaged on the wire: the link ends with the decoder's words, nothing applied.
+        var damaged = Frames.make(.stream, epoch: 1, allocator: channel.allocator) {
+            var record = ByteBuffer(bytes: RecordEncoder.encode(op: .set, key: Array("k6".utf8), value: Array("v6".utf8)))
+            ReplicationStream(firstIndex: 6, count: 1, frames: record.readSlice(length: record.readableBytes)!).encode(into: &$0)
+        }
+        damaged.setInteger(damaged.getInteger(at: damaged.writerIndex - 1, as: UInt8.self)! ^ 0xff, at: damaged.writerIndex - 1)
+        try channel.writeInbound(damaged)
+        loop.run()
+        #expect(!channel.isActive)
+        #expect(fixture.store.get("k6") == nil && fixture.store.wal.lastIndex == 5)
+        #expect(follower.status.lastError?.contains("fails its CRC") == true)
         follower.stop()
         loop.run()
     }
