@@ -54,6 +54,8 @@ final class LogWriter: @unchecked Sendable {
     private var stagingCapacity = 0
     /// The segment number and block offset whose records head `staging` (nil: none).
     private var staged: (segment: Int, block: Int64)?
+    /// `staging` holds only zeros from here on (so a write zeroes just what an earlier one left).
+    private var stagingZeroFrom = 0
 
     init(segment: OpenSegment, writtenIndex: UInt64) {
         self.segment = segment
@@ -124,14 +126,19 @@ final class LogWriter: @unchecked Sendable {
                     .io, "Read \(n) bytes of the last block at \(blockStart) of \(self.segment.path), which holds \(head) bytes of records.",
                     path: self.segment.path, offset: blockStart)
             }
+            self.stagingZeroFrom = max(self.stagingZeroFrom, n)
         }
         (staging + head).copyMemory(from: run.baseAddress!, byteCount: run.count)
-        (staging + total).initializeMemory(as: UInt8.self, repeating: 0, count: padded - total)
+        // Zeros from the run's end to the block's: only what is not zero already.
+        let stale = min(padded, self.stagingZeroFrom)
+        if stale > total { (staging + total).initializeMemory(as: UInt8.self, repeating: 0, count: stale - total) }
+        if self.stagingZeroFrom <= padded { self.stagingZeroFrom = total }
         try FileIO.pwriteBlocks(self.segment.fd, staging, count: padded, at: blockStart, block: block, path: self.segment.path)
         let end = size + Int64(run.count)
         let lastBlock = end & ~Int64(block - 1)
         let kept = Int(end - lastBlock)
         if kept > 0 && lastBlock != blockStart { staging.copyMemory(from: staging + Int(lastBlock - blockStart), byteCount: kept) }
+        // (The bytes the move copied from stay where they were, before `stagingZeroFrom`.)
         self.staged = (self.segment.number, lastBlock)
         self.segment.size = end
         if blockStart + Int64(padded) > end { self.segment.preallocated = true }
@@ -142,6 +149,8 @@ final class LogWriter: @unchecked Sendable {
         guard count > self.stagingCapacity else { return }
         let capacity = max(count, 64 * 1024)
         let fresh = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: Self.blockSize)
+        fresh.initializeMemory(as: UInt8.self, repeating: 0, count: capacity)
+        self.stagingZeroFrom = keeping
         if let old = self.staging {
             if keeping > 0 { fresh.copyMemory(from: old, byteCount: keeping) }
             old.deallocate()
