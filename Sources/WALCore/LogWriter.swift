@@ -129,10 +129,12 @@ final class LogWriter: @unchecked Sendable {
             self.stagingZeroFrom = max(self.stagingZeroFrom, n)
         }
         (staging + head).copyMemory(from: run.baseAddress!, byteCount: run.count)
-        // Zeros from the run's end to the block's: only what is not zero already.
-        let stale = min(padded, self.stagingZeroFrom)
-        if stale > total { (staging + total).initializeMemory(as: UInt8.self, repeating: 0, count: stale - total) }
-        if self.stagingZeroFrom <= padded { self.stagingZeroFrom = total }
+        // Zeros from the run's end to the block's: clear only what an earlier write left there
+        // (all of it, also past this block, so that it is cleared once).
+        if self.stagingZeroFrom > total {
+            (staging + total).initializeMemory(as: UInt8.self, repeating: 0, count: self.stagingZeroFrom - total)
+        }
+        self.stagingZeroFrom = total
         try FileIO.pwriteBlocks(self.segment.fd, staging, count: padded, at: blockStart, block: block, path: self.segment.path)
         let end = size + Int64(run.count)
         let lastBlock = end & ~Int64(block - 1)
