@@ -1,3 +1,4 @@
+import DequeModule
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,9 +26,9 @@ final class LogWriter: @unchecked Sendable {
     /// A batch taken from `pending`, with the segment sizes it brings each segment to.
     struct Batch {
         var buffer: RecordBuffer
-        var cuts: [WALState.Cut]
+        var cuts: SmallList<WALState.Cut>
         var lastIndex: UInt64
-        var targets: [(segment: Int, size: Int64, count: UInt64)]
+        var targets: SmallList<(segment: Int, size: Int64, count: UInt64)>
         /// Bytes of `buffer` already in the files (a retry after a full disk starts here).
         var done = 0
     }
@@ -36,11 +37,15 @@ final class LogWriter: @unchecked Sendable {
     /// Every record up to here is in the files (maybe not yet durable).
     var writtenIndex: UInt64
     /// Segment sizes written but not yet fdatasync'ed, published as sealed at the next sync.
-    var unsynced: [Int: (size: Int64, count: UInt64)] = [:]
+    /// (Segments are written in order, so an update is always to the last one listed.)
+    var unsynced = SmallList<(segment: Int, size: Int64, count: UInt64)>()
     /// When the last fdatasync finished (monotonic ns).
     var lastSync: UInt64
     /// A batch that hit a full disk, retried at `retryAt`.
     var held: Batch?
+    /// The waiters a seal releases, gathered under the state lock and called after it (kept
+    /// for the next seal: an array per seal was an allocation).
+    var ready = Deque<WALState.Waiter>()
     var retryAt: UInt64 = 0
     /// The segment number whose successor was asked of the preallocator.
     var preallocationAsked = 0

@@ -22,7 +22,7 @@ struct WALState {
     /// The flusher's returned buffer, reused to avoid allocations.
     var spare: RecordBuffer?
     /// Which segment each run of `pending` belongs to (first entry at offset 0).
-    var cuts: [Cut] = []
+    var cuts = SmallList<Cut>()
     /// What is known of each segment, oldest first; numbers are consecutive.
     var segments: [SegmentInfo]
     /// Callers waiting for a seal, in index order.
@@ -45,13 +45,15 @@ struct WALState {
     var statistics = WALStatistics()
 
     /// Remove and return the waiters whose records are sealed.
-    mutating func takeSealedWaiters() -> [Waiter] {
-        var ready: [Waiter] = []
-        // Usually every waiter is ready (one batch sealed whole): one allocation, not a doubling
-        // series of them.
-        ready.reserveCapacity(self.waiters.count)
+    /// Move the waiters whose records are sealed into `ready`.
+    mutating func takeSealedWaiters(into ready: inout Deque<Waiter>) {
         while let first = self.waiters.first, first.index <= self.sealedIndex { ready.append(self.waiters.removeFirst()) }
-        return ready
+    }
+
+    /// Whether the log has failed for good (a test of the case, not a copy of the error).
+    var hasFailed: Bool {
+        if case .some = self.failure { return true }
+        return false
     }
 
     /// Remove and return every waiter (the log failed).

@@ -33,7 +33,7 @@ extension WriteAheadLog {
             self.ioMutex.lock()
             let writer = self.writer
             let step = self.lock.withLock { state -> Step in
-                if state.failure != nil {
+                if state.hasFailed {
                     self.ioMutex.unlock()
                     return .exit
                 }
@@ -148,14 +148,13 @@ extension WriteAheadLog {
 
     /// Write `batch` (if any), fdatasync if `sync`, then publish the new sealed index and release
     /// the waiters it covers. Called with `ioMutex` held.
-    private func performAndPublish(_ taken: LogWriter.Batch?, sync: Bool, writer: LogWriter) -> Outcome {
-        var batch = taken
+    private func performAndPublish(_ taken: consuming LogWriter.Batch?, sync: Bool, writer: LogWriter) -> Outcome {
+        var batch = consume taken
         do {
-            if var current = batch {
-                defer { batch = current }
-                try self.write(&current, writer: writer)
-                for target in current.targets { writer.unsynced[target.segment] = (target.size, target.count) }
-                writer.writtenIndex = current.lastIndex
+            if case .some = batch {
+                try self.write(&batch!, writer: writer)
+                for target in batch!.targets { writer.unsynced.replaceLast(where: { $0.segment == target.segment }, with: target) }
+                writer.writtenIndex = batch!.lastIndex
             }
             var fsyncNanoseconds: UInt64 = 0
             if sync {
@@ -173,22 +172,24 @@ extension WriteAheadLog {
             }
             let writtenIndex = writer.writtenIndex
             var sealedRecords: UInt64 = 0
-            let (ready, observers, sealed, recoveredFromFull) = self.lock.withLock {
-                state -> ([WALState.Waiter], [@Sendable (UInt64) -> Void], UInt64, Bool) in
-                if batch != nil {
+            let (observers, sealed, recoveredFromFull) = self.lock.withLock {
+                state -> ([@Sendable (UInt64) -> Void], UInt64, Bool) in
+                if case .some = batch {
                     // The batch's buffer stays in `recent` for the cursors; one it let go of is
                     // the next pending buffer.
                     if state.spare == nil { state.spare = self.recent.takeReusable() }
                     state.statistics.writeBatches += 1
                 }
-                let wasFull = state.diskFull != nil
-                state.diskFull = nil
+                var wasFull = false
+                if case .some = state.diskFull {
+                    wasFull = true
+                    state.diskFull = nil
+                }
                 state.ioStartedNanoseconds = 0
-                guard sync else { return ([], [], state.sealedIndex, wasFull) }
-                // (Read in place, then emptied keeping its storage: a copy here would make the
-                // emptying allocate a new table every batch.)
-                for (number, value) in writer.unsynced {
-                    if let position = state.segmentPosition(number) {
+                guard sync else { return ([], state.sealedIndex, wasFull) }
+                // The sizes the batches since the last fdatasync brought their segments to.
+                for value in writer.unsynced {
+                    if let position = state.segmentPosition(value.segment) {
                         state.segments[position].sealedSize = value.size
                         state.segments[position].sealedCount = value.count
                     }
@@ -199,10 +200,11 @@ extension WriteAheadLog {
                 state.statistics.fsyncNanosecondsTotal += fsyncNanoseconds
                 state.statistics.lastFsyncNanoseconds = fsyncNanoseconds
                 state.statistics.maxFsyncNanoseconds = max(state.statistics.maxFsyncNanoseconds, fsyncNanoseconds)
-                return (state.takeSealedWaiters(), state.sealObservers, state.sealedIndex, wasFull)
+                state.takeSealedWaiters(into: &writer.ready)
+                return (state.sealObservers, state.sealedIndex, wasFull)
             }
             if sync {
-                writer.unsynced.removeAll(keepingCapacity: true)
+                writer.unsynced.removeAll()
                 self.metrics.fsync.recordNanoseconds(Int64(fsyncNanoseconds))
                 self.metrics.groupCommit.record(Int64(sealedRecords))
             }
@@ -210,7 +212,8 @@ extension WriteAheadLog {
                 self.logger.notice(
                     "Disk space is back; writes resume", metadata: ["wal.segment": "\(writer.segment.path)"])
             }
-            for waiter in ready { waiter.callback(nil) }
+            // (Callbacks cannot seal meanwhile: this thread holds the I/O mutex.)
+            while let waiter = writer.ready.popFirst() { waiter.callback(nil) }
             if sync { for observer in observers { observer(sealed) } }
             return .ok
         } catch let error as WALError where error.code == .diskFull {
@@ -269,8 +272,8 @@ extension WriteAheadLog {
         state.pending = state.spare ?? RecordBuffer()
         state.spare = nil
         let cuts = state.cuts
-        state.cuts.removeAll(keepingCapacity: true)
-        var targets: [(segment: Int, size: Int64, count: UInt64)] = []
+        state.cuts.removeAll()
+        var targets = SmallList<(segment: Int, size: Int64, count: UInt64)>()
         for cut in cuts {
             if let position = state.segmentPosition(cut.segment) {
                 targets.append((cut.segment, state.segments[position].size, state.segments[position].recordCount))
@@ -428,19 +431,23 @@ extension WriteAheadLog {
     public func sealInline() {
         guard self.ioMutex.tryLock() else { return self.handToFlusher() }
         let writer = self.writer
-        let taken = self.lock.withLock { state -> LogWriter.Batch?? in
+        // (The batch moves into performAndPublish: each copy of it was a retain and a release
+        // of every part.)
+        var batch: LogWriter.Batch?
+        let sealing = self.lock.withLock { state -> Bool in
             // A failed log has told its waiters; a full disk is the flusher's to retry.
-            if state.failure != nil || writer.held != nil { return .none }
-            if state.nextIndex - 1 <= state.sealedIndex { return .none }
+            if state.hasFailed || writer.held != nil { return false }
+            if state.nextIndex - 1 <= state.sealedIndex { return false }
             state.syncRequested = false
-            return .some(self.takePending(&state))
+            batch = self.takePending(&state)
+            return true
         }
-        guard let batch = taken else {
+        guard sealing else {
             self.ioMutex.unlock()
             if writer.held != nil { self.lock.withLock { _ in self.lock.signal() } }
             return
         }
-        _ = self.performAndPublish(batch, sync: true, writer: writer)
+        _ = self.performAndPublish(consume batch, sync: true, writer: writer)
         self.ioMutex.unlock()
     }
 

@@ -22,7 +22,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
     let threadPool: any BlockingWork
     /// The sealed index and when each index was sealed (for data age).
     private let seals = LockedValue(SealHistory())
-    private let sessions = LockedValue<[UInt64: FollowerSession]>([:])
+    private let sessions = LockedValue(SessionTable())
     /// This node's client port (its CHALLENGE names it: a follower's INFO shows it as master_port).
     let clientPort = Atomic<Int>(0)
     /// Followers that disconnected, by node id, for status and retention (seen recently).
@@ -186,7 +186,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
     /// After every fdatasync (flusher thread): record when, and wake the senders that wait.
     private func sealed(_ index: UInt64) {
         self.seals.withLock { $0.record(index: index, at: monotonicNanoseconds()) }
-        for session in self.sessions.withLock({ Array($0.values) }) { session.sealed() }
+        for session in self.sessions.withLock({ $0.values }) { session.sealed() }
     }
 
     var sealedIndex: UInt64 { self.seals.withLock { $0.sealedIndex } }
@@ -443,4 +443,27 @@ struct ReplicaWaiter {
     var needed: Int
     var nodeID: String?
     var done: @Sendable (Int, Bool) -> Void
+}
+
+/// The live follower sessions by id, with an array of them kept beside: a seal walks them after
+/// every batch, and `Array(dictionary.values)` was an allocation per seal.
+struct SessionTable {
+    private var byID: [UInt64: FollowerSession] = [:]
+    /// The sessions (in no particular order).
+    private(set) var values: [FollowerSession] = []
+
+    subscript(id: UInt64) -> FollowerSession? {
+        get { self.byID[id] }
+        set {
+            self.byID[id] = newValue
+            self.values = Array(self.byID.values)
+        }
+    }
+
+    @discardableResult
+    mutating func removeValue(forKey id: UInt64) -> FollowerSession? {
+        let removed = self.byID.removeValue(forKey: id)
+        if removed != nil { self.values = Array(self.byID.values) }
+        return removed
+    }
 }
