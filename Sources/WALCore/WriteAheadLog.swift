@@ -544,6 +544,8 @@ public final class WriteAheadLog: @unchecked Sendable {
 
     /// The `meta` file as last written.
     public var meta: MetaFile { self.metaLock.withLock { $0 } }
+    /// `meta.currentEpoch`, without copying the whole of `meta` (every replication frame says it).
+    public var currentEpoch: UInt64 { self.metaLock.withLock { $0.currentEpoch } }
 
     /// Change `meta` and write it atomically before returning.
     public func updateMeta(_ body: (inout MetaFile) -> Void) throws {

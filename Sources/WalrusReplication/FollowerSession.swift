@@ -128,7 +128,7 @@ final class FollowerSession: @unchecked Sendable {
     var state: ReplicaStatus.State { self.positions.withLock { $0.state } }
     var durableIndex: UInt64 { self.positions.withLock { $0.durable } }
     var isStopped: Bool { self.stopped.load(ordering: .relaxed) }
-    private var epoch: UInt64 { self.primary.store.wal.meta.currentEpoch }
+    private var epoch: UInt64 { self.primary.store.wal.currentEpoch }
     private var logger: Logger { self.primary.logger }
 
     // MARK: Starting and stopping

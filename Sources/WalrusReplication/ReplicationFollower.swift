@@ -703,7 +703,7 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         let ack = ReplicationAck(
             received: received, durable: min(self.store.wal.sealedIndex, received), applied: min(self.store.appliedIndex, received))
         self.ackedDurable = ack.durable
-        self.send(.ack, epoch: self.store.wal.meta.currentEpoch) { ack.encode(into: &$0) }
+        self.send(.ack, epoch: self.store.wal.currentEpoch) { ack.encode(into: &$0) }
     }
 
     // MARK: Snapshots
