@@ -47,11 +47,15 @@ public final class NodeStatusSource: Sendable {
         let walStatistics = wal.statistics
         let segments = wal.segmentSummaries
         let meta = wal.meta
-        let fsync: String
+        var fsync: String
         switch wal.fsyncMode {
         case .always: fsync = "always"
         case .interval(let milliseconds): fsync = "interval \(milliseconds) ms"
         }
+        // How the open segment is written (direct I/O unless the filesystem refused it or
+        // WALRUS_DIRECT_IO=0).
+        fsync += wal.writesDirectly ? ", direct I/O" : ", through the page cache"
+
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let directory = self.store.configuration.directory

@@ -29,6 +29,8 @@ struct ControlSocketTests {
         for row in ["role primary", "last index 10", "sealed index 10", "keys 10", "fsync always", "epoch history 1 from 1"] {
             #expect(rows.contains(row), "status lacks '\(row)':\n\(status.output)")
         }
+        // How the log is written (direct I/O where the filesystem takes O_DIRECT).
+        #expect(rows.contains("fsync always, direct I/O") || rows.contains("fsync always, through the page cache"), "\(status.output)")
         let json = try run(Self.walrusctl, ["status", "--json", "--socket", socket])
         let object = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
         #expect(object?["keys"] as? Int == 10)
