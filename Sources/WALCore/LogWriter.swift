@@ -1,4 +1,5 @@
 import DequeModule
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -62,10 +63,15 @@ final class LogWriter: @unchecked Sendable {
     /// `staging` holds only zeros from here on (so a write zeroes just what an earlier one left).
     private var stagingZeroFrom = 0
 
+    /// `segment.direct`, readable without the I/O mutex (status and INFO must not wait behind an
+    /// fdatasync, least of all a stuck one).
+    let writesDirectly: Atomic<Bool>
+
     init(segment: OpenSegment, writtenIndex: UInt64) {
         self.segment = segment
         self.writtenIndex = writtenIndex
         self.lastSync = monotonicNanoseconds()
+        self.writesDirectly = Atomic(segment.direct)
     }
 
     /// Close the open segment and go on in `next`.
@@ -73,6 +79,7 @@ final class LogWriter: @unchecked Sendable {
         close(self.segment.fd)
         self.segment = next
         self.staged = nil
+        self.writesDirectly.store(next.direct, ordering: .relaxed)
     }
 
     /// Cut the open segment back to its records (the zeros made ahead, or a partial write).
@@ -97,6 +104,7 @@ final class LogWriter: @unchecked Sendable {
                 let flags = fcntl(self.segment.fd, F_GETFL)
                 _ = fcntl(self.segment.fd, F_SETFL, flags & ~FileIO.directFlag)
                 self.segment.direct = false
+                self.writesDirectly.store(false, ordering: .relaxed)
                 self.staged = nil
                 try FileIO.pwriteAll(self.segment.fd, run, at: self.segment.size, path: self.segment.path)
                 self.segment.size += Int64(run.count)

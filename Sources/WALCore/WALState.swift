@@ -44,7 +44,6 @@ struct WALState {
     /// Counters for status and benchmarks.
     var statistics = WALStatistics()
 
-    /// Remove and return the waiters whose records are sealed.
     /// Move the waiters whose records are sealed into `ready`.
     mutating func takeSealedWaiters(into ready: inout Deque<Waiter>) {
         while let first = self.waiters.first, first.index <= self.sealedIndex { ready.append(self.waiters.removeFirst()) }

@@ -495,11 +495,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// The index of the last durable record.
     public var sealedIndex: UInt64 { self.lock.withLock { $0.sealedIndex } }
     /// Whether the open segment is written with direct I/O (see `WALConfiguration.directIO`).
-    public var writesDirectly: Bool {
-        self.ioMutex.lock()
-        defer { self.ioMutex.unlock() }
-        return self.writer.segment.direct
-    }
+    public var writesDirectly: Bool { self.writer.writesDirectly.load(ordering: .relaxed) }
     /// The index of the oldest record still in the segments.
     public var firstIndex: UInt64 { self.lock.withLock { $0.segments.first?.firstIndex ?? 1 } }
     /// Counters since open.
