@@ -255,12 +255,18 @@ final class FollowerSession: @unchecked Sendable {
         let batchBytes = self.primary.configuration.streamBatchBytes  // (not a copy of the whole configuration)
         let allocator = self.channel.allocator
         // The frames go out in one flush at the end, with an ACK request after them when a
-        // write waits for followers.
-        var wrote = false
+        // write waits for followers. The last frame is held back to go with the flush in one
+        // `writeAndFlush` (one trip through the pipeline instead of two).
+        var held: ByteBuffer?
         defer {
-            if wrote {
-                if self.primary.wantsPromptAcks { self.writeAckRequest() }
-                self.channel.flush()
+            if let last = held {
+                if self.primary.wantsPromptAcks {
+                    self.channel.write(last, promise: nil)
+                    self.writeAckRequest()
+                    self.channel.flush()
+                } else {
+                    self.channel.writeAndFlush(last, promise: nil)
+                }
             }
         }
         do {
@@ -283,8 +289,8 @@ final class FollowerSession: @unchecked Sendable {
                     ReplicationStream.encodeHeader(firstIndex: first, count: UInt32(count), into: &$0)
                     $0.writeBytes(self.records.bytes)
                 }
-                self.channel.write(frame, promise: nil)
-                wrote = true
+                if let previous = held { self.channel.write(previous, promise: nil) }
+                held = frame
                 let caughtUp = cursor.nextIndex > self.primary.sealedIndex
                 self.positions.withLock { positions in
                     positions.sent = cursor.nextIndex - 1

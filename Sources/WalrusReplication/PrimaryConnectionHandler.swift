@@ -27,6 +27,14 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
     private var pending = false
     private var handshakeDeadline: Scheduled<Void>?
 
+    /// When the follower last sent anything, and the task that drops it once it has been silent
+    /// for repl-timeout (followers send a heartbeat or an ACK well within it). This handler keeps
+    /// the time itself rather than NIO's IdleStateHandler in front of it: that handler is an
+    /// outbound hop on every STREAM frame's write and flush (a few hundred instructions per
+    /// replicated write), to time a read that comes a few times a second.
+    private var lastRead = NIODeadline.uptimeNanoseconds(0)
+    private var silenceCheck: Scheduled<Void>?
+
     func channelActive(context: ChannelHandlerContext) {
         self.peer = context.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
         // A peer that connects and never says HELLO (a half-open flood, a slowloris, a port scan)
@@ -61,6 +69,7 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = self.unwrapInboundIn(data)
+        self.lastRead = context.eventLoop.now
         do {
             switch frame.kind {
             case .hello:
@@ -168,6 +177,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         let session = FollowerSession(primary: self.primary, channel: context.channel, hello: hello, peerSubject: self.peerSubject)
         self.session = session
         self.endHandshake()
+        // From here a silent follower is dropped after repl-timeout (before, the handshake deadline).
+        self.watchSilence(context: context)
         session.start(plan)
     }
 
@@ -176,14 +187,23 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
         context.fireChannelWritabilityChanged()
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            self.drop(
-                context: context,
-                reason: "silent for \(self.primary.configuration.timeoutMilliseconds) ms (repl-timeout); dropping the connection")
-            return
+    /// Drop the connection once nothing has come from the follower for repl-timeout: check when
+    /// that would be, and look again then if something came in between.
+    private func watchSilence(context: ChannelHandlerContext) {
+        let timeout = TimeAmount.milliseconds(Int64(self.primary.configuration.timeoutMilliseconds))
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.silenceCheck = context.eventLoop.scheduleTask(deadline: self.lastRead + timeout) {
+            let (handler, context) = bound.value
+            handler.silenceCheck = nil
+            guard context.channel.isActive else { return }
+            if context.eventLoop.now >= handler.lastRead + timeout {
+                handler.drop(
+                    context: context,
+                    reason: "silent for \(handler.primary.configuration.timeoutMilliseconds) ms (repl-timeout); dropping the connection")
+            } else {
+                handler.watchSilence(context: context)
+            }
         }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -201,6 +221,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
 
     func channelInactive(context: ChannelHandlerContext) {
         self.endHandshake()
+        self.silenceCheck?.cancel()
+        self.silenceCheck = nil
         if let session = self.session {
             session.closed()
             self.primary.unregister(session)

@@ -146,8 +146,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(
-                        IdleStateHandler(readTimeout: .milliseconds(Int64(self.configuration.timeoutMilliseconds))))
+                    // (No IdleStateHandler: PrimaryConnectionHandler times the follower's silence.)
                     try sync.addHandler(
                         ByteToMessageHandler(
                             // A follower sends only HELLO, ACK, heartbeats and PROMOTED: small frames.

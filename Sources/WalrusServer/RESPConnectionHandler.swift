@@ -65,6 +65,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var batch: ByteBuffer
     /// The last quick SET of this read waiting for the read's commit (`always` mode).
     @exclusivity(unchecked) private var lastUncommitted: Reply?
+    /// Replies written since the last flush. A read whose replies wait for the pass's seal writes
+    /// nothing, and its read-complete then skips an empty flush (~1,000 instructions of NIO's).
+    @exclusivity(unchecked) private var unflushed = false
     /// Inside `executor.execute` (its completion must not write the reply yet).
     @exclusivity(unchecked) private var executing = false
 
@@ -223,7 +226,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         let buffer = self.pending ?? context.channel.allocator.buffer(capacity: 0)
         self.pending = nil
         self.process(buffer, context: context)
-        context.flush()
+        self.flush(context)
     }
 
     /// Run the requests in `input`. In `always` mode what they append is sealed by this loop at
@@ -503,6 +506,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func writeBatch(context: ChannelHandlerContext) {
         guard self.batch.readableBytes > 0 else { return }
         context.write(self.wrapOutboundOut(self.batch), promise: nil)
+        self.unflushed = true
         self.batch = ByteBuffer()  // allocated at the next read, sized by it
     }
 
@@ -553,29 +557,46 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        self.flush(context)
+    }
+
+    /// Flush what this handler wrote (handlers in front of it, TLS, flush their own writes).
+    private func flush(_ context: ChannelHandlerContext) {
+        guard self.unflushed else { return }
+        self.unflushed = false
         context.flush()
     }
 
-    /// Write every reply at the front of the queue that is ready.
+    /// Write every reply at the front of the queue that is ready. The last one goes with the
+    /// flush in one `writeAndFlush`: one trip through the pipeline instead of two.
     private func drain(flush: Bool) {
         guard let context = self.context else { return }
-        var wrote = false
+        var held: (buffer: ByteBuffer, promise: EventLoopPromise<Void>?)?
         while let first = self.replies.first, let buffer = first.buffer {
             self.replies.removeFirst()
             if let metric = first.metric { self.metrics?.record(metric, reply: buffer, startedNanoseconds: first.startedNanoseconds) }
             if first.silent && !first.closeAfter { continue }
+            if let (buffer, promise) = held { context.write(self.wrapOutboundOut(buffer), promise: promise) }
+            held = nil
             if first.closeAfter {
                 // QUIT or a protocol error: the reply goes out, then the connection closes.
                 let promise = context.eventLoop.makePromise(of: Void.self)
                 context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
                 promise.futureResult.whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+                self.unflushed = false
                 self.replies.removeAll()
                 return
             }
-            context.write(self.wrapOutboundOut(buffer), promise: first.pushPromise)
-            wrote = true
+            held = (buffer, first.pushPromise)
         }
-        if wrote && flush { context.flush() }
+        guard let (buffer, promise) = held else { return }
+        if flush {
+            self.unflushed = false
+            context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
+        } else {
+            self.unflushed = true
+            context.write(self.wrapOutboundOut(buffer), promise: promise)
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -190,6 +190,25 @@ struct PrimaryConnectionHandlerTests {
         #expect(!channel.isActive)
     }
 
+    /// After the handshake, a follower that sends nothing for repl-timeout is dropped; one that
+    /// keeps sending (heartbeats, ACKs) stays, however long the connection lives.
+    @Test func silentFollowerIsDropped() throws {
+        let fixture = try ReplicationFixture(records: 2)
+        let primary = fixture.primary { $0.timeoutMilliseconds = 500 }
+        let channel = try self.connect(primary)
+        let loop = channel.eventLoop as! EmbeddedEventLoop
+        try channel.sendFrame(.hello) { self.hello(durable: 2).encode(into: &$0) }
+        for _ in 0..<6 {
+            loop.advanceTime(by: .milliseconds(300))
+            try channel.sendFrame(.heartbeat) { ReplicationHeartbeat(sealedIndex: 2).encode(into: &$0) }
+        }
+        #expect(channel.isActive, "a follower heard every 300 ms was dropped with repl-timeout 500 ms")
+        loop.advanceTime(by: .milliseconds(400))
+        #expect(channel.isActive)
+        loop.advanceTime(by: .milliseconds(150))
+        #expect(!channel.isActive, "a follower silent for 550 ms was kept with repl-timeout 500 ms")
+    }
+
     /// A follower behind the retained log gets a snapshot; one that holds part of it already
     /// gets the rest from where it broke off.
     @Test func snapshotResumes() throws {
