@@ -674,7 +674,11 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
     /// Something moved (a seal, any thread; a batch or a snapshot, on the loop): ACK it at once
     /// if the primary waits for this follower, else within `lazyAckMilliseconds`.
     func scheduleAck() {
-        guard !self.ackScheduled.exchange(true, ordering: .acquiringAndReleasing), let loop = self.context?.eventLoop else { return }
+        guard let loop = self.context?.eventLoop else { return }
+        // A seal this loop made (the inline seal, at the end of its pass): no task needed, which
+        // saves the follower a task's hand-off (~1,000 instructions) per replicated batch.
+        if loop.inEventLoop { return self.progressed() }
+        guard !self.ackScheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
         loop.execute { [self] in
             self.ackScheduled.store(false, ordering: .releasing)
             self.progressed()
