@@ -256,7 +256,8 @@ final class FollowerSession: @unchecked Sendable {
         let allocator = self.channel.allocator
         // The frames go out in one flush at the end, with an ACK request after them when a
         // write waits for followers. The last frame is held back to go with the flush in one
-        // `writeAndFlush` (one trip through the pipeline instead of two).
+        // `writeAndFlush` (one trip through the pipeline instead of two). `isWritable` does not
+        // count the held frame yet: the sender may pass the high-water mark by one batch.
         var held: ByteBuffer?
         defer {
             if let last = held {
