@@ -30,7 +30,9 @@ run_one() {
     local target=$1
     mkdir -p "$work/$target"
     # -rss_limit_mb: a decoder that allocates what a length field claims is a finding, not a pass.
-    if "$binary" "$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    # SWIFT_BACKTRACE=enable=no: Swift's own crash handler reads the crashed process's memory,
+    # which AddressSanitizer reports as a wild read of its own and hides the trap's message.
+    if SWIFT_BACKTRACE=enable=no "$binary" "$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="fuzz-artifacts/$target-" "$work/$target" "Tests/Fuzz/corpus/$target" \
         >"$work/$target.log" 2>&1; then
         echo ok >"$work/$target.status"
@@ -62,6 +64,8 @@ for target in "${targets[@]}"; do
         echo
         echo "== $target FAILED; the end of its log:"
         # The sanitizer's whole report (the allocation's or the crash's stack from frame 0), then the end.
+        # A Swift trap (precondition, fatalError) says what failed on the line before the signal.
+        grep -E 'Fatal error|Precondition failed|Assertion failed' "$work/$target.log" | head -5 || true
         sed -n '/==[0-9]*==ERROR/,/^SUMMARY/p' "$work/$target.log" | head -120
         tail -12 "$work/$target.log"
         echo "Replay: swift build --product walrus-fuzz && .build/debug/walrus-fuzz $target fuzz-artifacts/$target-*"
