@@ -2,14 +2,18 @@
 # Instructions per durable SET, walrusd against redis-server, counted by callgrind: a figure the
 # shared machine's noise does not move (ops/s and CPU-µs do, by up to 2x between hours).
 #
-#   deploy/callgrind.sh [--clients 1,50] [--follower] [--top 15] [--out DIR]
+#   deploy/callgrind.sh [--clients 1,50] [--follower] [--measure primary|follower] [--top 15] [--out DIR]
 #
 # Each server (walrusd --fsync always; redis-server appendfsync always) runs under
 # `valgrind --tool=callgrind` twice, serving N and 3N SETs from redis-benchmark (-d 100 -r 100000);
 # the difference divided by 2N is the user-space instructions per SET, startup and shutdown cancel
 # out. With --follower each primary has a follower / replica attached (not under valgrind), so the
-# primary's streaming is counted too. Kernel instructions are not counted (callgrind cannot), so
-# compare these with the CPU-µs rows of `walrus-bench report`, which include the system calls.
+# primary's streaming is counted too. With --measure follower (implies --follower) the follower /
+# replica runs under callgrind instead and its primary does not: the instructions a follower spends
+# to receive, log, fdatasync, apply and ACK one replicated SET (the count ends when the follower has
+# caught up with its primary's offset, so every SET is in it). Kernel instructions are not counted
+# (callgrind cannot), so compare these with the CPU-µs rows of `walrus-bench report`, which
+# include the system calls.
 #
 # Two things valgrind 3.19 (Debian 12) needs, done here: walrusd's debug info is stripped from a
 # copy (valgrind cannot read Swift 6's DWARF 5 and gives up), and a one-line preload replaces
@@ -17,14 +21,18 @@
 # makes on walrusd's main thread; that thread only waits there).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-clients=1,50; follower=0; top=15; out=${TMPDIR:-/tmp}/walrus-callgrind
+clients=1,50; follower=0; measure=primary; top=15; out=${TMPDIR:-/tmp}/walrus-callgrind
 while [ $# -gt 0 ]; do
     case $1 in
         --clients) clients=$2; shift 2 ;;
         --follower) follower=1; shift ;;
+        --measure)
+            case ${2:-} in primary) measure=primary ;; follower) measure=follower; follower=1 ;;
+                *) echo "callgrind.sh: --measure takes primary or follower, not '${2:-}'" >&2; exit 2 ;; esac
+            shift 2 ;;
         --top) top=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h | --help) sed -n 2,17p "$0"; exit 0 ;;
+        -h | --help) sed -n 2,22p "$0"; exit 0 ;;
         *) echo "callgrind.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -55,8 +63,54 @@ waitping() {
     echo "callgrind.sh: nothing answered PING on port $1 within 120 s (see $2)" >&2; cleanup; exit 1
 }
 
+# offset PORT FIELD: a field of INFO replication (master_repl_offset on a primary, slave_repl_offset on a follower).
+offset() { redis-cli -p "$1" INFO replication 2> /dev/null | tr -d '\r' | awk -F: -v f="$2" '$1 == f { print $2 }'; }
+
+# run_follower KIND N C: the follower / replica under callgrind, its primary plain, N SETs from C
+# clients on the primary; prints the follower's total instructions once it has every SET.
+run_follower() {
+    local kind=$1 n=$2 c=$3 dir="$out/$1-$2-c$3" port rport fport
+    mkdir -p "$dir/primary"; port=$(freeport); rport=$(freeport); fport=$(freeport)
+    if [ "$kind" = redis ]; then
+        redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/primary" --save "" --appendonly yes \
+            --appendfsync always --logfile "" > "$dir/primary.log" 2>&1 &
+        waitping "$port" "$dir/primary.log"
+        timeout -s KILL 600 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+            redis-server --port "$fport" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly yes \
+            --appendfsync always --logfile "" --replicaof 127.0.0.1 "$port" > "$dir/valgrind.log" 2>&1 &
+    else
+        "$bin/walrusd" --data "$dir/primary" --port "$port" --repl-port "$rport" --control-socket "$dir/p.sock" \
+            --fsync always --log-level warning > "$dir/primary.log" 2>&1 &
+        waitping "$port" "$dir/primary.log"
+        LD_PRELOAD="$out/shim.so" timeout -s KILL 600 valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+            "$out/walrusd" --data "$dir/data" --port "$fport" --repl-port "$(freeport)" --control-socket "$dir/c.sock" \
+            --fsync always --log-level warning --follow "127.0.0.1:$rport" > "$dir/valgrind.log" 2>&1 &
+    fi
+    waitping "$fport" "$dir/valgrind.log"
+    for _ in $(seq 1 240); do
+        [ "$(redis-cli -p "$fport" INFO replication 2> /dev/null | tr -d '\r' | grep -c '^master_link_status:up')" = 1 ] && break
+        sleep 0.5
+    done
+    sleep 2
+    timeout 300 redis-benchmark -p "$port" -n "$n" -c "$c" -d 100 -r 100000 -t set -q > "$dir/bench.txt" 2>&1 \
+        || { echo "callgrind.sh: redis-benchmark against $kind's primary failed or took over 300 s (see $dir)" >&2; cleanup; exit 1; }
+    # The follower under valgrind runs behind: wait until it has what the primary has.
+    local want; want=$(offset "$port" master_repl_offset)
+    caught() { local got; got=$(offset "$fport" slave_repl_offset); [ -n "$got" ] && [ -n "$want" ] && [ "$got" -ge "$want" ]; }
+    for _ in $(seq 1 600); do caught && break; sleep 0.5; done
+    caught \
+        || { echo "callgrind.sh: $kind's follower did not reach offset $want within 300 s (see $dir)" >&2; cleanup; exit 1; }
+    sleep 1
+    local served; served=$(pgrep -f "valgrind.bin.*$dir/" | head -1)
+    kill -TERM "$served"
+    for _ in $(seq 1 120); do kill -0 "$served" 2> /dev/null || break; sleep 0.5; done
+    pkill -9 -f -- "$dir/primary" 2> /dev/null || true
+    awk '/^(summary|totals):/ { print $2; exit }' "$dir/cg.out"
+}
+
 # run KIND N C: one server under callgrind serving N SETs from C clients; prints its total instructions.
 run() {
+    [ $measure = follower ] && { run_follower "$@"; return; }
     local kind=$1 n=$2 c=$3 dir="$out/$1-$2-c$3" port rport fport
     mkdir -p "$dir"; port=$(freeport); rport=$(freeport)
     if [ "$kind" = redis ]; then
@@ -93,24 +147,26 @@ run() {
 }
 
 base=3000
-printf '| SET -d 100, fsync always%s | clients | walrusd instructions/SET | redis-server | ratio |\n|---|---|---|---|---|\n' \
-    "$([ $follower = 1 ] && echo ', follower attached')"
+peer=redis-server; [ $measure = follower ] && peer="redis-server replica"
+printf '| SET -d 100, fsync always%s | clients | walrusd instructions/SET | %s | ratio |\n|---|---|---|---|---|\n' \
+    "$([ $follower = 1 ] && echo ', follower attached')" "$peer"
 for c in ${clients//,/ }; do
     n1=$base; [ "$c" -gt 1 ] && n1=$((base * 3))
     n2=$((n1 * 3))
     w1=$(run walrusd $n1 "$c"); w2=$(run walrusd $n2 "$c")
     r1=$(run redis $n1 "$c"); r2=$(run redis $n2 "$c")
-    python3 - "$c" "$n1" "$n2" "$w1" "$w2" "$r1" "$r2" << 'EOF'
+    python3 - "$measure" "$c" "$n1" "$n2" "$w1" "$w2" "$r1" "$r2" << 'EOF'
 import sys
-c, n1, n2, w1, w2, r1, r2 = map(int, sys.argv[1:])
+side = sys.argv[1]
+c, n1, n2, w1, w2, r1, r2 = map(int, sys.argv[2:])
 w, r = (w2 - w1) / (n2 - n1), (r2 - r1) / (n2 - n1)
-print(f"| primary | -c {c} | {w:,.0f} | {r:,.0f} | {w / r:.2f}x |")
+print(f"| {side} | -c {c} | {w:,.0f} | {r:,.0f} | {w / r:.2f}x |")
 EOF
 done
 
 # Where walrusd's instructions go, per SET (self cost), from the last client count's pair of runs.
 echo
-echo "walrusd, -c ${c}: self instructions per SET by function (top $top)"
+echo "walrusd ($measure), -c ${c}: self instructions per SET by function (top $top)"
 python3 - "$out/walrusd-$n1-c$c/cg.out" "$out/walrusd-$n2-c$c/cg.out" $((n2 - n1)) "$top" << 'EOF'
 import collections, re, subprocess, sys
 def load(path):
