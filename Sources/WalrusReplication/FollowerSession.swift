@@ -103,10 +103,20 @@ final class FollowerSession: @unchecked Sendable {
     /// The follower's certificate subject (TLS replication).
     let peerSubject: String?
 
-    init(primary: ReplicationPrimary, channel: any Channel, hello: ReplicationHello, peerSubject: String? = nil) {
+    /// The link handler's context, for the sender's STREAM frames (on the loop only). A write
+    /// from it starts at the handler's place in the pipeline — TLS, when on, sits in front of it
+    /// — instead of entering at the tail through the `Channel` existential: ~840 fewer
+    /// instructions per frame, a frame per replicated SET at -c 1 (callgrind). Nil: the channel.
+    private let context: ChannelHandlerContext?
+
+    init(
+        primary: ReplicationPrimary, channel: any Channel, context: ChannelHandlerContext? = nil, hello: ReplicationHello,
+        peerSubject: String? = nil
+    ) {
         self.peerSubject = peerSubject
         self.primary = primary
         self.channel = channel
+        self.context = context
         self.id = primary.makeSessionID()
         self.host = channel.remoteAddress?.ipAddress ?? "?"
         self.remotePort = channel.remoteAddress?.port ?? 0
@@ -262,11 +272,11 @@ final class FollowerSession: @unchecked Sendable {
         defer {
             if let last = held {
                 if self.primary.wantsPromptAcks {
-                    self.channel.write(last, promise: nil)
+                    self.sendFrame(last, flush: false)
                     self.writeAckRequest()
                     self.channel.flush()
                 } else {
-                    self.channel.writeAndFlush(last, promise: nil)
+                    self.sendFrame(last, flush: true)
                 }
             }
         }
@@ -290,7 +300,7 @@ final class FollowerSession: @unchecked Sendable {
                     ReplicationStream.encodeHeader(firstIndex: first, count: UInt32(count), into: &$0)
                     $0.writeBytes(self.records.bytes)
                 }
-                if let previous = held { self.channel.write(previous, promise: nil) }
+                if let previous = held { self.sendFrame(previous, flush: false) }
                 held = frame
                 let caughtUp = cursor.nextIndex > self.primary.sealedIndex
                 self.positions.withLock { positions in
@@ -308,6 +318,16 @@ final class FollowerSession: @unchecked Sendable {
             }
         } catch {
             self.fail(error)
+        }
+    }
+
+    /// A STREAM frame out, from the link handler's place in the pipeline (on the loop).
+    private func sendFrame(_ frame: ByteBuffer, flush: Bool) {
+        self.channel.eventLoop.assertInEventLoop()
+        if let context = self.context {
+            if flush { context.writeAndFlush(NIOAny(frame), promise: nil) } else { context.write(NIOAny(frame), promise: nil) }
+        } else {
+            if flush { self.channel.writeAndFlush(frame, promise: nil) } else { self.channel.write(frame, promise: nil) }
         }
     }
 

@@ -174,7 +174,8 @@ final class PrimaryConnectionHandler: ChannelInboundHandler, @unchecked Sendable
                 ])
             plan = .snapshot(partialIndex: hello.partialSnapshotIndex, partialBytes: hello.partialSnapshotBytes)
         }
-        let session = FollowerSession(primary: self.primary, channel: context.channel, hello: hello, peerSubject: self.peerSubject)
+        let session = FollowerSession(
+            primary: self.primary, channel: context.channel, context: context, hello: hello, peerSubject: self.peerSubject)
         self.session = session
         self.endHandshake()
         // From here a silent follower is dropped after repl-timeout (before, the handshake deadline).
