@@ -58,6 +58,9 @@ public final class WriteAheadLog: @unchecked Sendable {
     let lock: ConditionLock<WALState>
     let directoryLock: DirectoryLock
     private let metaLock = ConditionLock<MetaFile>(MetaFile())
+    /// `meta.currentEpoch`, kept beside it for readers that want only the epoch: every STREAM
+    /// frame says it, and a lock pair per frame is a lock pair per replicated SET at -c 1.
+    private let epochMirror = Atomic<UInt64>(1)
     var flusher: DedicatedThread?
     /// Held by whoever does I/O on `writer` (the flusher, or a synchronous committer).
     let ioMutex = PlainMutex()
@@ -115,6 +118,7 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.preallocator = SegmentPreallocator(
             directory: configuration.directory, size: configuration.segmentSizeBytes, logger: logger)
         self.metaLock.withLock { $0 = meta }
+        self.epochMirror.store(meta.currentEpoch, ordering: .releasing)
     }
 
     /// Open (or create) the log in `configuration.directory` and recover it.
@@ -541,7 +545,7 @@ public final class WriteAheadLog: @unchecked Sendable {
     /// The `meta` file as last written.
     public var meta: MetaFile { self.metaLock.withLock { $0 } }
     /// `meta.currentEpoch`, without copying the whole of `meta` (every replication frame says it).
-    public var currentEpoch: UInt64 { self.metaLock.withLock { $0.currentEpoch } }
+    public var currentEpoch: UInt64 { self.epochMirror.load(ordering: .acquiring) }
 
     /// Change `meta` and write it atomically before returning.
     public func updateMeta(_ body: (inout MetaFile) -> Void) throws {
@@ -550,6 +554,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             body(&copy)
             try copy.store(directory: self.configuration.directory)
             meta = copy
+            self.epochMirror.store(copy.currentEpoch, ordering: .releasing)
         }
     }
 
