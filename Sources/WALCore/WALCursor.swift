@@ -15,6 +15,8 @@ public final class WALCursor {
     private var segmentNumber = 0
     private var segmentPath = ""
     private var offset: Int64 = 0
+    /// The log's sealed index when `locate` last looked.
+    private var knownSealedIndex: UInt64 = 0
 
     /// A cursor whose first record is `index` (it must still be in the log: ≥ `firstIndex`).
     public init(wal: WriteAheadLog, from index: UInt64) {
@@ -35,8 +37,11 @@ public final class WALCursor {
         while budget > 0 {
             let available = segment.sealedSize - self.offset
             if available <= 0 {
-                // This segment is exhausted; move on if the next one has sealed records.
-                guard self.nextIndex <= segment.lastSealedIndex + 1, let next = try self.locate(), next.number != segment.number
+                // This segment is exhausted; move on if the next one has sealed records. Nothing
+                // sealed past what `locate` saw: stop without taking the log's lock again (a
+                // tailing reader's usual case, one batch per read).
+                guard self.nextIndex <= self.knownSealedIndex, self.nextIndex <= segment.lastSealedIndex + 1,
+                    let next = try self.locate(), next.number != segment.number
                 else { break }
                 segment = next
                 continue
@@ -110,15 +115,16 @@ public final class WALCursor {
 
     /// Find the segment holding `nextIndex` and position `offset` at its frame; nil if not sealed yet.
     private func locate() throws -> SegmentInfo? {
-        let (info, firstIndex) = self.wal.lock.withLock { state -> (SegmentInfo?, UInt64) in
+        let (info, firstIndex, sealed) = self.wal.lock.withLock { state -> (SegmentInfo?, UInt64, UInt64) in
             let first = state.segments.first?.firstIndex ?? 1
-            guard self.nextIndex <= state.sealedIndex else { return (nil, first) }
+            guard self.nextIndex <= state.sealedIndex else { return (nil, first, state.sealedIndex) }
             // Segments are few (log size / segment size); a linear scan from the end finds recent ones first.
             for segment in state.segments.reversed() where segment.firstIndex <= self.nextIndex {
-                return (segment, first)
+                return (segment, first, state.sealedIndex)
             }
-            return (nil, first)
+            return (nil, first, state.sealedIndex)
         }
+        self.knownSealedIndex = sealed
         if self.nextIndex < firstIndex {
             throw WALError(
                 .segmentGap,

@@ -186,6 +186,13 @@ struct WriteAheadLogTests {
         #expect(try cursor.read(into: output) == 0)
         _ = try await appendDurably(wal, "key-301", "value-301")
         #expect(try cursor.read(into: output) == 1)
+        // A caught-up reader goes on across segments sealed after it stopped (2,000-byte
+        // segments: these 100 records fill several), in one read, in order, missing none.
+        for i in 302...401 { _ = try await appendDurably(wal, "key-\(i)", "value-\(i)") }
+        output.removeAll()
+        #expect(try cursor.read(into: output) == 100)
+        #expect(cursor.nextIndex == 402)
+        #expect(try cursor.read(into: output) == 0)
     }
 
     /// A directory written by the original Go walrus (bytes built by hand) opens unchanged.
