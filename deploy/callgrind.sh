@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Instructions per durable SET, walrusd against redis-server, counted by callgrind: a figure the
-# shared machine's noise does not move (ops/s and CPU-µs do, by up to 2x between hours).
+# Instructions per durable SET, walrusd against redis-server, counted by callgrind: far steadier
+# than ops/s and CPU-µs, which move by up to 2x between hours. Run it on a quiet machine: while
+# other work loads the cores, both servers' counts rise (~+1,500 per SET at -c 1).
 #
 #   deploy/callgrind.sh [--clients 1,50] [--follower] [--measure primary|follower] [--top 15] [--out DIR]
 #
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
             shift 2 ;;
         --top) top=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h | --help) sed -n 2,22p "$0"; exit 0 ;;
+        -h | --help) sed -n 2,23p "$0"; exit 0 ;;
         *) echo "callgrind.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
