@@ -33,7 +33,7 @@ while [ $# -gt 0 ]; do
             shift 2 ;;
         --top) top=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h | --help) sed -n 2,23p "$0"; exit 0 ;;
+        -h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "callgrind.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
