@@ -22,7 +22,7 @@ public enum FuzzTargets {
         case "snapshot": self.snapshot(data)
         case "control": self.control(data)
         case "commands": self.commands(data)
-        default: preconditionFailure("unknown fuzz target \(name); the targets are \(names.joined(separator: ", "))")
+        default: fatalError("unknown fuzz target \(name); the targets are \(names.joined(separator: ", "))")
         }
     }
 
@@ -40,10 +40,10 @@ public enum FuzzTargets {
         limits.maxInlineBytes = 4096
         let whole = self.decodeRESP(input, chunk: max(1, input.count), limits: limits)
         let pieces = self.decodeRESP(input, chunk: Int(first) % 17 + 1, limits: limits)
-        precondition(whole.commands == pieces.commands && whole.failed == pieces.failed, "RESP decoding depends on chunking")
+        check(whole.commands == pieces.commands && whole.failed == pieces.failed, "RESP decoding depends on chunking")
         // The server's in-place GET/SET reader in front of the decoder must not change a thing.
         let quick = self.decodeRESP(input, chunk: Int(first) % 17 + 1, limits: limits, quick: true)
-        precondition(whole.commands == quick.commands && whole.failed == quick.failed, "the quick GET/SET path disagrees with the decoder")
+        check(whole.commands == quick.commands && whole.failed == quick.failed, "the quick GET/SET path disagrees with the decoder")
     }
 
     static func decodeRESP(
@@ -200,7 +200,7 @@ public enum FuzzTargets {
             // an EXEC that ran a queued one carries those extra confirmations after its array (as
             // redis-server 7.0 does). Every other command answers exactly one reply.
             let several = ["SUBSCRIBE", "PSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "EXEC"].contains(name)
-            precondition(
+            check(
                 count.map { several ? $0 >= 1 : $0 == 1 } ?? false,
                 "the reply to \(words.map { String(decoding: $0.prefix(32), as: UTF8.self) }) is not \(several ? "a sequence of whole RESP replies" : "one RESP reply"): \(String(decoding: reply.prefix(200), as: UTF8.self))")
         }
@@ -209,11 +209,11 @@ public enum FuzzTargets {
         let live = store.digest()
         store.close()
         guard let reopened = try? KeyValueStore.open(configuration, logger: logger) else {
-            preconditionFailure("the log the commands wrote does not reopen")
+            fatalError("the log the commands wrote does not reopen")
         }
         let replayed = reopened.digest()
         reopened.close()
-        precondition(live.digest == replayed.digest && live.keys == replayed.keys, "the replayed state differs from the live one")
+        check(live.digest == replayed.digest && live.keys == replayed.keys, "the replayed state differs from the live one")
     }
 
     /// How many whole RESP2/RESP3 replies `bytes` holds, end to end; nil when they are not a
@@ -255,6 +255,12 @@ public enum FuzzTargets {
         return count
     }
 
+    /// A finding: stops the run with `message`. (`precondition` drops its message in a release
+    /// build, which is what the fuzzer runs; `fatalError` keeps it, so the CI log says what failed.)
+    static func check(_ condition: Bool, _ message: @autoclosure () -> String) {
+        if !condition { fatalError(message()) }
+    }
+
     // MARK: - Support
 
     /// A per-process scratch directory on a tmpfs when there is one.
@@ -272,11 +278,11 @@ public enum FuzzTargets {
             try? FileManager.default.createDirectory(atPath: self.scratch, withIntermediateDirectories: true)
             fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         }
-        precondition(fd >= 0, "cannot write \(path)")
+        check(fd >= 0, "cannot write \(path)")
         var written = 0
         while written < data.count {
             let n = write(fd, data.baseAddress! + written, data.count - written)
-            precondition(n > 0, "cannot write \(path)")
+            check(n > 0, "cannot write \(path)")
             written += n
         }
         close(fd)

@@ -49,6 +49,9 @@ struct RESPServerTests {
             #expect(try client.command("SET", "k", "v", "EX", "0") == .error("ERR invalid expire time in 'set' command"))
             #expect(try client.command("SET", "k", "v", "NX", "XX") == .error("ERR syntax error"))
             #expect(try client.command("NOSUCH", "x").description.contains("unknown command 'NOSUCH'"))
+            // A name followed by NUL bytes is another name, as in Redis (found by the commands fuzz target).
+            #expect(try client.command("SUBSCRIBE\u{0}", "x") == .error("ERR unknown command 'SUBSCRIBE', with args beginning with: 'x' "))
+            #expect(try client.command("GET\u{0}\u{0}", "x").description.contains("unknown command"))
             #expect(try client.command("QUIT") == .simple("OK"))
             #expect(client.isClosedByPeer())
         }

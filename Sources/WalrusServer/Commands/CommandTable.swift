@@ -237,12 +237,15 @@ enum CommandTable {
     /// unknown command, unknown subcommand, wrong number of arguments.
     static func resolve(_ arguments: [ByteBuffer]) -> Result<CommandSpec, CommandError> {
         guard let spec = Self.find(arguments[0]) else {
+            // As Redis prints them (with C's %s): each word up to its first NUL byte.
+            func printable(_ word: ByteBuffer, _ room: Int) -> String {
+                String(decoding: word.readableBytesView.prefix(room).prefix { $0 != 0 }, as: UTF8.self)
+            }
             var words = ""
             for argument in arguments.dropFirst() where words.utf8.count < 128 {
-                let room = 128 - words.utf8.count
-                words += "'" + String(decoding: argument.readableBytesView.prefix(room), as: UTF8.self) + "' "
+                words += "'" + printable(argument, 128 - words.utf8.count) + "' "
             }
-            let shown = String(decoding: arguments[0].readableBytesView.prefix(128), as: UTF8.self)
+            let shown = printable(arguments[0], 128)
             return .failure(CommandError("ERR unknown command '\(shown)', with args beginning with: \(words)"))
         }
         if spec.subcommands.isEmpty || (arguments.count == 1 && spec.arity == -1) {
@@ -273,14 +276,17 @@ enum CommandTable {
         }
     }
 
-    /// A name up to 24 bytes, upper-cased, packed into three words.
+    /// A name up to 24 bytes, upper-cased, packed into three words, with its length: without it
+    /// a name and the same name with NUL bytes after it ("GET\0") would pack alike.
     struct NameKey: Hashable {
         var a: UInt64 = 0
         var b: UInt64 = 0
         var c: UInt64 = 0
+        var count: Int
 
         init?(_ bytes: UnsafeRawBufferPointer) {
             guard bytes.count > 0, bytes.count <= 24 else { return nil }
+            self.count = bytes.count
             for (i, byte) in bytes.enumerated() {
                 let upper = UInt64(byte >= 97 && byte <= 122 ? byte - 32 : byte)
                 switch i >> 3 {
