@@ -44,8 +44,8 @@ for tool in valgrind callgrind_annotate redis-server redis-benchmark redis-cli p
 done
 cc=$(command -v cc || command -v clang || command -v gcc) || { echo "callgrind.sh: no C compiler (cc, clang or gcc) for the preload" >&2; exit 2; }
 
-(cd "$here/.." && swift build -c release --product walrusd 2>&1 | tail -1)
-bin=$(cd "$here/.." && swift build -c release --show-bin-path)
+"$here/build-release.sh" --product walrusd 2>&1 | tail -1
+bin=$("$here/build-release.sh" --show-bin-path)
 rm -rf "$out"; mkdir -p "$out"
 strip --strip-debug -o "$out/walrusd" "$bin/walrusd"
 printf '#include <signal.h>\n#include <unistd.h>\nint sigsuspend(const sigset_t *m) { (void)m; pause(); return -1; }\n' > "$out/shim.c"

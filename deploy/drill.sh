@@ -12,8 +12,8 @@
 # the old primary's diverged file) or on digests that differ.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${1:-$(cd "$here/.." && swift build -c release --show-bin-path 2>/dev/null)}
-[ -x "$bin/walrusd" ] && [ -x "$bin/walrusctl" ] || { echo "drill: no walrusd/walrusctl in $bin; build first (swift build -c release)"; exit 2; }
+bin=${1:-$(cd "$here/.." && "$here/build-release.sh" --show-bin-path 2>/dev/null)}
+[ -x "$bin/walrusd" ] && [ -x "$bin/walrusctl" ] || { echo "drill: no walrusd/walrusctl in $bin; build first (deploy/build-release.sh)"; exit 2; }
 work=$(mktemp -d /tmp/walrus-drill.XXXXXX)
 nodes=(a b c)
 mode=loopback

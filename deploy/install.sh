@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "install.sh: run as root (it writes /usr/local/bin and /etc)"; exit 1; }
 
 deploy/setup.sh
-swift build -c release
-bin=$(swift build -c release --show-bin-path)
+deploy/build-release.sh
+bin=$(deploy/build-release.sh --show-bin-path)
 install -m 0755 "$bin/walrusd" "$bin/walrusctl" "$bin/walrus" /usr/local/bin/
 
 install -D -m 0644 systemd/walrus.sysusers /usr/lib/sysusers.d/walrus.conf

@@ -9,8 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
-swift build -c release
-bin=$(swift build -c release --show-bin-path)
+deploy/build-release.sh
+bin=$(deploy/build-release.sh --show-bin-path)
 "$bin/walrusd" --data ./walrus-data --port 7379 --repl-port 7380 "$@" &
 primary=$!
 "$bin/walrusd" --data ./walrus-data-follower --port 7381 --repl-port 7382 --follow 127.0.0.1:7380 "$@" &

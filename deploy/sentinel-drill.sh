@@ -14,6 +14,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v redis-server >/dev/null || { echo "redis-server is missing: run deploy/setup.sh" >&2; exit 1; }
 python3 -c "import redis" 2>/dev/null || { echo "redis-py is missing: run deploy/setup.sh" >&2; exit 1; }
-swift build -c release --product walrusd 2>&1 | tail -1
-swift build -c release --product walrusctl 2>&1 | tail -1
+deploy/build-release.sh --product walrusd 2>&1 | tail -1
+deploy/build-release.sh --product walrusctl 2>&1 | tail -1
 exec python3 deploy/sentinel_drill.py --walrusd "$PWD/.build/release/walrusd" --walrusctl "$PWD/.build/release/walrusctl" "$@"
