@@ -70,6 +70,17 @@ struct RESPBenchmarks {
                 walrus.process.waitUntilExit()
                 redis.process.waitUntilExit()
             }
+            // Measure only once both stream: a Redis primary starts a replica's full sync
+            // 5 s after it asks (repl-diskless-sync-delay), and the replica then rewrites its
+            // AOF in a child. Without this wait the first runs had no replica to feed.
+            for (server, redisReplica) in zip(attached, [false, true]) {
+                let signs = ["master_link_status:up"] + (redisReplica ? ["aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0"] : [])
+                for text in signs {
+                    guard try ReplicationBenchmarks.waitForInfo(port: server.port, text, seconds: 60) else {
+                        throw BenchError("the follower / replica on port \(server.port) did not report \(text) within 60 s")
+                    }
+                }
+            }
             // The script the EVALSHA rows run, in both script caches.
             var sha = ""
             for server in [walrus, redis] {
