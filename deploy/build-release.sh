@@ -9,8 +9,14 @@
 # The checks still run where bugs are looked for: the debug build the tests use, the
 # ThreadSanitizer build (deploy/tsan.sh) and the fuzzing build (deploy/fuzz.sh).
 #
+# --experimental-lto-mode=thin: link-time optimization across modules, so SwiftNIO's generic
+# channel code is inlined and specialized into walrusd's handlers. callgrind, -c 1 with a follower:
+# 24,450 -> 22,330 user-space instructions per durable SET (full LTO: 21,494, but its single
+# whole-program step took 6.4 min for walrusd alone). Thin LTO makes a clean release build of every
+# product ~7 min instead of ~3.
+#
 # Every release build in this repository goes through here: the same flags keep SwiftPM from
 # rebuilding everything when two scripts build one after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec swift build -c release -Xswiftc -enforce-exclusivity=unchecked "$@"
+exec swift build -c release --experimental-lto-mode=thin -Xswiftc -enforce-exclusivity=unchecked "$@"
