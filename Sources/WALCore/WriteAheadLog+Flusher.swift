@@ -483,16 +483,25 @@ public final class PassSealer: @unchecked Sendable {
         self.enqueue = enqueue
     }
 
+    /// The end-of-pass task, made once: a closure made per pass was an allocation per pass
+    /// (one per SET at -c 1). It holds the sealer unowned (the sealer owns it); `schedule`
+    /// retains the sealer for the task by hand, so a sealer let go of with its task queued (a
+    /// follower's link closing) still seals its pass. (A weak reference instead moved the
+    /// sealer's reference counts to a side table: slower for every retain and release.)
+    private lazy var seal: @Sendable () -> Void = { [unowned(unsafe) self] in
+        defer { Unmanaged.passUnretained(self).release() }
+        self.scheduled = false
+        let large = self.bytes > self.handOverBytes
+        self.bytes = 0
+        if large { self.wal.handToFlusher() } else { self.wal.sealInline() }
+    }
+
     /// Seal once this pass is done; `bytes` is what this append added (for the hand-over).
     public func schedule(bytes: Int = 0) {
         self.bytes += bytes
         guard !self.scheduled else { return }
         self.scheduled = true
-        self.enqueue {
-            self.scheduled = false
-            let large = self.bytes > self.handOverBytes
-            self.bytes = 0
-            if large { self.wal.handToFlusher() } else { self.wal.sealInline() }
-        }
+        _ = Unmanaged.passRetained(self)
+        self.enqueue(self.seal)
     }
 }

@@ -125,6 +125,18 @@ public struct ReplicationFrame: Sendable, Equatable {
         return buffer
     }
 
+    /// `make` into `buffer`, reusing its storage when nothing else holds it (a sender's last
+    /// frame, once the socket took it): no allocation per frame.
+    public static func make(
+        _ kind: Kind, epoch: UInt64, reusing buffer: inout ByteBuffer, capacity: Int,
+        checksum: (UnsafeRawBufferPointer) -> UInt32, _ body: (inout ByteBuffer) throws -> Void
+    ) rethrows {
+        buffer.clear(minimumCapacity: Self.headerSize + capacity)
+        buffer.moveWriterIndex(forwardBy: Self.headerSize)
+        try body(&buffer)
+        Self.seal(&buffer, kind: kind, epoch: epoch, checksum: checksum)
+    }
+
     /// Fill in the header of a frame whose payload follows the header's room in `buffer`.
     public static func seal(_ buffer: inout ByteBuffer, kind: Kind, epoch: UInt64, checksum: (UnsafeRawBufferPointer) -> UInt32) {
         let length = UInt32(buffer.readableBytes - Self.headerSize)

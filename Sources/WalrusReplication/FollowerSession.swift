@@ -44,6 +44,9 @@ final class FollowerSession: @unchecked Sendable {
     private var phase: Phase = .starting
     private var cursor: WALCursor?
     private let records: RecordBuffer
+    /// The last STREAM frame sent, kept to build the next one in: its storage is reused when
+    /// the socket has taken it (a frame per replicated SET at -c 1 was an allocation each).
+    private var spareFrame = ByteBuffer()
     private var lastSent: UInt64 = 0
     private var heartbeat: RepeatedTask?
     /// The last sent index a HEARTBEAT asked the follower to ACK promptly once durable.
@@ -263,7 +266,6 @@ final class FollowerSession: @unchecked Sendable {
     private func pump() {
         guard case .streaming = self.phase, let cursor = self.cursor, !self.isStopped else { return }
         let batchBytes = self.primary.configuration.streamBatchBytes  // (not a copy of the whole configuration)
-        let allocator = self.channel.allocator
         // The frames go out in one flush at the end, with an ACK request after them when a
         // write waits for followers. The last frame is held back to go with the flush in one
         // `writeAndFlush` (one trip through the pipeline instead of two). `isWritable` does not
@@ -278,6 +280,7 @@ final class FollowerSession: @unchecked Sendable {
                 } else {
                     self.sendFrame(last, flush: true)
                 }
+                self.spareFrame = last
             }
         }
         do {
@@ -296,11 +299,14 @@ final class FollowerSession: @unchecked Sendable {
                     count = try cursor.read(into: self.records, maxBytes: batchBytes)
                     if count == 0 { continue }
                 }
-                let frame = Frames.make(.stream, epoch: self.epoch, allocator: allocator, capacity: self.records.count + 12) {
+                if let previous = held { self.sendFrame(previous, flush: false) }
+                // (Taken out of `spareFrame`, so the storage is unique if the socket let go of it.)
+                var frame = self.spareFrame
+                self.spareFrame = ByteBuffer()
+                ReplicationFrame.make(.stream, epoch: self.epoch, reusing: &frame, capacity: self.records.count + 12, checksum: Frames.checksum) {
                     ReplicationStream.encodeHeader(firstIndex: first, count: UInt32(count), into: &$0)
                     $0.writeBytes(self.records.bytes)
                 }
-                if let previous = held { self.sendFrame(previous, flush: false) }
                 held = frame
                 let caughtUp = cursor.nextIndex > self.primary.sealedIndex
                 self.positions.withLock { positions in

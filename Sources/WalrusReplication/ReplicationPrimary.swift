@@ -22,6 +22,9 @@ public final class ReplicationPrimary: @unchecked Sendable {
     let threadPool: any BlockingWork
     /// The sealed index and when each index was sealed (for data age).
     private let seals = LockedValue(SealHistory())
+    /// `seals.sealedIndex`, stored under its lock after each change: a sender reads it two or
+    /// three times per frame, and each read under the lock was a lock pair.
+    private let sealedMirror = Atomic<UInt64>(0)
     private let sessions = LockedValue(SessionTable())
     /// This node's client port (its CHALLENGE names it: a follower's INFO shows it as master_port).
     let clientPort = Atomic<Int>(0)
@@ -127,8 +130,7 @@ public final class ReplicationPrimary: @unchecked Sendable {
         self.logger = logger
         self.group = group
         self.threadPool = threadPool
-        let sealed = store.wal.sealedIndex
-        self.seals.withLock { $0.record(index: sealed, at: monotonicNanoseconds()) }
+        self.recordSeal(store.wal.sealedIndex)
         store.wal.addSealObserver { [weak self] index in self?.sealed(index) }
     }
 
@@ -184,11 +186,18 @@ public final class ReplicationPrimary: @unchecked Sendable {
 
     /// After every fdatasync (flusher thread): record when, and wake the senders that wait.
     private func sealed(_ index: UInt64) {
-        self.seals.withLock { $0.record(index: index, at: monotonicNanoseconds()) }
+        self.recordSeal(index)
         for session in self.sessions.withLock({ $0.values }) { session.sealed() }
     }
 
-    var sealedIndex: UInt64 { self.seals.withLock { $0.sealedIndex } }
+    var sealedIndex: UInt64 { self.sealedMirror.load(ordering: .acquiring) }
+
+    private func recordSeal(_ index: UInt64) {
+        self.seals.withLock { history in
+            history.record(index: index, at: monotonicNanoseconds())
+            self.sealedMirror.store(history.sealedIndex, ordering: .releasing)
+        }
+    }
 
     // MARK: Sessions
 

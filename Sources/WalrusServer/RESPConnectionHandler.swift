@@ -37,7 +37,24 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         var pushPromise: EventLoopPromise<Void>?
         /// CLIENT REPLY OFF or SKIP: dropped instead of written.
         var silent = false
+        /// The handler a commit's callback answers, from `finishQuick` until the callback ran (the
+        /// callback then holds only this reply: a closure of one reference needs no allocation).
+        var committer: RESPConnectionHandler?
         init(_ buffer: ByteBuffer? = nil) { self.buffer = buffer }
+    }
+
+    /// One reply handed to a commit's callback, which may run on the flusher's thread; only the
+    /// reply's loop touches it (the callback hops there first). A one-field struct, so the
+    /// callback's closure holds a single reference.
+    private struct LoopReply: @unchecked Sendable {
+        let reply: Reply
+
+        /// On the reply's loop: its commit is done.
+        func answer(_ error: WALError?) {
+            let handler = self.reply.committer!
+            self.reply.committer = nil
+            handler.committed(through: self.reply, error: error)
+        }
     }
 
     private let executor: CommandExecutor
@@ -65,6 +82,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var batch: ByteBuffer
     /// The last quick SET of this read waiting for the read's commit (`always` mode).
     @exclusivity(unchecked) private var lastUncommitted: Reply?
+    /// This connection's loop, for commit callbacks that may run on another thread (set once,
+    /// when the handler is added, before any commit).
+    private var commitLoop: (any EventLoop)!
     /// Replies written since the last flush. A read whose replies wait for the pass's seal writes
     /// nothing, and its read-complete then skips an empty flush (~1,000 instructions of NIO's).
     @exclusivity(unchecked) private var unflushed = false
@@ -115,6 +135,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     func handlerAdded(context: ChannelHandlerContext) {
         if self.executor.alwaysMode && PassSealer.enabled { self.sealer = self.executor.sealers.sealer(for: context.eventLoop, wal: self.executor.store.wal) }
         self.context = context
+        self.commitLoop = context.eventLoop
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
         self.resumeCallback = { reply in
@@ -461,19 +482,19 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.writeBatch(context: context)
         if let last = self.lastUncommitted {
             self.lastUncommitted = nil
-            let eventLoop = context.eventLoop
-            let bound = NIOLoopBound((self, last), eventLoop: eventLoop)
+            // The callback captures one reference (the reply, which holds this handler until
+            // then): a callback holding the handler, the reply and the loop was an allocation
+            // per commit — per SET at -c 1. `commitLoop` is set before any commit and never after.
+            last.committer = self
+            let target = LoopReply(reply: last)
             self.executor.store.commit { error in
                 // Sealed by this loop at the end of its pass (always mode): answer here and now.
                 // From the flusher or another loop's seal: hop back.
-                if eventLoop.inEventLoop {
-                    let (handler, last) = bound.value
-                    handler.committed(through: last, error: error)
+                let loop = target.reply.committer!.commitLoop!
+                if loop.inEventLoop {
+                    target.answer(error)
                 } else {
-                    eventLoop.execute {
-                        let (handler, last) = bound.value
-                        handler.committed(through: last, error: error)
-                    }
+                    loop.execute { target.answer(error) }
                 }
             }
         }
