@@ -119,9 +119,7 @@ public struct ReplicationFrame: Sendable, Equatable {
         checksum: (UnsafeRawBufferPointer) -> UInt32, _ body: (inout ByteBuffer) throws -> Void = { _ in }
     ) rethrows -> ByteBuffer {
         var buffer = allocator.buffer(capacity: Self.headerSize + capacity)
-        buffer.moveWriterIndex(forwardBy: Self.headerSize)  // filled in by seal below
-        try body(&buffer)
-        Self.seal(&buffer, kind: kind, epoch: epoch, checksum: checksum)
+        try Self.make(kind, epoch: epoch, reusing: &buffer, capacity: capacity, checksum: checksum, body)
         return buffer
     }
 
@@ -132,7 +130,7 @@ public struct ReplicationFrame: Sendable, Equatable {
         checksum: (UnsafeRawBufferPointer) -> UInt32, _ body: (inout ByteBuffer) throws -> Void
     ) rethrows {
         buffer.clear(minimumCapacity: Self.headerSize + capacity)
-        buffer.moveWriterIndex(forwardBy: Self.headerSize)
+        buffer.moveWriterIndex(forwardBy: Self.headerSize)  // filled in by seal below
         try body(&buffer)
         Self.seal(&buffer, kind: kind, epoch: epoch, checksum: checksum)
     }

@@ -303,7 +303,7 @@ final class FollowerSession: @unchecked Sendable {
                 // (Taken out of `spareFrame`, so the storage is unique if the socket let go of it.)
                 var frame = self.spareFrame
                 self.spareFrame = ByteBuffer()
-                ReplicationFrame.make(.stream, epoch: self.epoch, reusing: &frame, capacity: self.records.count + 12, checksum: Frames.checksum) {
+                Frames.make(.stream, epoch: self.epoch, reusing: &frame, capacity: self.records.count + 12) {
                     ReplicationStream.encodeHeader(firstIndex: first, count: UInt32(count), into: &$0)
                     $0.writeBytes(self.records.bytes)
                 }
@@ -530,6 +530,13 @@ enum Frames {
         _ body: (inout ByteBuffer) throws -> Void = { _ in }
     ) rethrows -> ByteBuffer {
         try ReplicationFrame.make(kind, epoch: epoch, allocator: allocator, capacity: capacity, checksum: Self.checksum, body)
+    }
+
+    static func make(
+        _ kind: ReplicationFrame.Kind, epoch: UInt64, reusing buffer: inout ByteBuffer, capacity: Int,
+        _ body: (inout ByteBuffer) throws -> Void
+    ) rethrows {
+        try ReplicationFrame.make(kind, epoch: epoch, reusing: &buffer, capacity: capacity, checksum: Self.checksum, body)
     }
 }
 
