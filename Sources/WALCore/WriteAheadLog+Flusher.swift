@@ -476,6 +476,9 @@ public final class PassSealer: @unchecked Sendable {
     private let enqueue: @Sendable (@escaping @Sendable () -> Void) -> Void
     private var scheduled = false
     private var bytes = 0
+    /// Run at the end of each pass, before its seal, on the sealer's thread (set once, before
+    /// the first pass): where the pass's waiters register (`commitSealedByCaller`).
+    public var passEnded: (() -> Void)?
 
     public init(wal: WriteAheadLog, handOverBytes: Int = .max, enqueue: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
         self.wal = wal
@@ -493,6 +496,7 @@ public final class PassSealer: @unchecked Sendable {
         self.scheduled = false
         let large = self.bytes > self.handOverBytes
         self.bytes = 0
+        self.passEnded?()
         if large { self.wal.handToFlusher() } else { self.wal.sealInline() }
     }
 

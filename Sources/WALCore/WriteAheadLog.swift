@@ -467,7 +467,13 @@ public final class WriteAheadLog: @unchecked Sendable {
         self.commit(wakingFlusher: false, onSealed: onSealed)
     }
 
-    func commit(wakingFlusher: Bool, onSealed: @escaping SealCallback) {
+    /// `commit(onSealed:)` for a thread that seals (or hands to the flusher) right after, as a
+    /// `PassSealer`'s end-of-pass hook does: the flusher is not woken for it.
+    public func commitSealedByCaller(onSealed: @escaping SealCallback) {
+        self.commit(wakingFlusher: false, sealedByCaller: true, onSealed: onSealed)
+    }
+
+    func commit(wakingFlusher: Bool, sealedByCaller: Bool = false, onSealed: @escaping SealCallback) {
         let immediate: WALError?? = self.lock.withLock { state -> WALError?? in
             if let failure = state.failure { return .some(failure) }
             let target = state.nextIndex - 1
@@ -475,7 +481,7 @@ public final class WriteAheadLog: @unchecked Sendable {
             state.waiters.append(WALState.Waiter(index: target, callback: onSealed))
             state.syncRequested = true
             // Inside an event loop's pass (always mode) the loop seals at the pass's end.
-            if wakingFlusher || !self.alwaysMode || !InlineSeal.deferredHere() {
+            if !sealedByCaller && (wakingFlusher || !self.alwaysMode || !InlineSeal.deferredHere()) {
                 self.workSignals.add(1, ordering: .releasing)
                 self.lock.signal()
             }

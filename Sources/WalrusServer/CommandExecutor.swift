@@ -555,15 +555,15 @@ final class WriteCompletion: Sendable {
 
 /// The sealer of each event loop, made on first use.
 final class LoopSealers: Sendable {
-    private let sealers = LockedValue<[ObjectIdentifier: PassSealer]>([:])
+    private let sealers = LockedValue<[ObjectIdentifier: LoopCommits]>([:])
 
-    func sealer(for loop: any EventLoop, wal: WriteAheadLog) -> PassSealer {
+    func commits(for loop: any EventLoop, store: KeyValueStore) -> LoopCommits {
         self.sealers.withLock { sealers in
             let key = ObjectIdentifier(loop as AnyObject)
-            if let sealer = sealers[key] { return sealer }
-            let sealer = PassSealer(wal: wal) { loop.execute($0) }
-            sealers[key] = sealer
-            return sealer
+            if let commits = sealers[key] { return commits }
+            let commits = LoopCommits(loop: loop, store: store)
+            sealers[key] = commits
+            return commits
         }
     }
 }
