@@ -520,14 +520,29 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             ok = ByteBuffer()
             ok.writeErrorReply(CommandExecutor.clientMessage(StoreError(error)))
         }
-        var index = self.replies.startIndex
-        while index != self.replies.endIndex {
-            let reply = self.replies[index]
-            if reply.awaitingCommit && reply.buffer == nil { reply.buffer = error == nil ? (reply.held ?? ok) : ok }
-            if reply === last { break }
-            index = self.replies.index(after: index)
-        }
+        guard Self.fill(self.replies, committedThrough: last, with: ok, failed: error != nil) else { return }
         self.drain(flush: true)
+    }
+
+    /// Fill every reply in `replies` that waits for a commit, up to `last`, with `ok` (or, for a
+    /// write that answers with something else once durable, what it holds) — unless `last` was
+    /// answered already: false then, and nothing is touched.
+    ///
+    /// Callbacks can come out of order: an earlier read's, sealed by the flusher, hops back to the
+    /// loop while a later read's runs in place from the loop's own seal, which answers both. When
+    /// the late one runs, the replies still queued belong to later writes, not yet durable: filling
+    /// them, as the loop below would with `last` gone from the queue, acknowledged writes before
+    /// their fdatasync.
+    static func fill(_ replies: CircularBuffer<Reply>, committedThrough last: Reply, with ok: ByteBuffer, failed: Bool) -> Bool {
+        guard last.buffer == nil else { return false }
+        var index = replies.startIndex
+        while index != replies.endIndex {
+            let reply = replies[index]
+            if reply.awaitingCommit && reply.buffer == nil { reply.buffer = failed ? ok : (reply.held ?? ok) }
+            if reply === last { break }
+            index = replies.index(after: index)
+        }
+        return true
     }
 
     private func writeBatch(context: ChannelHandlerContext) {

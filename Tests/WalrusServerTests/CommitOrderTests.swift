@@ -1,0 +1,51 @@
+import NIOCore
+import Testing
+
+@testable import WalrusServer
+
+/// The reply queue's answer to a commit callback, when callbacks come out of order.
+struct CommitOrderTests {
+    typealias Reply = RESPConnectionHandler.Reply
+
+    private static func awaiting() -> Reply {
+        let reply = Reply()
+        reply.awaitingCommit = true
+        return reply
+    }
+
+    private static let ok: ByteBuffer = ByteBuffer(string: "+OK\r\n")
+
+    /// A late callback (its read was answered by a later read's commit) must not answer the
+    /// writes queued since, which are not durable yet.
+    @Test func aLateCallbackAnswersNothing() {
+        let first = Self.awaiting(), second = Self.awaiting()
+        var replies = CircularBuffer<Reply>([first, second])
+        // The later read's callback runs first and answers both; the loop sends them.
+        #expect(RESPConnectionHandler.fill(replies, committedThrough: second, with: Self.ok, failed: false))
+        #expect(first.buffer == Self.ok && second.buffer == Self.ok)
+        replies.removeAll()
+        // A new write waits for its seal; the earlier read's callback arrives now.
+        let third = Self.awaiting()
+        replies.append(third)
+        #expect(!RESPConnectionHandler.fill(replies, committedThrough: first, with: Self.ok, failed: false))
+        #expect(third.buffer == nil)
+    }
+
+    /// In order: replies up to `last` are answered, the ones behind it wait; a reply that answers
+    /// with more than +OK once durable gets what it holds.
+    @Test func anInOrderCallbackAnswersUpToItsRead() {
+        let first = Self.awaiting(), later = Self.awaiting()
+        first.held = ByteBuffer(string: "$1\r\nx\r\n")
+        let ready = Reply(ByteBuffer(string: "$-1\r\n"))
+        let replies = CircularBuffer<Reply>([first, ready, later])
+        #expect(RESPConnectionHandler.fill(replies, committedThrough: first, with: Self.ok, failed: false))
+        #expect(first.buffer == ByteBuffer(string: "$1\r\nx\r\n"))
+        #expect(later.buffer == nil)
+        // A failed seal answers with the error, not what the write holds.
+        let failedReply = Self.awaiting()
+        failedReply.held = ByteBuffer(string: ":1\r\n")
+        let error = ByteBuffer(string: "-ERR failed\r\n")
+        #expect(RESPConnectionHandler.fill(CircularBuffer([failedReply]), committedThrough: failedReply, with: error, failed: true))
+        #expect(failedReply.buffer == error)
+    }
+}
