@@ -740,8 +740,8 @@ import Glibc
 /// the flusher sealed) instead of a waiter, a lock pair and a callback each.
 ///
 /// (Handing a large pass's fdatasync to the flusher, so the loop reads the next pass meanwhile,
-/// measured worse: at -c 50 it split the batches — 5,400 instead of 3,000 fdatasyncs per 100,000
-/// SETs — and cost 2-5 CPU-µs more per SET for fewer SETs per second.)
+/// measured worse: at -c 50 it split the batches — 5,200-5,500 instead of ~3,000 fdatasyncs per
+/// 100,000 SETs — and cost 2-5 CPU-µs more per SET for fewer SETs per second.)
 final class LoopCommits: @unchecked Sendable {
     typealias Reply = RESPConnectionHandler.Reply
 
@@ -755,6 +755,8 @@ final class LoopCommits: @unchecked Sendable {
     private var groups = CircularBuffer<[Reply]>(initialCapacity: 4)
     /// Emptied groups, whose storage the next passes reuse.
     private var spares: [[Reply]] = []
+    /// Whether this pass's first connection has registered its own callback (`await`).
+    private var passRegistered = false
     /// Made once (a closure per pass would be an allocation per pass); written in `init` only.
     private var sealed: WriteAheadLog.SealCallback!
     private var deliverOK: (@Sendable () -> Void)!
@@ -792,9 +794,6 @@ final class LoopCommits: @unchecked Sendable {
         self.current.append(reply)
         self.sealer.schedule()
     }
-
-    /// Whether this pass's first connection has registered (`await`).
-    private var passRegistered = false
 
     /// End of a pass, just before its seal: register the rest of its connections as one waiter.
     private func passEnded() {
