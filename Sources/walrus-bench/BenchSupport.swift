@@ -108,6 +108,60 @@ enum Bench {
         }
     }
 
+    /// The time a process spends inside its disk writes and flushes (pwrite64, pwritev2,
+    /// fdatasync, fsync) while it runs, from `perf trace -s` (every thread). An event loop that
+    /// fdatasyncs inline serves nobody for that long, so it is the other half of what bounds a
+    /// durable server besides its CPU. Tracing costs each system call of the process a little
+    /// (the filter runs on every one), so it has a run of its own, not the measured ones. Nil
+    /// without perf.
+    final class DiskWaitTracer {
+        private let process = Process()
+        private let file: String
+        static let calls: Set<Substring> = ["pwrite64", "pwritev2", "fdatasync", "fsync"]
+
+        init?(pid: Int32, scratch: String) {
+            guard FileManager.default.isExecutableFile(atPath: "/usr/bin/perf") else { return nil }
+            self.file = scratch + "/perf-trace-\(pid).txt"
+            // SIGINT unblocked before exec, as for SyscallCounter.
+            self.process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            self.process.arguments = [
+                "-c",
+                "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+                    + "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv('/usr/bin/perf', ['perf'] + sys.argv[1:])",
+                "trace", "-s", "-e", Self.calls.sorted().joined(separator: ","), "-p", String(pid), "-o", self.file,
+            ]
+            self.process.standardError = FileHandle.nullDevice
+            self.process.standardOutput = FileHandle.nullDevice
+            do { try self.process.run() } catch { return nil }
+            usleep(300_000)
+        }
+
+        /// Stop tracing: the seconds spent in those calls and how many flushes (fdatasync + fsync)
+        /// there were; nil if perf printed no summary.
+        func stop() -> (seconds: Double, flushes: Double)? {
+            kill(self.process.processIdentifier, SIGINT)
+            let deadline = Date().addingTimeInterval(10)
+            while self.process.isRunning && Date() < deadline { usleep(10_000) }
+            if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+            defer { try? FileManager.default.removeItem(atPath: self.file) }
+            guard let text = try? String(contentsOfFile: self.file, encoding: .utf8) else { return nil }
+            // "   fdatasync   3430   0   274.086   0.043   0.080   11.461   4.19%" per thread:
+            // name, calls, errors, total ms, min, avg, max, stddev.
+            var milliseconds = 0.0
+            var flushes = 0.0
+            var seen = false
+            for line in text.split(separator: "\n") {
+                let words = line.split(separator: " ")
+                guard words.count >= 4, Self.calls.contains(words[0]), let calls = Double(words[1]), let total = Double(words[3])
+                else { continue }
+                milliseconds += total
+                if words[0] == "fdatasync" || words[0] == "fsync" { flushes += calls }
+                seen = true
+            }
+            return seen ? (milliseconds / 1000, flushes) : nil
+        }
+    }
+
     static func residentBytes() -> Int {
         guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
         let fields = text.split(separator: " ")

@@ -102,13 +102,31 @@ struct RESPBenchmarks {
                 let (wf, rf) = (Bench.median(ours.map(\.followerCPU)), Bench.median(theirs.map(\.followerCPU)))
                 let (ws, rs) = (Bench.median(ours.map(\.switches)), Bench.median(theirs.map(\.switches)))
                 let (wy, ry) = (Bench.median(ours.map(\.fdatasyncs)), Bench.median(theirs.map(\.fdatasyncs)))
+                let durable = mode.walrus.contains("always")
+                let script = name.hasPrefix("EVALSHA")
+                // What bounds a durable SET: an event loop that fdatasyncs inline spends its CPU
+                // and its disk wait on each request, and serves nobody while it waits.
+                let (wd, rd) =
+                    durable && !script
+                    ? (try self.diskWait(walrus, arguments, requests: requests), try self.diskWait(redis, arguments, requests: requests))
+                    : (nil, nil)
                 rows.append([
                     name, Bench.format(w), Bench.format(r), Bench.ratio(w, r), String(format: "%.1f", wc), String(format: "%.1f", rc),
                     self.replicas ? String(format: "%.1f", wf) : "–", self.replicas ? String(format: "%.1f", rf) : "–",
                     String(format: "%.2f", ws), String(format: "%.2f", rs), Bench.format(wy), Bench.format(ry),
+                    wd.map { String(format: "%.1f (%.0f)", $0.perRequest, $0.perFlush) } ?? "–",
+                    rd.map { String(format: "%.1f (%.0f)", $0.perRequest, $0.perFlush) } ?? "–",
                 ])
-                let durable = mode.walrus.contains("always")
-                let script = name.hasPrefix("EVALSHA")
+                var bound = "fdatasync rate × batch (see WAL rows)"
+                if let wd, let rd {
+                    func loop(_ who: String, _ cpu: Double, _ wait: Double, _ rate: Double) -> String {
+                        let perRequest = cpu + wait
+                        return who + String(format: " %.1f + %.1f = %.1f µs (≤ ", cpu, wait, perRequest)
+                            + Bench.format(1e6 / perRequest) + String(format: "/s; %.0f%% of it)", rate * perRequest / 1e4)
+                    }
+                    bound = "one event loop, CPU + disk wait per request: " + loop("walrusd", wc, wd.perRequest, w) + ", "
+                        + loop("redis-server", rc, rd.perRequest, r)
+                }
                 let goal: Double? =
                     script ? 1.0 : durable ? (name == "SET -c 50" ? 1.5 : 1.0) : (name.contains("-c 50") ? 1.0 : nil)
                 let section = durable ? "RESP, durable (fsync=always ↔ appendfsync always)" : "RESP, periodic (fsync=interval 1 s ↔ everysec)"
@@ -117,7 +135,7 @@ struct RESPBenchmarks {
                     section: section, workload: workload, walrus: w, peer: r, peerName: "redis-server",
                     unit: "ops/s", goal: goal.map { .atLeast($0) },
                     limit: script ? "three commands through the executor (see the Keyspace CPU rows)"
-                        : durable ? "fdatasync rate × batch (see WAL rows)" : "")
+                        : durable ? bound : "")
                 Report.add(
                     section: section, workload: workload + ", server CPU", walrus: wc, peer: rc, peerName: "redis-server",
                     unit: "CPU-µs/op", lowerIsBetter: true, goal: durable && !script ? .atMost(1.0) : nil)
@@ -129,6 +147,16 @@ struct RESPBenchmarks {
                 Report.add(
                     section: section, workload: workload + ", server context switches", walrus: ws, peer: rs, peerName: "redis-server",
                     unit: "switches/op", lowerIsBetter: true)
+                if let wd, let rd {
+                    Report.add(
+                        section: section, workload: workload + ", primary disk wait", walrus: wd.perRequest, peer: rd.perRequest,
+                        peerName: "redis-server", unit: "µs/op", lowerIsBetter: true,
+                        limit: "time inside pwrite64 + fdatasync + fsync (perf trace, a run of its own)")
+                    Report.add(
+                        section: section, workload: workload + ", primary disk wait per fdatasync", walrus: wd.perFlush,
+                        peer: rd.perFlush, peerName: "redis-server", unit: "µs", lowerIsBetter: true,
+                        limit: "walrusd: direct write + fdatasync on a preallocated segment; redis-server: write + fdatasync of a growing AOF")
+                }
                 if durable && wy.isFinite && ry.isFinite {
                     Report.add(
                         section: section, workload: workload + ", fdatasyncs (primary)", walrus: wy, peer: ry, peerName: "redis-server",
@@ -141,6 +169,7 @@ struct RESPBenchmarks {
                     "workload", "walrusd ops/s", "redis-server ops/s", "walrus ÷ redis", "walrusd CPU-µs/op", "redis-server CPU-µs/op",
                     "follower CPU-µs/op", "replica CPU-µs/op", "walrusd switches/op", "redis switches/op",
                     "walrusd fdatasyncs/100k", "redis fdatasyncs/100k",
+                    "walrusd disk wait µs/op (µs/fdatasync)", "redis disk wait µs/op (µs/fdatasync)",
                 ], rows)
         }
     }
@@ -181,6 +210,20 @@ struct RESPBenchmarks {
         return Sample(
             rate: rate, cpu: spent / n * 1e6, followerCPU: followerSpent / n * 1e6, switches: Double(switches) / n,
             fdatasyncs: syncs / n * 100_000)
+    }
+
+    /// One more run of `arguments` with the server's disk writes and flushes traced
+    /// (`Bench.DiskWaitTracer`): µs spent in them per request and per fdatasync. Nil without perf.
+    func diskWait(_ server: Server, _ arguments: [String], requests: Int) throws -> (perRequest: Double, perFlush: Double)? {
+        guard let tracer = Bench.DiskWaitTracer(pid: server.process.processIdentifier, scratch: self.directory) else { return nil }
+        do {
+            _ = try self.benchmark(port: server.port, arguments, requests: requests)
+        } catch {
+            _ = tracer.stop()
+            throw error
+        }
+        guard let (seconds, flushes) = tracer.stop() else { return nil }
+        return (seconds / Double(requests) * 1e6, flushes > 0 ? seconds / flushes * 1e6 : .nan)
     }
 
     struct BenchError: Error, CustomStringConvertible {
