@@ -16,7 +16,7 @@ packages=(
   redis-tools     # redis-cli and redis-benchmark: the real clients the tests drive walrusd with
   redis-server    # the peer walrus-bench measures against
   gnuplot-nox     # walrus-bench report draws its charts with it
-  linux-perf      # perf stat: walrus-bench counts both servers' fdatasync calls
+  linux-perf      # perf stat and perf trace: walrus-bench counts both servers' fdatasync calls and times their disk calls
   python3-pip     # for redis-py below
   liblua5.1-0-dev # Lua 5.1 (what Redis embeds) for EVAL and EVALSHA
   lua-cjson-dev   # the cjson library Redis scripts use
