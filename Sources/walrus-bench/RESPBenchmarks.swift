@@ -117,13 +117,13 @@ struct RESPBenchmarks {
                     wd.map { String(format: "%.1f (%.0f)", $0.perRequest, $0.perFlush) } ?? "–",
                     rd.map { String(format: "%.1f (%.0f)", $0.perRequest, $0.perFlush) } ?? "–",
                 ])
-                var bound = "fdatasync rate × batch (see WAL rows)"
+                var loopCost = "fdatasync rate × batch (see WAL rows)"
                 if let wd, let rd {
                     // CPU + time inside the disk calls, per request: what one event loop spends on
                     // each. The calls' own kernel CPU is in both terms, so a server serves a little
                     // more than 1 / its sum; the ratio of the two sums is what the comparison predicts.
                     let (ours, theirs) = (wc + wd.perRequest, rc + rd.perRequest)
-                    bound = String(
+                    loopCost = String(
                         format: "one event loop, CPU + time in disk calls per request: walrusd %.1f + %.1f = %.1f µs, "
                             + "redis-server %.1f + %.1f = %.1f µs (%.2f× walrusd's; the calls' kernel CPU is in both terms)",
                         wc, wd.perRequest, ours, rc, rd.perRequest, theirs, theirs / ours)
@@ -136,7 +136,7 @@ struct RESPBenchmarks {
                     section: section, workload: workload, walrus: w, peer: r, peerName: "redis-server",
                     unit: "ops/s", goal: goal.map { .atLeast($0) },
                     limit: script ? "three commands through the executor (see the Keyspace CPU rows)"
-                        : durable ? bound : "")
+                        : durable ? loopCost : "")
                 Report.add(
                     section: section, workload: workload + ", server CPU", walrus: wc, peer: rc, peerName: "redis-server",
                     unit: "CPU-µs/op", lowerIsBetter: true, goal: durable && !script ? .atMost(1.0) : nil)
@@ -156,7 +156,7 @@ struct RESPBenchmarks {
                     Report.add(
                         section: section, workload: workload + ", primary disk wait per fdatasync", walrus: wd.perFlush,
                         peer: rd.perFlush, peerName: "redis-server", unit: "µs", lowerIsBetter: true,
-                        limit: "walrusd: direct write + fdatasync on a preallocated segment; redis-server: write + fdatasync of a growing AOF")
+                        limit: "walrusd: direct write + fdatasync of a preallocated segment; redis-server: fdatasync of a growing AOF (its buffered write is not timed)")
                 }
                 if durable && wy.isFinite && ry.isFinite {
                     Report.add(
