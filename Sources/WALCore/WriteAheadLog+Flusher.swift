@@ -479,6 +479,10 @@ public final class PassSealer: @unchecked Sendable {
     /// Run at the end of each pass, before its seal, on the sealer's thread (set once, before
     /// the first pass): where the pass's waiters register (`commitSealedByCaller`).
     public var passEnded: (() -> Void)?
+    /// Asked when a pass ends, before anything is sealed: true holds the seal back (the caller
+    /// expects more of the pass's writers within a moment, `LoopCommits`) until `resume()`; it
+    /// is asked again then, and false seals. Set once, before the first pass.
+    public var gather: (() -> Bool)?
 
     public init(wal: WriteAheadLog, handOverBytes: Int = .max, enqueue: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void) {
         self.wal = wal
@@ -492,12 +496,19 @@ public final class PassSealer: @unchecked Sendable {
     /// follower's link closing) still seals its pass. (A weak reference instead moved the
     /// sealer's reference counts to a side table: slower for every retain and release.)
     private lazy var seal: @Sendable () -> Void = { [unowned(unsafe) self] in
+        // Held back: `resume` runs this again (the task's retain goes with it).
+        if let gather = self.gather, gather() { return }
         defer { Unmanaged.passUnretained(self).release() }
         self.scheduled = false
         let large = self.bytes > self.handOverBytes
         self.bytes = 0
         self.passEnded?()
         if large { self.wal.handToFlusher() } else { self.wal.sealInline() }
+    }
+
+    /// Seal the pass `gather` held back, now (on the sealer's thread).
+    public func resume() {
+        self.seal()
     }
 
     /// Seal once this pass is done; `bytes` is what this append added (for the hand-over).

@@ -557,11 +557,11 @@ final class WriteCompletion: Sendable {
 final class LoopSealers: Sendable {
     private let sealers = LockedValue<[ObjectIdentifier: LoopCommits]>([:])
 
-    func commits(for loop: any EventLoop, store: KeyValueStore) -> LoopCommits {
+    func commits(for loop: any EventLoop, store: KeyValueStore, settings: ServerSettings) -> LoopCommits {
         self.sealers.withLock { sealers in
             let key = ObjectIdentifier(loop as AnyObject)
             if let commits = sealers[key] { return commits }
-            let commits = LoopCommits(loop: loop, store: store)
+            let commits = LoopCommits(loop: loop, store: store, settings: settings)
             sealers[key] = commits
             return commits
         }

@@ -88,6 +88,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Replies written since the last flush. A read whose replies wait for the pass's seal writes
     /// nothing, and its read-complete then skips an empty flush (~1,000 instructions of NIO's).
     @exclusivity(unchecked) private var unflushed = false
+    /// The last loop pass (`LoopCommits`) this connection wrote durable SETs in.
+    @exclusivity(unchecked) fileprivate var commitPass = -2
     /// Inside `executor.execute` (its completion must not write the reply yet).
     @exclusivity(unchecked) private var executing = false
 
@@ -133,7 +135,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var unsentPushBytes = 0
 
     func handlerAdded(context: ChannelHandlerContext) {
-        if self.executor.alwaysMode && PassSealer.enabled { self.commits = self.executor.sealers.commits(for: context.eventLoop, store: self.executor.store) }
+        if self.executor.alwaysMode && PassSealer.enabled {
+            self.commits = self.executor.sealers.commits(for: context.eventLoop, store: self.executor.store, settings: self.executor.settings)
+        }
         self.context = context
         self.commitLoop = context.eventLoop
         let eventLoop = context.eventLoop
@@ -761,13 +765,41 @@ final class LoopCommits: @unchecked Sendable {
     private var sealed: WriteAheadLog.SealCallback!
     private var deliverOK: (@Sendable () -> Void)!
 
-    init(loop: any EventLoop, store: KeyValueStore) {
+    // Gathering a pass's writers (PostgreSQL's commit_delay and commit_siblings, measured rather
+    // than configured): every connection answered at the end of a pass sends its next request a
+    // few microseconds later, and some of those arrive just after the loop read its sockets. Sealed
+    // at once, they wait a whole fdatasync for the next pass — the clients split into cohorts, one
+    // fdatasync each. Held back until they came (or `gatherWindow` passed), one fdatasync serves
+    // them all.
+    /// The pass being read (numbered, so a connection knows whether it wrote in the one before).
+    private var pass = 0
+    /// Connections with durable SETs in the pass before this one.
+    private var previousWriters = 0
+    /// Connections with durable SETs in this pass.
+    private var writers = 0
+    /// Of this pass's connections, how many wrote in the one before as well.
+    private var returned = 0
+    private enum Gather { case no, waiting, resuming }
+    private var gathering = Gather.no
+    /// Which held-back pass a window's timer belongs to.
+    private var gatherGeneration = 0
+    /// The longest a pass is held back for writers still to come (0: never): `commit-gather`,
+    /// read again when the settings change (a reload, CONFIG SET).
+    private var gatherWindow = TimeAmount.zero
+    private let settings: ServerSettings
+    private var settingsGeneration = -1
+    private var resumeNow: (@Sendable () -> Void)!
+
+    init(loop: any EventLoop, store: KeyValueStore, settings: ServerSettings) {
         self.loop = loop
+        self.settings = settings
         self.wal = store.wal
         self.sealer = PassSealer(wal: store.wal) { loop.execute($0) }
         // Unowned: the sealer and the callbacks belong to this object, and each registered group
         // retains it by hand until answered (`passEnded` / `deliver`).
         self.sealer.passEnded = { [unowned(unsafe) self] in self.passEnded() }
+        self.sealer.gather = { [unowned(unsafe) self] in self.holdBack() }
+        self.resumeNow = { [unowned(unsafe) self] in self.sealer.resume() }
         self.deliverOK = { [unowned(unsafe) self] in self.deliver(nil) }
         self.sealed = { [unowned(unsafe) self] error in
             if self.loop.inEventLoop {
@@ -783,6 +815,19 @@ final class LoopCommits: @unchecked Sendable {
     /// `reply`'s connection wrote durable SETs this pass; `reply.committer` is answered once the
     /// pass is sealed. On the loop.
     func await(_ reply: Reply) {
+        let handler = reply.committer!
+        if handler.commitPass != self.pass {
+            self.writers += 1
+            if handler.commitPass == self.pass - 1 {
+                self.returned += 1
+                // The last one the held-back pass waited for: seal after this read.
+                if self.gathering == .waiting && self.returned == self.previousWriters {
+                    self.gathering = .resuming
+                    self.loop.execute(self.resumeNow)
+                }
+            }
+            handler.commitPass = self.pass
+        }
         guard self.passRegistered else {
             // The pass's first connection registers its own callback at once, as every
             // connection did before: a pass of one (-c 1) costs nothing more.
@@ -798,11 +843,44 @@ final class LoopCommits: @unchecked Sendable {
     /// End of a pass, just before its seal: register the rest of its connections as one waiter.
     private func passEnded() {
         self.passRegistered = false
+        self.previousWriters = self.writers
+        self.pass += 1
+        self.writers = 0
+        self.returned = 0
+        self.gathering = .no
         guard !self.current.isEmpty else { return }
         self.groups.append(self.current)
         self.current = []
         _ = Unmanaged.passRetained(self)
         self.wal.commitSealedByCaller(onSealed: self.sealed)
+    }
+
+    /// The pass is read: hold its seal back while writers of the pass before have yet to return
+    /// (`gatherWindow` at most), or seal it now (false).
+    private func holdBack() -> Bool {
+        switch self.gathering {
+        case .resuming:
+            return false
+        case .waiting:
+            return true
+        case .no:
+            guard self.returned < self.previousWriters else { return false }
+            let generation = self.settings.generation
+            if generation != self.settingsGeneration {
+                self.settingsGeneration = generation
+                self.gatherWindow = .microseconds(Int64(self.settings.snapshot.commitGather))
+            }
+            guard self.gatherWindow > .zero else { return false }
+            self.gathering = .waiting
+            self.gatherGeneration &+= 1
+            let held = self.gatherGeneration
+            self.loop.scheduleTask(in: self.gatherWindow) { [unowned(unsafe) self] in
+                guard self.gathering == .waiting, self.gatherGeneration == held else { return }
+                self.gathering = .resuming
+                self.sealer.resume()
+            }
+            return true
+        }
     }
 
     /// The oldest group is durable (or failed with `error`): answer its connections. On the loop.

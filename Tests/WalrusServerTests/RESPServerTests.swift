@@ -190,4 +190,31 @@ struct RESPServerTests {
             }
         }
     }
+
+    /// `commit-gather` (100 ms here, set live) holds a pass's fdatasync back only while writers
+    /// the last pass answered have yet to send again: a writer that went quiet costs the next pass
+    /// one window at most and a lone writer none; writers in lockstep are all answered, and an OK
+    /// still means sealed.
+    @Test func commitGatherWaitsOnlyForWritersStillToCome() async throws {
+        try await withServer { port, store in
+            let quiet = try connect(port), lone = try connect(port)
+            #expect(try quiet.command("CONFIG", "SET", "commit-gather", "100000") == .simple("OK"))
+            #expect(try quiet.command("CONFIG", "GET", "commit-gather") == .array([.bulk(bytes("commit-gather")), .bulk(bytes("100000"))]))
+            #expect(try quiet.command("SET", "quiet", "1") == .simple("OK"))
+            let start = ContinuousClock.now
+            for i in 0..<30 {
+                #expect(try lone.command("SET", "lone\(i)", "v") == .simple("OK"))
+                #expect(store.wal.sealedIndex >= UInt64(i + 2))
+            }
+            // Held back at every pass, these 30 SETs would take 3 s.
+            #expect(ContinuousClock.now - start < .milliseconds(1500))
+            let writers = try (0..<8).map { _ in try connect(port) }
+            for round in 0..<20 {
+                for (n, writer) in writers.enumerated() { try writer.send([bytes("SET"), bytes("w\(n)"), bytes("\(round)")]) }
+                for writer in writers { #expect(try writer.readReply() == .simple("OK")) }
+                #expect(store.wal.sealedIndex >= UInt64(31 + 8 * (round + 1)))
+            }
+            #expect(try lone.command("GET", "w7") == .bulk(bytes("19")))
+        }
+    }
 }

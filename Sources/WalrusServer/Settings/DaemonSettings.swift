@@ -15,6 +15,7 @@ public struct DaemonSettings: Equatable, Sendable {
     public var controlSocket: String? = nil
     public var fsync = "always"
     public var fsyncInterval = 100
+    public var commitGather = 50
     public var maxClients = 10_000
     public var idleTimeout = 0
     public var eventLoops = 0
@@ -215,6 +216,9 @@ extension DaemonSettings {
         integer(
             "fsync-interval", type: "ms", 1...3_600_000, default: "100", live: true, \.fsyncInterval,
             "the period of interval mode"),
+        integer(
+            "commit-gather", type: "µs", 0...100_000, default: "50", live: true, \.commitGather,
+            "with `fsync = always`, hold a pass's fdatasync back at most this long while clients the last one answered are still sending, so one fdatasync serves them all (0: never)"),
         integer(
             "max-clients", redis: "maxclients", 1...1_000_000, default: "10000", live: true, \.maxClients,
             "more connections get `-ERR max number of clients reached`"),
