@@ -557,11 +557,13 @@ final class WriteCompletion: Sendable {
 final class LoopSealers: Sendable {
     private let sealers = LockedValue<[ObjectIdentifier: LoopCommits]>([:])
 
-    func commits(for loop: any EventLoop, store: KeyValueStore, settings: ServerSettings) -> LoopCommits {
+    func commits(
+        for loop: any EventLoop, store: KeyValueStore, settings: ServerSettings, statistics: ServerStatistics
+    ) -> LoopCommits {
         self.sealers.withLock { sealers in
             let key = ObjectIdentifier(loop as AnyObject)
             if let commits = sealers[key] { return commits }
-            let commits = LoopCommits(loop: loop, store: store, settings: settings)
+            let commits = LoopCommits(loop: loop, store: store, settings: settings, statistics: statistics)
             sealers[key] = commits
             return commits
         }

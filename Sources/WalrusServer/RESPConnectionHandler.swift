@@ -136,7 +136,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         if self.executor.alwaysMode && PassSealer.enabled {
-            self.commits = self.executor.sealers.commits(for: context.eventLoop, store: self.executor.store, settings: self.executor.settings)
+            self.commits = self.executor.sealers.commits(
+                for: context.eventLoop, store: self.executor.store, settings: self.executor.settings, statistics: self.statistics)
         }
         self.context = context
         self.commitLoop = context.eventLoop
@@ -788,11 +789,13 @@ final class LoopCommits: @unchecked Sendable {
     private var gatherWindow = TimeAmount.zero
     private let settings: ServerSettings
     private var settingsGeneration = -1
+    private let statistics: ServerStatistics
     private var resumeNow: (@Sendable () -> Void)!
 
-    init(loop: any EventLoop, store: KeyValueStore, settings: ServerSettings) {
+    init(loop: any EventLoop, store: KeyValueStore, settings: ServerSettings, statistics: ServerStatistics) {
         self.loop = loop
         self.settings = settings
+        self.statistics = statistics
         self.wal = store.wal
         self.sealer = PassSealer(wal: store.wal) { loop.execute($0) }
         // Unowned: the sealer and the callbacks belong to this object, and each registered group
@@ -871,11 +874,13 @@ final class LoopCommits: @unchecked Sendable {
                 self.gatherWindow = .microseconds(Int64(self.settings.snapshot.commitGather))
             }
             guard self.gatherWindow > .zero else { return false }
+            self.statistics.commitGathers.add(1, ordering: .relaxed)
             self.gathering = .waiting
             self.gatherGeneration &+= 1
             let held = self.gatherGeneration
             self.loop.scheduleTask(in: self.gatherWindow) { [unowned(unsafe) self] in
                 guard self.gathering == .waiting, self.gatherGeneration == held else { return }
+                self.statistics.commitGatherTimeouts.add(1, ordering: .relaxed)
                 self.gathering = .resuming
                 self.sealer.resume()
             }

@@ -71,6 +71,8 @@ enum ServerInfo {
                 ("walrus_sealed_index", String(status.sealedIndex)), ("walrus_first_index", String(status.firstIndex)),
                 ("walrus_wal_segments", String(status.walSegments)), ("walrus_wal_bytes", String(status.walBytes)),
                 ("walrus_fsyncs", String(status.fsyncs)), ("walrus_last_fsync_usec", String(status.lastFsyncMicroseconds)),
+                ("walrus_commit_gathers", String(executor.statistics.commitGathers.load(ordering: .relaxed))),
+                ("walrus_commit_gather_timeouts", String(executor.statistics.commitGatherTimeouts.load(ordering: .relaxed))),
                 ("walrus_data_dir", status.dataDirectory),
             ])
         let pubsub = executor.pubsub.counts

@@ -20,6 +20,10 @@ public final class ServerStatistics: Sendable {
     let commands = CommandStatistics()
     /// Error replies sent (INFO total_error_replies) and by code (INFO errorstats).
     public let errorReplies = Atomic<Int>(0)
+    /// Passes whose fdatasync `commit-gather` held back for writers still to come, and how many
+    /// of those were sealed because the window ran out (INFO walrus_commit_gathers, …_timeouts).
+    public let commitGathers = Atomic<Int>(0)
+    public let commitGatherTimeouts = Atomic<Int>(0)
     private let errorCodes = LockedValue<[String: Int]>([:])
     /// When the server started (monotonic ns).
     public let startedNanoseconds: UInt64
@@ -34,6 +38,8 @@ public final class ServerStatistics: Sendable {
         self.protocolErrors.store(0, ordering: .relaxed)
         self.commands.reset()
         self.errorReplies.store(0, ordering: .relaxed)
+        self.commitGathers.store(0, ordering: .relaxed)
+        self.commitGatherTimeouts.store(0, ordering: .relaxed)
         self.errorCodes.withLock { $0.removeAll() }
     }
 
