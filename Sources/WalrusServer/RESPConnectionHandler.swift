@@ -90,6 +90,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     @exclusivity(unchecked) private var unflushed = false
     /// The last loop pass (`LoopCommits`) this connection wrote durable SETs in.
     @exclusivity(unchecked) fileprivate var commitPass = -2
+    /// This read waits in `pending` for the end of the loop's reads (`LoopCommits.deferRead`).
+    @exclusivity(unchecked) fileprivate var readDeferred = false
     /// Inside `executor.execute` (its completion must not write the reply yet).
     @exclusivity(unchecked) private var executing = false
 
@@ -239,7 +241,40 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             self.pending = buffer
             return
         }
+        if let commits = self.commits, commits.deferringReads {
+            // The loop's first read of this connection in this turn waits until every socket
+            // is read: then the keys of all of them are prefetched at once (`LoopCommits`). A
+            // second read in the same turn (a long pipeline) runs at once, after the first.
+            if !self.readDeferred {
+                self.readDeferred = true
+                self.pending = buffer
+                commits.deferRead(self)
+                return
+            }
+            self.readDeferred = false
+        }
         self.process(buffer, context: context)
+    }
+
+    /// The first request's key of the read waiting in `pending`, for `LoopCommits` to prefetch.
+    fileprivate func deferredKey(_ each: (UnsafeRawBufferPointer) -> Void) {
+        guard self.readDeferred, let pending = self.pending else { return }
+        pending.withUnsafeReadableBytes { bytes in
+            guard let (request, _) = RESPQuickRequest.parse(bytes, limits: self.limits) else { return }
+            switch request {
+            case .get(let key), .set(let key, _): each(UnsafeRawBufferPointer(rebasing: bytes[key]))
+            }
+        }
+    }
+
+    /// Run the read that waited for the end of the loop's reads (a no-op if it ran already).
+    fileprivate func runDeferredRead() {
+        guard self.readDeferred else { return }
+        self.readDeferred = false
+        guard let context = self.context, !self.closing, self.parked == .no, let buffer = self.pending else { return }
+        self.pending = nil
+        self.process(buffer, context: context)
+        self.flush(context)
     }
 
     /// Go on with the requests that waited (on the event loop).
@@ -604,6 +639,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        // A deferred read flushes once it has run.
+        if self.readDeferred { return }
         self.flush(context)
     }
 
@@ -702,6 +739,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Requests that came with the close run first, as they would have without the wait.
+        self.runDeferredRead()
         self.statistics.connectedClients.subtract(1, ordering: .relaxed)
         self.executor.clients.remove(self.session.id)
         PubSubCommands.unsubscribeAll(self.session, hub: self.executor.pubsub)
@@ -753,6 +792,21 @@ final class LoopCommits: @unchecked Sendable {
     let sealer: PassSealer
     private let loop: any EventLoop
     private let wal: WriteAheadLog
+    private let store: KeyValueStore
+
+    // Prefetching a turn's keys. Nearly every key of a large keyspace is two cache misses (its
+    // table slot, then its entry), paid one after the other while each connection's requests
+    // run as its socket is read. Instead each connection's first read of the turn waits until
+    // the loop has read every socket; then the keys of all of them are prefetched at once — the
+    // misses overlap — and the reads run in the order they came (`runReads`).
+    /// `WALRUS_PREFETCH=0` runs every read at once instead (for A/B runs).
+    static let prefetching = getenv("WALRUS_PREFETCH").map { String(cString: $0) } != "0"
+    let deferringReads = LoopCommits.prefetching
+    /// Connections whose read waits for the end of this turn's reads, in the order read.
+    private var reads: [RESPConnectionHandler] = []
+    /// The list being run (kept, with its storage, for the next turn).
+    private var running: [RESPConnectionHandler] = []
+    private var runReadsTask: (@Sendable () -> Void)!
     /// This pass's replies (the last durable SET of each connection's read), on the loop.
     private var current: [Reply] = []
     /// Passes registered with the log and not yet answered, oldest first (the log seals in
@@ -797,6 +851,7 @@ final class LoopCommits: @unchecked Sendable {
         self.settings = settings
         self.statistics = statistics
         self.wal = store.wal
+        self.store = store
         self.sealer = PassSealer(wal: store.wal) { loop.execute($0) }
         // Unowned: the sealer and the callbacks belong to this object, and each registered group
         // retains it by hand until answered (`passEnded` / `deliver`).
@@ -804,6 +859,7 @@ final class LoopCommits: @unchecked Sendable {
         self.sealer.gather = { [unowned(unsafe) self] in self.holdBack() }
         self.resumeNow = { [unowned(unsafe) self] in self.sealer.resume() }
         self.deliverOK = { [unowned(unsafe) self] in self.deliver(nil) }
+        self.runReadsTask = { [unowned(unsafe) self] in self.runReads() }
         self.sealed = { [unowned(unsafe) self] error in
             if self.loop.inEventLoop {
                 self.deliver(error)
@@ -841,6 +897,30 @@ final class LoopCommits: @unchecked Sendable {
         if self.current.capacity == 0, let spare = self.spares.popLast() { self.current = spare }
         self.current.append(reply)
         self.sealer.schedule()
+    }
+
+    /// `handler` read this turn: run its requests once the loop has read every socket (on the
+    /// loop, which runs tasks after its reads and before the pass's seal, queued behind this).
+    func deferRead(_ handler: RESPConnectionHandler) {
+        self.reads.append(handler)
+        guard self.reads.count == 1 else { return }
+        // Retained for the task by hand, as the seal's task is (see `PassSealer.schedule`).
+        _ = Unmanaged.passRetained(self)
+        self.loop.execute(self.runReadsTask)
+    }
+
+    /// Prefetch the keys of this turn's reads, then run them in order.
+    private func runReads() {
+        defer { Unmanaged.passUnretained(self).release() }
+        swap(&self.reads, &self.running)
+        if self.running.count > 1, self.store.gate.enter() {
+            self.store.prefetch { each in
+                for handler in self.running { handler.deferredKey(each) }
+            }
+            self.store.gate.exit()
+        }
+        for handler in self.running { handler.runDeferredRead() }
+        self.running.removeAll(keepingCapacity: true)
     }
 
     /// End of a pass, just before its seal: register the rest of its connections as one waiter.

@@ -179,6 +179,32 @@ final class CompactMap: @unchecked Sendable {
         walrus_prefetch(self.slots + self.home(self.hasher.hash(key)))
     }
 
+    /// The hash `key` is placed by (for `prefetchSlot` and `prefetchEntry`).
+    @inline(__always)
+    func hash(_ key: UnsafeRawBufferPointer) -> UInt64 { self.hasher.hash(key) }
+
+    /// First step of prefetching a batch of keys: start loading each key's home slot.
+    @inline(__always)
+    func prefetchSlot(hash: UInt64) {
+        walrus_prefetch(self.slots + self.home(hash))
+    }
+
+    /// Second step, once the home slots had time to arrive: start loading the entry a slot with
+    /// the key's tag points at (the key's own, nearly always), so the write or read that follows
+    /// finds both in the cache. Looks at two slots at most; a hint either way.
+    @inline(__always)
+    func prefetchEntry(hash: UInt64) {
+        let tag = Self.tag(hash)
+        var index = self.home(hash)
+        for _ in 0..<2 {
+            let slot = self.slots[index]
+            if slot == 0 { return }
+            if slot & ~Self.addressMask == tag { return walrus_prefetch(Self.entry(slot)) }
+            index += 1
+            if index == self.capacity { index = 0 }
+        }
+    }
+
     // MARK: Operations
 
     /// The value's bytes for `key`, valid until the next write to the map.

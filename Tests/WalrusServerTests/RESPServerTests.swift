@@ -219,6 +219,59 @@ struct RESPServerTests {
         }
     }
 
+    /// In `always` mode a connection's read waits until the loop has read every socket (the keys
+    /// of all of them are prefetched together, `LoopCommits.runReads`): pipelines from many
+    /// connections still answer in order, and requests that arrive with their connection's close
+    /// still run, as they did when each read ran at once.
+    @Test func readsWaitingForTheLoopRunInOrderAndBeforeAClose() async throws {
+        try await withServer { port, _ in
+            func request(_ words: String...) -> String {
+                "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+            }
+            let clients = try (0..<8).map { _ in try connect(port) }
+            for round in 0..<10 {
+                for (n, client) in clients.enumerated() {
+                    let pipeline = request("SET", "k\(n)", "\(round)") + request("GET", "k\(n)") + request("INCR", "n\(n)")
+                    try client.sendRaw(bytes(pipeline))
+                }
+                for client in clients {
+                    #expect(try client.readReply() == .simple("OK"))
+                    #expect(try client.readReply() == .bulk(bytes("\(round)")))
+                    #expect(try client.readReply() == .integer(round + 1))
+                }
+            }
+            // Sent and closed at once: the SET and the FIN often arrive in one read.
+            for i in 0..<20 {
+                let once = try connect(port)
+                try once.sendRaw(bytes(request("SET", "bye\(i)", "1")))
+            }
+            let check = try connect(port)
+            let deadline = ContinuousClock.now + .seconds(30)
+            for i in 0..<20 {
+                var value = try check.command("GET", "bye\(i)")
+                while value != .bulk(bytes("1")) && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                    value = try check.command("GET", "bye\(i)")
+                }
+                #expect(value == .bulk(bytes("1")), "the SET sent with its connection's close was lost")
+            }
+            // …and before the connection's teardown: a SUBSCRIBE sent with the close must not
+            // outlive it (run after the teardown, it would leave a subscriber nobody reads).
+            for i in 0..<20 {
+                let once = try connect(port)
+                try once.sendRaw(bytes(request("SUBSCRIBE", "gone\(i)")))
+            }
+            for i in 0..<20 {
+                var count = try check.command("PUBSUB", "NUMSUB", "gone\(i)")
+                while count != .array([.bulk(bytes("gone\(i)")), .integer(0)]) && ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                    count = try check.command("PUBSUB", "NUMSUB", "gone\(i)")
+                }
+                #expect(count == .array([.bulk(bytes("gone\(i)")), .integer(0)]), "a closed connection's subscription stayed")
+            }
+        }
+    }
+
     /// An integer field of INFO.
     private static func info(_ connection: RESPConnection, _ field: String) -> Int {
         guard let text = try? connection.command("INFO", "persistence").description else { return -1 }
