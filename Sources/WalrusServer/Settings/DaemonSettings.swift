@@ -218,7 +218,7 @@ extension DaemonSettings {
             "the period of interval mode"),
         integer(
             "commit-gather", type: "µs", 0...100_000, default: "50", live: true, \.commitGather,
-            "with `fsync = always`, hold a pass's fdatasync back while clients the last one answered are still sending, until none has come back for this long (8 times it in all at most), so one fdatasync serves them all (0: never)"),
+            "with `fsync = always`, hold a pass's fdatasync back at most this long while clients the last one answered are still sending, so one fdatasync serves them all (0: never)"),
         integer(
             "max-clients", redis: "maxclients", 1...1_000_000, default: "10000", live: true, \.maxClients,
             "more connections get `-ERR max number of clients reached`"),
