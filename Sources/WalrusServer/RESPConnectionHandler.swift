@@ -244,14 +244,14 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if let commits = self.commits, commits.deferringReads {
             // The loop's first read of this connection in this turn waits until every socket
             // is read: then the keys of all of them are prefetched at once (`LoopCommits`). A
-            // second read in the same turn (a long pipeline) runs at once, after the first.
+            // later read in the same turn (a long pipeline) runs at once, behind the first; the
+            // flush still waits for the end of the turn (`runDeferredRead`).
             if !self.readDeferred {
                 self.readDeferred = true
                 self.pending = buffer
                 commits.deferRead(self)
                 return
             }
-            self.readDeferred = false
         }
         self.process(buffer, context: context)
     }
@@ -267,13 +267,16 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    /// Run the read that waited for the end of the loop's reads (a no-op if it ran already).
+    /// Run what waited for the end of the loop's reads, and flush what this turn's reads wrote
+    /// (their read-complete did not). A no-op for a connection not deferred this turn.
     fileprivate func runDeferredRead() {
         guard self.readDeferred else { return }
         self.readDeferred = false
-        guard let context = self.context, !self.closing, self.parked == .no, let buffer = self.pending else { return }
-        self.pending = nil
-        self.process(buffer, context: context)
+        guard let context = self.context, !self.closing else { return }
+        if self.parked == .no, let buffer = self.pending {
+            self.pending = nil
+            self.process(buffer, context: context)
+        }
         self.flush(context)
     }
 
@@ -828,10 +831,10 @@ final class LoopCommits: @unchecked Sendable {
     // them all.
     //
     // (Measured and left: a window that restarts with each writer back — hold while they keep
-    // coming — made -c 50 passes whole, 49.6 SETs per fdatasync against ~44, but at -c 200 the
-    // returns never stop: holds ran 8 windows, the loop woke for every one, and a SET cost
-    // 14.1-15.1 CPU-µs against 11.1-13.7 without holding, at fewer ops/s. Counted from the
-    // hold's start, the window bounds what a hold can waste.)
+    // coming — made -c 50 passes whole, 49.6 SETs per fdatasync against ~41, but at -c 200 the
+    // returns never stop: holds ran 8 windows and the loop woke for every arrival; primary CPU
+    // 10.0-11.5 against 9.1-11.3 µs per SET without holding and ops/s below in 6 rounds of 7.
+    // Counted from the hold's start, the window bounds what a hold can waste.)
     /// The pass being read (numbered, so a connection knows whether it wrote in the one before).
     private var pass = 0
     /// Connections with durable SETs in the pass before this one.

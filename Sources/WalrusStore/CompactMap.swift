@@ -176,7 +176,7 @@ final class CompactMap: @unchecked Sendable {
     /// following one another.
     @inline(__always)
     func prefetch(_ key: UnsafeRawBufferPointer) {
-        walrus_prefetch(self.slots + self.home(self.hasher.hash(key)))
+        self.prefetchSlot(hash: self.hasher.hash(key))
     }
 
     /// The hash `key` is placed by (for `prefetchSlot` and `prefetchEntry`).
