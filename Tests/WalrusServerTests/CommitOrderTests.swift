@@ -48,4 +48,27 @@ struct CommitOrderTests {
         #expect(RESPConnectionHandler.fill(CircularBuffer([failedReply]), committedThrough: failedReply, with: error, failed: true))
         #expect(failedReply.buffer == error)
     }
+
+    /// Answered replies are kept for later SETs (`LoopCommits.keepAnswered`), reset — but not one
+    /// its connection's queue still holds (behind a reply not ready yet): reset, it would never
+    /// be written there.
+    @Test func onlyRepliesNothingElseHoldsAreReused() {
+        // Only the group holds the first (its connection wrote it); the second is still queued.
+        let queued = Self.awaiting()
+        queued.buffer = Self.ok
+        var group: [Reply] = [Self.awaiting(), queued]
+        group[0].buffer = Self.ok
+        // A connection's queue: a SAVE's reply (not ready), then `queued`.
+        let queue = CircularBuffer<Reply>([Reply(), queued])
+        var spares: [Reply] = []
+        LoopCommits.keepAnswered(&group, in: &spares)
+        #expect(spares.count == 1 && spares.first === group[0])
+        #expect(group[0].buffer == nil && !group[0].awaitingCommit)
+        #expect(queue.last === queued && queued.buffer == Self.ok && queued.awaitingCommit)
+        // The pool is bounded: a full one takes no more.
+        var full = (0..<LoopCommits.spareRepliesLimit).map { _ in Reply() }
+        var more: [Reply] = [Self.awaiting()]
+        LoopCommits.keepAnswered(&more, in: &full)
+        #expect(full.count == LoopCommits.spareRepliesLimit)
+    }
 }
