@@ -64,25 +64,40 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
         /// On the reply's loop: its commit is done.
         func answer(_ error: WALError?) {
-            let handler = self.reply.committer!
-            self.reply.committer = nil
+            // Moved out, not copied and cleared: no retain and release.
+            let handler = self.reply.committer.take()!
             handler.committed(through: self.reply, error: error)
         }
     }
 
     private let executor: CommandExecutor
+    // Read several times per request, and held strongly elsewhere for longer than this handler
+    // (by `executor`, which it holds, for the server's life). A strong reference read from a
+    // class property is retained and released around its use (two atomics, ~40 instructions;
+    // unowned(unsafe) properties too): these are used through `_withUnsafeGuaranteedRef`, which
+    // does neither.
+    private let storeRef: Unmanaged<KeyValueStore>
+    private let gateRef: Unmanaged<ExclusiveGate>
+    private let keyspaceEventsRef: Unmanaged<KeyspaceEvents>
     private let statistics: ServerStatistics
     private let logger: Logger
     // The handler lives on one event loop: the runtime's exclusivity checks on these (a call
     // each, several per request) buy nothing.
     @exclusivity(unchecked) private var replies = CircularBuffer<Reply>(initialCapacity: 16)
-    private var context: ChannelHandlerContext?
+    /// From `handlerAdded` to `handlerRemoved` (the pipeline holds it meanwhile), unretained as
+    /// `storeRef` is: read at every read and reply.
+    private var contextRef: Unmanaged<ChannelHandlerContext>?
+    private var context: ChannelHandlerContext? { self.contextRef?.takeUnretainedValue() }
     @exclusivity(unchecked) private var closing = false
     private let session: ClientSession
 
     private let metrics: CommandMetrics?
-    /// This loop's end-of-pass seal and the durable SETs waiting for it (`always` mode).
-    private var commits: LoopCommits?
+    /// This loop's end-of-pass seal and the durable SETs waiting for it (`always` mode); held by
+    /// `executor.sealers` for the server's life, so unretained as `storeRef` is.
+    private var commitsRef: Unmanaged<LoopCommits>?
+    /// This connection's CLIENT LIST entry (held by `session` for its life), stamped at every
+    /// read; unretained as `storeRef` is.
+    private var clientEntryRef: Unmanaged<ClientEntry>?
     @exclusivity(unchecked) private var decoder: RESPCommandDecoder
     /// Bytes of a request that has not fully arrived.
     @exclusivity(unchecked) private var pending: ByteBuffer?
@@ -123,6 +138,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     ) {
         self.tls = tls
         self.executor = executor
+        self.storeRef = .passUnretained(executor.store)
+        self.gateRef = .passUnretained(executor.store.gate)
+        self.keyspaceEventsRef = .passUnretained(executor.keyspaceEvents)
         self.statistics = statistics
         self.logger = logger
         self.metrics = metrics
@@ -155,10 +173,11 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func handlerAdded(context: ChannelHandlerContext) {
         if self.executor.alwaysMode && PassSealer.enabled {
-            self.commits = self.executor.sealers.commits(
-                for: context.eventLoop, store: self.executor.store, settings: self.executor.settings, statistics: self.statistics)
+            self.commitsRef = .passUnretained(
+                self.executor.sealers.commits(
+                    for: context.eventLoop, store: self.executor.store, settings: self.executor.settings, statistics: self.statistics))
         }
-        self.context = context
+        self.contextRef = .passUnretained(context)
         self.commitLoop = context.eventLoop
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
@@ -183,7 +202,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
+        self.contextRef = nil
         self.resumeCallback = nil
         self.wakeCallback = nil
         self.session.pushDelivery = nil
@@ -228,7 +247,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        self.session.entry?.lastRead.store(monotonicNanoseconds(), ordering: .relaxed)
+        self.clientEntryRef?._withUnsafeGuaranteedRef { $0.lastRead.store(monotonicNanoseconds(), ordering: .relaxed) }
         var buffer = self.unwrapInboundIn(data)
         if self.firstRead {
             self.firstRead = false
@@ -258,7 +277,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             self.pending = buffer
             return
         }
-        if let commits = self.commits, commits.deferringReads {
+        if let commits = self.commitsRef, commits._withUnsafeGuaranteedRef({ $0.deferringReads }) {
             // The loop's first read of this connection in this turn waits until every socket
             // is read: then the keys of all of them are prefetched at once (`LoopCommits`). A
             // later read in the same turn (a long pipeline) runs at once, behind the first; the
@@ -266,7 +285,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             if !self.readDeferred {
                 self.readDeferred = true
                 self.pending = buffer
-                commits.deferRead(self)
+                commits._withUnsafeGuaranteedRef { $0.deferRead(self) }
                 return
             }
         }
@@ -292,13 +311,15 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.readDeferred = false
         let parsed = self.deferredParse
         self.deferredParse = nil
-        guard let context = self.context, !self.closing else { return }
-        if self.parked == .no, let buffer = self.pending {
-            self.pending = nil
-            let first = parsed.flatMap { $0.readable == buffer.readableBytes ? ($0.request, $0.consumed) : nil }
-            self.process(buffer, context: context, parsed: first)
+        guard let contextRef = self.contextRef, !self.closing else { return }
+        contextRef._withUnsafeGuaranteedRef { context in
+            if self.parked == .no, let buffer = self.pending {
+                self.pending = nil
+                let first = parsed.flatMap { $0.readable == buffer.readableBytes ? ($0.request, $0.consumed) : nil }
+                self.process(buffer, context: context, parsed: first)
+            }
+            self.flush(context)
         }
-        self.flush(context)
     }
 
     /// Go on with the requests that waited (on the event loop).
@@ -317,9 +338,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Run the requests in `input`. In `always` mode what they append is sealed by this loop at
     /// the end of its pass (one fdatasync for every connection it read), not handed to the flusher.
     private func process(_ input: ByteBuffer, context: ChannelHandlerContext, parsed: (RESPQuickRequest, Int)? = nil) {
-        guard let commits = self.commits else { return self.processRequests(input, context: context, parsed: parsed) }
+        guard let commits = self.commitsRef else { return self.processRequests(input, context: context, parsed: parsed) }
         let (_, appended) = InlineSeal.deferringWakes { self.processRequests(input, context: context, parsed: parsed) }
-        if appended { commits.sealer.schedule() }
+        if appended { commits._withUnsafeGuaranteedRef { $0.sealer.schedule() } }
     }
 
     /// Run the requests in `input` — unless a script holds the store, when they wait or get
@@ -328,9 +349,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func processRequests(_ input: ByteBuffer, context: ChannelHandlerContext, parsed: (RESPQuickRequest, Int)? = nil) {
         var buffer = input
         var parsed = parsed
-        let gate = self.executor.store.gate
-        guard gate.enter() else { return self.processWhileExclusive(buffer, context: context) }
-        defer { gate.exit() }
+        guard self.gateRef._withUnsafeGuaranteedRef({ $0.enter() }) else { return self.processWhileExclusive(buffer, context: context) }
+        defer { self.gateRef._withUnsafeGuaranteedRef { $0.exit() } }
         if self.session.unwatchPending {
             self.session.unwatchPending = false
             self.executor.store.unwatch(self.session.watch)
@@ -359,7 +379,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                         let quick = parsed ?? RESPQuickRequest.parse(bytes, limits: self.limits)
                         parsed = nil
                         guard let (request, consumed) = quick,
-                            self.answer(request, bytes, context: context)
+                            self.storeRef._withUnsafeGuaranteedRef({ self.answer(request, bytes, context: context, store: $0) })
                         else { return 0 }
                         return consumed
                     }
@@ -393,7 +413,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// keyspace notifications are on (every write must be announced).
     private var inPlaceAllowed: Bool {
         self.quick && !self.session.inMulti && !self.session.inSubscribedMode && self.session.repliesNormally
-            && !self.executor.keyspaceEvents.enabled
+            && !self.keyspaceEventsRef._withUnsafeGuaranteedRef { $0.enabled }
     }
 
     /// Keep what was not handled of `buffer` for later.
@@ -480,8 +500,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Answer a quick request; false leaves it to the full decoder and executor (a SET that must
     /// wait for followers or is refused for a reason the executor words; a GET of a key past its
     /// deadline on a primary, whose delete the executor logs).
-    private func answer(_ request: RESPQuickRequest, _ bytes: UnsafeRawBufferPointer, context: ChannelHandlerContext) -> Bool {
-        let store = self.executor.store
+    private func answer(
+        _ request: RESPQuickRequest, _ bytes: UnsafeRawBufferPointer, context: ChannelHandlerContext, store: KeyValueStore
+    ) -> Bool {
         switch request {
         case .get(let keyRange):
             let key = UnsafeRawBufferPointer(rebasing: bytes[keyRange])
@@ -523,7 +544,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 return true
             }
             if self.alwaysMode {
-                let reply = self.commits?.makeReply() ?? Reply()
+                let reply = self.commitsRef?._withUnsafeGuaranteedRef { $0.makeReply() } ?? Reply()
                 reply.awaitingCommit = true
                 self.replies.append(reply)
                 self.lastUncommitted = reply
@@ -557,7 +578,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             // per commit — per SET at -c 1. `commitLoop` is set before any commit and never after.
             last.committer = self
             // Registered at the end of the loop's pass, with every other connection's (`LoopCommits`).
-            if let commits = self.commits { return commits.await(last) }
+            if let commits = self.commitsRef { return commits._withUnsafeGuaranteedRef { $0.await(last, from: self) } }
             self.executor.store.commit(onDurable: Self.commitCallback(LoopReply(reply: last)))
         }
     }
@@ -590,7 +611,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             ok = ByteBuffer()
             ok.writeErrorReply(CommandExecutor.clientMessage(StoreError(error)))
         }
-        guard Self.fill(self.replies, committedThrough: last, with: ok, failed: error != nil) else { return }
+        guard Self.fill(&self.replies, committedThrough: last, with: ok, failed: error != nil) else { return }
         self.drain(flush: true)
     }
 
@@ -603,7 +624,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// the late one runs, the replies still queued belong to later writes, not yet durable: filling
     /// them, as the loop below would with `last` gone from the queue, acknowledged writes before
     /// their fdatasync.
-    static func fill(_ replies: CircularBuffer<Reply>, committedThrough last: Reply, with ok: ByteBuffer, failed: Bool) -> Bool {
+    static func fill(_ replies: inout CircularBuffer<Reply>, committedThrough last: Reply, with ok: ByteBuffer, failed: Bool) -> Bool {
         guard last.buffer == nil else { return false }
         var index = replies.startIndex
         while index != replies.endIndex {
@@ -684,7 +705,11 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Write every reply at the front of the queue that is ready. The last one goes with the
     /// flush in one `writeAndFlush`: one trip through the pipeline instead of two.
     private func drain(flush: Bool) {
-        guard let context = self.context else { return }
+        guard let contextRef = self.contextRef else { return }
+        contextRef._withUnsafeGuaranteedRef { self.drain(flush: flush, context: $0) }
+    }
+
+    private func drain(flush: Bool, context: ChannelHandlerContext) {
         var held: (buffer: ByteBuffer, promise: EventLoopPromise<Void>?)?
         while let first = self.replies.first, let buffer = first.buffer {
             self.replies.removeFirst()
@@ -758,6 +783,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             // Deferred to the loop's next turn: a client that kills itself gets its reply first.
             kill: { channel.eventLoop.execute { channel.close(promise: nil) } })
         self.session.entry = entry
+        self.clientEntryRef = .passUnretained(entry)
         self.executor.clients.add(entry)
         context.fireChannelActive()
     }
@@ -832,10 +858,12 @@ final class LoopCommits: @unchecked Sendable {
     /// `WALRUS_PREFETCH=0` runs every read at once instead (for A/B runs).
     static let prefetching = getenv("WALRUS_PREFETCH").map { String(cString: $0) } != "0"
     let deferringReads = LoopCommits.prefetching
-    /// Connections whose read waits for the end of this turn's reads, in the order read.
-    private var reads: [RESPConnectionHandler] = []
+    /// Connections whose read waits for the end of this turn's reads, in the order read. Each
+    /// retained once by hand until run: walking a list of strong references retains and releases
+    /// each element at every walk (two walks, ~80 instructions per read).
+    private var reads: [Unmanaged<RESPConnectionHandler>] = []
     /// The list being run (kept, with its storage, for the next turn).
-    private var running: [RESPConnectionHandler] = []
+    private var running: [Unmanaged<RESPConnectionHandler>] = []
     private var runReadsTask: (@Sendable () -> Void)!
     /// This pass's replies (the last durable SET of each connection's read), on the loop.
     private var current: [Reply] = []
@@ -912,10 +940,9 @@ final class LoopCommits: @unchecked Sendable {
         }
     }
 
-    /// `reply`'s connection wrote durable SETs this pass; `reply.committer` is answered once the
-    /// pass is sealed. On the loop.
-    func await(_ reply: Reply) {
-        let handler = reply.committer!
+    /// `handler` (`reply.committer`) wrote durable SETs this pass; it is answered once the pass is
+    /// sealed. On the loop.
+    func await(_ reply: Reply, from handler: RESPConnectionHandler) {
         if handler.commitPass != self.pass {
             self.writers += 1
             if handler.commitPass == self.pass - 1 {
@@ -959,7 +986,7 @@ final class LoopCommits: @unchecked Sendable {
     /// `handler` read this turn: run its requests once the loop has read every socket (on the
     /// loop, which runs tasks after its reads and before the pass's seal, queued behind this).
     func deferRead(_ handler: RESPConnectionHandler) {
-        self.reads.append(handler)
+        self.reads.append(.passRetained(handler))
         guard self.reads.count == 1 else { return }
         // Retained for the task by hand, as the seal's task is (see `PassSealer.schedule`).
         _ = Unmanaged.passRetained(self)
@@ -972,11 +999,12 @@ final class LoopCommits: @unchecked Sendable {
         swap(&self.reads, &self.running)
         if self.running.count > 1, self.store.gate.enter() {
             self.store.prefetch { each in
-                for handler in self.running { handler.deferredKey(each) }
+                for handler in self.running { handler._withUnsafeGuaranteedRef { $0.deferredKey(each) } }
             }
             self.store.gate.exit()
         }
-        for handler in self.running { handler.runDeferredRead() }
+        for handler in self.running { handler._withUnsafeGuaranteedRef { $0.runDeferredRead() } }
+        for handler in self.running { handler.release() }
         self.running.removeAll(keepingCapacity: true)
     }
 
@@ -1032,8 +1060,7 @@ final class LoopCommits: @unchecked Sendable {
         defer { Unmanaged.passUnretained(self).release() }
         guard var group = self.groups.popFirst() else { return }
         for reply in group {
-            let handler = reply.committer!
-            reply.committer = nil
+            let handler = reply.committer.take()!
             handler.committed(through: reply, error: error)
         }
         Self.keepAnswered(&group, in: &self.spareReplies)

@@ -21,13 +21,13 @@ struct CommitOrderTests {
         let first = Self.awaiting(), second = Self.awaiting()
         var replies = CircularBuffer<Reply>([first, second])
         // The later read's callback runs first and answers both; the loop sends them.
-        #expect(RESPConnectionHandler.fill(replies, committedThrough: second, with: Self.ok, failed: false))
+        #expect(RESPConnectionHandler.fill(&replies, committedThrough: second, with: Self.ok, failed: false))
         #expect(first.buffer == Self.ok && second.buffer == Self.ok)
         replies.removeAll()
         // A new write waits for its seal; the earlier read's callback arrives now.
         let third = Self.awaiting()
         replies.append(third)
-        #expect(!RESPConnectionHandler.fill(replies, committedThrough: first, with: Self.ok, failed: false))
+        #expect(!RESPConnectionHandler.fill(&replies, committedThrough: first, with: Self.ok, failed: false))
         #expect(third.buffer == nil)
     }
 
@@ -37,15 +37,16 @@ struct CommitOrderTests {
         let first = Self.awaiting(), later = Self.awaiting()
         first.held = ByteBuffer(string: "$1\r\nx\r\n")
         let ready = Reply(ByteBuffer(string: "$-1\r\n"))
-        let replies = CircularBuffer<Reply>([first, ready, later])
-        #expect(RESPConnectionHandler.fill(replies, committedThrough: first, with: Self.ok, failed: false))
+        var replies = CircularBuffer<Reply>([first, ready, later])
+        #expect(RESPConnectionHandler.fill(&replies, committedThrough: first, with: Self.ok, failed: false))
         #expect(first.buffer == ByteBuffer(string: "$1\r\nx\r\n"))
         #expect(later.buffer == nil)
         // A failed seal answers with the error, not what the write holds.
         let failedReply = Self.awaiting()
         failedReply.held = ByteBuffer(string: ":1\r\n")
         let error = ByteBuffer(string: "-ERR failed\r\n")
-        #expect(RESPConnectionHandler.fill(CircularBuffer([failedReply]), committedThrough: failedReply, with: error, failed: true))
+        var failedReplies = CircularBuffer<Reply>([failedReply])
+        #expect(RESPConnectionHandler.fill(&failedReplies, committedThrough: failedReply, with: error, failed: true))
         #expect(failedReply.buffer == error)
     }
 
