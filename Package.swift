@@ -74,10 +74,13 @@ let package = Package(
             name: "CLuaBridge", dependencies: ["CLua"],
             linkerSettings: [.linkedLibrary("lua5.1-cjson"), .linkedLibrary("lua5.1-bitop"), .linkedLibrary("lua5.1")]
         ),
+        // One thread-local variable (Swift has none) for WALCore's inline seal.
+        .target(name: "CThreadState"),
         .target(
             name: "WALCore",
             dependencies: [
                 "CISAL",
+                "CThreadState",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CThreadState
 import Logging
 import Synchronization
 
@@ -387,12 +388,8 @@ public final class BlockingSemaphore: @unchecked Sendable {
 /// cost more CPU than the fdatasync itself at low concurrency. The flusher stays for every
 /// other appender (scripts, replication, expiry) and takes over when it is busy already.
 public enum InlineSeal {
-    // The thread's state: nil, not deferring; 1, deferring; 3, deferring and something was appended.
-    private static let key: pthread_key_t = {
-        var key = pthread_key_t()
-        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
-        return key
-    }()
+    // The thread's state (a C thread-local, `CThreadState`): 0, not deferring; 1, deferring; 3,
+    // deferring and something was appended.
 
     /// Run `body` with this thread's appends and commits not waking the flusher; `appended`
     /// says whether any were made — then the caller must call `sealInline()` (or `commit`) on
@@ -408,10 +405,10 @@ public enum InlineSeal {
 
     private static let off = 0, deferring = 1, appended = 3
 
-    /// This thread's state, as a pointer's bit pattern (no allocation per thread).
+    /// This thread's state.
     private static var state: Int {
-        get { Int(bitPattern: pthread_getspecific(Self.key)) }
-        set { pthread_setspecific(Self.key, UnsafeRawPointer(bitPattern: newValue)) }
+        @inline(__always) get { walrus_inline_seal_state_get() }
+        @inline(__always) set { walrus_inline_seal_state_set(newValue) }
     }
 
     /// Whether this thread defers its wakes now; notes that it appended.
