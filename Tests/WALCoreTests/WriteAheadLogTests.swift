@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 import Testing
 @testable import WALCore
@@ -65,6 +66,37 @@ struct WriteAheadLogTests {
         #expect(try wal.readAll().map(\.key) == [bytes("a"), bytes("b")])
         // Outside a window the flusher is woken as before.
         #expect(try await appendDurably(wal, "c", "3") == 3)
+    }
+
+    /// A window is its own thread's (a C thread-local, `CThreadState`): while this thread holds
+    /// one open, another thread's append and commit still wake the flusher and are sealed, and
+    /// this thread's window does not count that append as its own.
+    @Test func aWindowDefersOnlyItsOwnThread() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let wal = try WriteAheadLog.open(testConfiguration(directory), logger: quietLogger)
+        defer { wal.close() }
+        let answered = LockedValue(false)
+        let (_, appended) = InlineSeal.deferringWakes { () -> Void in
+            let done = DispatchSemaphore(value: 0)
+            DispatchQueue.global().async {
+                do {
+                    _ = try wal.append(op: .set, key: bytes("x"), value: bytes("1"))
+                    wal.commit { error in
+                        answered.withLock { $0 = error == nil }
+                        done.signal()
+                    }
+                } catch {
+                    done.signal()
+                }
+            }
+            // Waited for inside the window: had the other thread deferred its wake-up too, its
+            // commit would wait for a seal this thread never makes.
+            _ = done.wait(timeout: .now() + 10)
+        }
+        #expect(!appended)
+        #expect(answered.withLock { $0 })
+        #expect(wal.sealedIndex == 1)
     }
 
     /// In interval mode nothing is sealed (visible to readers) before a commit; after it, all is
