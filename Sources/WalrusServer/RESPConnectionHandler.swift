@@ -624,6 +624,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// the late one runs, the replies still queued belong to later writes, not yet durable: filling
     /// them, as the loop below would with `last` gone from the queue, acknowledged writes before
     /// their fdatasync.
+    ///
+    /// `replies` is not changed (the replies in it are): inout only so that the handler's queue
+    /// is passed without a copy, which retained and released its storage per commit.
     static func fill(_ replies: inout CircularBuffer<Reply>, committedThrough last: Reply, with ok: ByteBuffer, failed: Bool) -> Bool {
         guard last.buffer == nil else { return false }
         var index = replies.startIndex
