@@ -76,6 +76,7 @@ let package = Package(
         ),
         // One thread-local variable (Swift has none) for WALCore's inline seal.
         .target(name: "CThreadState"),
+        .target(name: "CMallocTuning"),
         .target(
             name: "WALCore",
             dependencies: [
@@ -160,6 +161,7 @@ let package = Package(
         .executableTarget(
             name: "walrusd",
             dependencies: [
+                "CMallocTuning",
                 "WalrusServer",
                 "WalrusReplication",
                 "WalrusSystemd",

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMallocTuning
 import CoreMetrics
 import Foundation
 import Logging
@@ -164,7 +165,13 @@ struct Walrusd: AsyncParsableCommand {
         }
         let role = settings.follow.map { "follower of \($0)" } ?? "primary"
         notifier.ready(status: "\(role) · listening on \(settings.bind):\(ports.clientPort) · \(store.count) keys")
-        logger.info("Ready", metadata: ["server.port": "\(ports.clientPort)", "walrusd.role": "\(role)"])
+        logger.info(
+            "Ready",
+            metadata: [
+                "server.port": "\(ports.clientPort)", "walrusd.role": "\(role)",
+                // 1: one glibc arena, set before main (CMallocTuning); 0: glibc's default or GLIBC_TUNABLES.
+                "malloc.arenaMax": "\(walrus_malloc_arena_max())",
+            ])
 
         // The certificates' expiry is checked at start, at every reload and once a day.
         let expiryCheck = security.map { security in
