@@ -129,6 +129,45 @@ struct DaemonTests {
         #expect(try client.command("DBSIZE") != .integer(0))
     }
 
+    /// walrusd allocates from glibc's main arena alone (set before main, so before any thread):
+    /// a per-thread arena grows by mprotect one page at a time, which cost a catching-up
+    /// follower half its link thread's time. An operator's GLIBC_TUNABLES arena setting wins.
+    /// (Left to the plain run: ThreadSanitizer brings its own allocator and shadow mappings.)
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["TSAN_OPTIONS"] == nil))
+    func oneMallocArenaUnlessTheOperatorSaysOtherwise() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        // glibc reserves each extra arena as 64 MiB of PROT_NONE address space (the heap's
+        // unused part); the main arena grows by brk and reserves none.
+        func arenaReservations(_ daemon: DaemonProcess) throws -> Int {
+            let maps = try String(contentsOfFile: "/proc/\(daemon.process.processIdentifier)/maps", encoding: .utf8)
+            return maps.split(separator: "\n").filter { line in
+                let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard fields.count == 5, fields[1] == "---p" else { return false }
+                let bounds = fields[0].split(separator: "-").compactMap { UInt64($0, radix: 16) }
+                return bounds.count == 2 && bounds[1] - bounds[0] >= 1 << 20
+            }.count
+        }
+        func load(_ daemon: DaemonProcess) throws {
+            // Every thread that serves clients, flushes and replicates has allocated by now.
+            let result = try run("/usr/bin/redis-benchmark", ["-p", String(daemon.port), "-t", "set,get", "-n", "5000", "-c", "20", "-q"])
+            #expect(result.status == 0, "\(result.output)")
+        }
+        let daemon = try DaemonProcess(data: directory.file("one"))
+        try load(daemon)
+        #expect(daemon.log.contains("malloc.arenaMax=1"), "\(daemon.log)")
+        #expect(try arenaReservations(daemon) == 0)
+        daemon.stop()
+
+        let tuned = try DaemonProcess(data: directory.file("tuned")) { commandLine in
+            ("/usr/bin/env", ["GLIBC_TUNABLES=glibc.malloc.arena_max=4"] + commandLine)
+        }
+        defer { tuned.stop() }
+        try load(tuned)
+        #expect(tuned.log.contains("malloc.arenaMax=0"), "\(tuned.log)")
+        #expect(try arenaReservations(tuned) > 0)
+    }
+
     /// SIGTERM drains and exits 0; everything acknowledged is there after a restart.
     @Test func sigtermDrainsAndRestartRecovers() throws {
         let directory = TemporaryDirectory()
