@@ -169,7 +169,7 @@ struct Walrusd: AsyncParsableCommand {
             "Ready",
             metadata: [
                 "server.port": "\(ports.clientPort)", "walrusd.role": "\(role)",
-                // 1: one glibc arena, set before main (CMallocTuning); 0: glibc's default or GLIBC_TUNABLES.
+                // 1: one glibc arena, set before main (CMallocTuning); 0: left to glibc or the operator's setting.
                 "malloc.arenaMax": "\(walrus_malloc_arena_max())",
             ])
 

@@ -153,12 +153,13 @@ struct DaemonTests {
             let result = try run("/usr/bin/redis-benchmark", ["-p", String(daemon.port), "-t", "set,get", "-n", "5000", "-c", "20", "-q"])
             #expect(result.status == 0, "\(result.output)")
         }
-        let daemon = try DaemonProcess(data: directory.file("one"))
-        try load(daemon)
-        #expect(daemon.log.contains("malloc.arenaMax=1"), "\(daemon.log)")
-        #expect(try arenaReservations(daemon) == 0)
-        daemon.stop()
-
+        do {
+            let daemon = try DaemonProcess(data: directory.file("one"))
+            defer { daemon.stop() }
+            try load(daemon)
+            #expect(daemon.log.contains("malloc.arenaMax=1"), "\(daemon.log)")
+            #expect(try arenaReservations(daemon) == 0)
+        }
         let tuned = try DaemonProcess(data: directory.file("tuned")) { commandLine in
             ("/usr/bin/env", ["GLIBC_TUNABLES=glibc.malloc.arena_max=4"] + commandLine)
         }
