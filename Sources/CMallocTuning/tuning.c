@@ -5,7 +5,7 @@
 // top pad to them), while the main arena grows by brk with a 128 KiB pad. A follower catching up
 // inserts a million keys a second on its link thread: strace counted 29,876 mprotect calls for
 // 1M keys (685 brk with one arena), and perf put 37% of that thread's time in page faults and
-// 13% in mprotect. With one arena, 36 interleaved catch-ups of 1M records each way: median 281
+// 13% in mprotect. With one arena, 18 interleaved catch-ups of 1M records each way: median 281
 // MB/s (171-308) against 262 (179-290), follower CPU median 0.54 s against 0.575 s. The primary's
 // durable SET costs the same (callgrind and CPU-us per SET; tcache keeps the event loops' and the
 // flusher's small allocations off the arena lock). An operator who names an arena setting in

@@ -149,7 +149,7 @@ struct DaemonTests {
             }.count
         }
         func load(_ daemon: DaemonProcess) throws {
-            // Every thread that serves clients, flushes and replicates has allocated by now.
+            // Load, so that the daemon's threads allocate side by side (each would get an arena of its own).
             let result = try run("/usr/bin/redis-benchmark", ["-p", String(daemon.port), "-t", "set,get", "-n", "5000", "-c", "20", "-q"])
             #expect(result.status == 0, "\(result.output)")
         }
