@@ -92,6 +92,17 @@ public struct ReplicationFrame: Sendable, Equatable {
         self.payload = payload
     }
 
+    /// How many more bytes the frame that starts at `buffer`'s reader index needs before it is
+    /// whole: the rest of its header while that is cut, then (from the length the header gives)
+    /// the rest of its payload; 0 once whole. A reader that keeps a frame spanning reads copies
+    /// just these bytes into it, and reserves room for all of them at once.
+    public static func bytesMissing(in buffer: ByteBuffer) -> Int {
+        let have = buffer.readableBytes
+        guard have >= Self.headerSize else { return Self.headerSize - have }
+        let length = Int(buffer.getInteger(at: buffer.readerIndex + Header.length, as: UInt32.self)!)
+        return max(0, Self.headerSize + length - have)
+    }
+
     /// Byte offsets of the header's fields: the encoder and the decoder below share them.
     enum Header {
         static let magic = 0

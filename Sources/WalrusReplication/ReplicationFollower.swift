@@ -341,13 +341,39 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
         self.heardAnything = true
         guard self.ending == nil else { return }  // closing: what follows a bad frame is not read
         var bytes = self.unwrapInboundIn(data)
-        if var partial = self.partial {
-            self.partial = nil
-            partial.writeBuffer(&bytes)
-            bytes = partial
-        }
         do {
             var decoded = false
+            if var partial = self.partial {
+                // A frame begun in an earlier read (a megabyte STREAM batch comes in reads of
+                // 64 KiB): copy into it just the bytes it lacks, with room reserved for all of
+                // them once its header says how many, and decode the rest of this read where it
+                // lies — not append every read to it, regrowing it as it doubles.
+                self.partial = nil
+                var missing = ReplicationFrame.bytesMissing(in: partial)
+                while missing > 0, bytes.readableBytes > 0 {
+                    if partial.readableBytes >= ReplicationFrame.headerSize {
+                        // Its header is whole: the decoder checks it (magic, version, kind, the
+                        // payload limit) before room is reserved for the length it claims. The
+                        // frame lacks bytes, so this returns nil or throws.
+                        _ = try self.decoder.decode(buffer: &partial)
+                        partial.reserveCapacity(minimumWritableBytes: missing)
+                    }
+                    var piece = bytes.readSlice(length: min(missing, bytes.readableBytes))!
+                    partial.writeBuffer(&piece)
+                    missing = ReplicationFrame.bytesMissing(in: partial)
+                }
+                // The decoder checks a header as soon as it is whole, so a bad frame fails here
+                // even before the length it claims arrives.
+                if let frame = try self.decoder.decode(buffer: &partial) {
+                    self.queued.append(frame)
+                    decoded = true
+                }
+                if partial.readableBytes > 0 {
+                    self.partial = partial  // still short: this read is used up
+                    if decoded { self.follower.lastFrame.store(monotonicNanoseconds(), ordering: .relaxed) }
+                    return self.drain()
+                }
+            }
             while let frame = try self.decoder.decode(buffer: &bytes) {
                 self.queued.append(frame)
                 decoded = true

@@ -111,17 +111,56 @@ struct FollowerConnectionHandlerTests {
         #expect(fixture.store.get("k4") == "v4" && fixture.store.get("k5") == nil)
         try channel.writeInbound(two)
         #expect(fixture.store.get("k5") == "v5" && fixture.store.wal.lastIndex == 5)
+        // A frame whose header is cut, then one read with its rest, a whole frame and the start
+        // of a third, then the third's rest: the kept frame takes only the bytes it lacks.
+        var three = ByteBuffer()
+        for i in 6...8 { var frame = self.streamFrame(index: i, channel: channel); three.writeBuffer(&frame) }
+        let firstLength = three.readableBytes / 3
+        try channel.writeInbound(three.readSlice(length: 10)!)
+        try channel.writeInbound(three.readSlice(length: 2 * firstLength - 10 + 30)!)
+        #expect(fixture.store.get("k7") == "v7" && fixture.store.get("k8") == nil && fixture.store.wal.lastIndex == 7)
+        try channel.writeInbound(three)
+        #expect(fixture.store.get("k8") == "v8" && fixture.store.wal.lastIndex == 8)
         // A frame damaged on the wire: the link ends with the decoder's words, nothing applied.
-        var damaged = Frames.make(.stream, epoch: 1, allocator: channel.allocator) {
-            var record = ByteBuffer(bytes: RecordEncoder.encode(op: .set, key: Array("k6".utf8), value: Array("v6".utf8)))
-            ReplicationStream(firstIndex: 6, count: 1, frames: record.readSlice(length: record.readableBytes)!).encode(into: &$0)
-        }
+        var damaged = self.streamFrame(index: 9, channel: channel)
         damaged.setInteger(damaged.getInteger(at: damaged.writerIndex - 1, as: UInt8.self)! ^ 0xff, at: damaged.writerIndex - 1)
         try channel.writeInbound(damaged)
         loop.run()
         #expect(!channel.isActive)
-        #expect(fixture.store.get("k6") == nil && fixture.store.wal.lastIndex == 5)
+        #expect(fixture.store.get("k9") == nil && fixture.store.wal.lastIndex == 8)
         #expect(follower.status.lastError?.contains("fails its CRC") == true)
+        follower.stop()
+        loop.run()
+    }
+
+    /// A STREAM frame of one record, k`index` = v`index`.
+    func streamFrame(index: Int, channel: EmbeddedChannel) -> ByteBuffer {
+        Frames.make(.stream, epoch: 1, allocator: channel.allocator) {
+            var record = ByteBuffer(bytes: RecordEncoder.encode(op: .set, key: Array("k\(index)".utf8), value: Array("v\(index)".utf8)))
+            ReplicationStream(firstIndex: UInt64(index), count: 1, frames: record.readSlice(length: record.readableBytes)!).encode(into: &$0)
+        }
+    }
+
+    /// A header that claims more than the payload limit ends the link as soon as the header is
+    /// whole, though it was cut between two reads: the follower does not wait for, or reserve a
+    /// gigabyte of room for, the bytes it claims.
+    @Test func oversizedFrameEndsTheLinkOnceItsHeaderIsWhole() throws {
+        let fixture = try ReplicationFixture(clusterID: "cluster-a")
+        let loop = EmbeddedEventLoop()
+        let follower = self.follower(fixture, loop: loop)
+        let channel = try self.channel(for: follower, loop: loop)
+        let frames = WrittenFrames(channel)
+        try channel.sendFrame(.challenge) { self.challenge().encode(into: &$0) }
+        #expect(try frames.next()?.kind == .hello)
+        var frame = self.streamFrame(index: 1, channel: channel)
+        frame.setInteger(UInt32(1 << 30), at: frame.readerIndex + ReplicationFrame.Header.length)
+        try channel.writeInbound(frame.readSlice(length: 9)!)
+        #expect(channel.isActive)
+        try channel.writeInbound(frame.readSlice(length: 11 + 4)!)  // the header's rest and some payload
+        loop.run()
+        #expect(!channel.isActive)
+        #expect(follower.status.lastError?.contains("over the 1048576-byte limit") == true)
+        #expect(fixture.store.wal.lastIndex == 0)
         follower.stop()
         loop.run()
     }
