@@ -142,8 +142,9 @@ struct FollowerConnectionHandlerTests {
     }
 
     /// A header that claims more than the payload limit ends the link as soon as the header is
-    /// whole, though it was cut between two reads: the follower does not wait for, or reserve a
-    /// gigabyte of room for, the bytes it claims.
+    /// whole, though it was cut between two reads and payload bytes follow it in the second: the
+    /// follower does not wait for the gigabyte it claims (the handler checks such a header before
+    /// it reserves room for a kept frame).
     @Test func oversizedFrameEndsTheLinkOnceItsHeaderIsWhole() throws {
         let fixture = try ReplicationFixture(clusterID: "cluster-a")
         let loop = EmbeddedEventLoop()
