@@ -368,11 +368,7 @@ final class FollowerConnectionHandler: ChannelInboundHandler, @unchecked Sendabl
                     self.queued.append(frame)
                     decoded = true
                 }
-                if partial.readableBytes > 0 {
-                    self.partial = partial  // still short: this read is used up
-                    if decoded { self.follower.lastFrame.store(monotonicNanoseconds(), ordering: .relaxed) }
-                    return self.drain()
-                }
+                if partial.readableBytes > 0 { self.partial = partial }  // still short: this read is used up
             }
             while let frame = try self.decoder.decode(buffer: &bytes) {
                 self.queued.append(frame)

@@ -44,6 +44,17 @@ struct FollowerConnectionHandlerTests {
         return buffer
     }
 
+    /// A follower past its handshake: CHALLENGE sent, HELLO answered.
+    func linked(_ fixture: ReplicationFixture) throws -> (EmbeddedEventLoop, ReplicationFollower, EmbeddedChannel) {
+        let loop = EmbeddedEventLoop()
+        let follower = self.follower(fixture, loop: loop)
+        let channel = try self.channel(for: follower, loop: loop)
+        let frames = WrittenFrames(channel)
+        try channel.sendFrame(.challenge) { self.challenge().encode(into: &$0) }
+        #expect(try frames.next()?.kind == .hello)
+        return (loop, follower, channel)
+    }
+
     /// HELLO names this node and its durable index; STREAM is appended, applied and acknowledged
     /// (within 10 ms when nobody waits, at the seal when the primary asks).
     @Test func helloThenStreamThenAck() throws {
@@ -85,12 +96,7 @@ struct FollowerConnectionHandlerTests {
     /// read, and a damaged one ends the link naming what was wrong.
     @Test func framesAreCutFromAnyReads() throws {
         let fixture = try ReplicationFixture(clusterID: "cluster-a")
-        let loop = EmbeddedEventLoop()
-        let follower = self.follower(fixture, loop: loop)
-        let channel = try self.channel(for: follower, loop: loop)
-        let frames = WrittenFrames(channel)
-        try channel.sendFrame(.challenge) { self.challenge().encode(into: &$0) }
-        #expect(try frames.next()?.kind == .hello)
+        let (loop, follower, channel) = try self.linked(fixture)
         // The first STREAM a few bytes at a time.
         var first = Frames.make(.stream, epoch: 1, allocator: channel.allocator) {
             ReplicationStream(firstIndex: 1, count: 3, frames: self.records()).encode(into: &$0)
@@ -99,13 +105,7 @@ struct FollowerConnectionHandlerTests {
         #expect(fixture.store.get("k3") == "v3" && fixture.store.wal.lastIndex == 3)
         // Two STREAMs in one read, the second cut short, then its rest.
         var two = ByteBuffer()
-        for i in 4...5 {
-            var record = ByteBuffer(bytes: RecordEncoder.encode(op: .set, key: Array("k\(i)".utf8), value: Array("v\(i)".utf8)))
-            var frame = Frames.make(.stream, epoch: 1, allocator: channel.allocator) {
-                ReplicationStream(firstIndex: UInt64(i), count: 1, frames: record.readSlice(length: record.readableBytes)!).encode(into: &$0)
-            }
-            two.writeBuffer(&frame)
-        }
+        for i in 4...5 { var frame = self.streamFrame(index: i, channel: channel); two.writeBuffer(&frame) }
         let cut = two.readableBytes - 5
         try channel.writeInbound(two.readSlice(length: cut)!)
         #expect(fixture.store.get("k4") == "v4" && fixture.store.get("k5") == nil)
@@ -147,12 +147,7 @@ struct FollowerConnectionHandlerTests {
     /// it reserves room for a kept frame).
     @Test func oversizedFrameEndsTheLinkOnceItsHeaderIsWhole() throws {
         let fixture = try ReplicationFixture(clusterID: "cluster-a")
-        let loop = EmbeddedEventLoop()
-        let follower = self.follower(fixture, loop: loop)
-        let channel = try self.channel(for: follower, loop: loop)
-        let frames = WrittenFrames(channel)
-        try channel.sendFrame(.challenge) { self.challenge().encode(into: &$0) }
-        #expect(try frames.next()?.kind == .hello)
+        let (loop, follower, channel) = try self.linked(fixture)
         var frame = self.streamFrame(index: 1, channel: channel)
         frame.setInteger(UInt32(1 << 30), at: frame.readerIndex + ReplicationFrame.Header.length)
         try channel.writeInbound(frame.readSlice(length: 9)!)
