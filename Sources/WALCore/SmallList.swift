@@ -2,23 +2,26 @@
 /// allocates nothing. A batch of the log almost always lies in one segment, so its cuts and the
 /// sizes it brings segments to are one element each, and an array for them was an allocation
 /// per seal.
-struct SmallList<Element>: RandomAccessCollection {
-    private var head: Element?
-    private var tail: [Element] = []
+///
+/// Public and inlinable for the store's transactions, whose writes are almost always one: an
+/// array of their offsets was an allocation per command.
+public struct SmallList<Element>: RandomAccessCollection {
+    @usableFromInline var head: Element?
+    @usableFromInline var tail: [Element] = []
 
-    init() {}
+    @inlinable public init() {}
 
-    var startIndex: Int { 0 }
-    var endIndex: Int { self.head == nil ? 0 : 1 + self.tail.count }
+    @inlinable public var startIndex: Int { 0 }
+    @inlinable public var endIndex: Int { self.head == nil ? 0 : 1 + self.tail.count }
 
-    subscript(position: Int) -> Element { position == 0 ? self.head! : self.tail[position - 1] }
+    @inlinable public subscript(position: Int) -> Element { position == 0 ? self.head! : self.tail[position - 1] }
 
-    mutating func append(_ element: Element) {
+    @inlinable public mutating func append(_ element: Element) {
         if self.head == nil { self.head = element } else { self.tail.append(element) }
     }
 
     /// Replace the last element that `matches`, or append `element`.
-    mutating func replaceLast(where matches: (Element) -> Bool, with element: Element) {
+    @inlinable public mutating func replaceLast(where matches: (Element) -> Bool, with element: Element) {
         if !self.tail.isEmpty, matches(self.tail[self.tail.count - 1]) {
             self.tail[self.tail.count - 1] = element
         } else if self.tail.isEmpty, let head = self.head, matches(head) {
@@ -28,7 +31,7 @@ struct SmallList<Element>: RandomAccessCollection {
         }
     }
 
-    mutating func removeAll() {
+    @inlinable public mutating func removeAll() {
         self.head = nil
         if !self.tail.isEmpty { self.tail = [] }
     }

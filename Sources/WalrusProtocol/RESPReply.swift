@@ -21,9 +21,34 @@ extension ByteBuffer {
 
     /// `:n\r\n`
     public mutating func writeIntegerReply(_ value: Int) {
-        self.writeInteger(UInt8(ascii: ":"))
-        self.writeString(String(value))
-        self.writeStaticString("\r\n")
+        self.writeDecimalLine(UInt8(ascii: ":"), value)
+    }
+
+    /// `<prefix><value in decimal>\r\n` in one write, the digits formatted in place: a String for
+    /// them was an allocation per INCR reply.
+    mutating func writeDecimalLine(_ prefix: UInt8, _ value: Int) {
+        let negative = value < 0
+        let magnitude = value.magnitude
+        var digits = 1
+        var rest = magnitude
+        while rest >= 10 {
+            rest /= 10
+            digits += 1
+        }
+        let sign = negative ? 1 : 0
+        let total = 1 + sign + digits + 2
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+            out[0] = prefix
+            if negative { out[1] = UInt8(ascii: "-") }
+            var remaining = magnitude
+            for position in stride(from: sign + digits, through: sign + 1, by: -1) {
+                out[position] = UInt8(48 + remaining % 10)
+                remaining /= 10
+            }
+            out[total - 2] = 13
+            out[total - 1] = 10
+            return total
+        }
     }
 
     /// `$n\r\n<bytes>\r\n`, in one write with the length formatted in place (the GET reply; a
@@ -55,9 +80,7 @@ extension ByteBuffer {
 
     /// `$n\r\n<bytes>\r\n` from a buffer.
     public mutating func writeBulkReply(_ bytes: ByteBuffer) {
-        self.writeInteger(UInt8(ascii: "$"))
-        self.writeString(String(bytes.readableBytes))
-        self.writeStaticString("\r\n")
+        self.writeDecimalLine(UInt8(ascii: "$"), bytes.readableBytes)
         self.writeImmutableBuffer(bytes)
         self.writeStaticString("\r\n")
     }
@@ -82,17 +105,13 @@ extension ByteBuffer {
 
     /// `*n\r\n`, to be followed by n replies.
     public mutating func writeArrayHeader(_ count: Int) {
-        self.writeInteger(UInt8(ascii: "*"))
-        self.writeString(String(count))
-        self.writeStaticString("\r\n")
+        self.writeDecimalLine(UInt8(ascii: "*"), count)
     }
 
     /// A pub/sub notification's header: a RESP3 push (`>`), or in RESP2 a plain array.
     public mutating func writePushHeader(_ count: Int, resp3: Bool) {
         guard resp3 else { return self.writeArrayHeader(count) }
-        self.writeInteger(UInt8(ascii: ">"))
-        self.writeString(String(count))
-        self.writeStaticString("\r\n")
+        self.writeDecimalLine(UInt8(ascii: ">"), count)
     }
 }
 

@@ -239,7 +239,7 @@ final class CommandExecutor: Sendable {
         // with sync-replicas, which waits for each write's index on the followers.)
         if waits && batchCommits && !self.waitsForFollowers {
             do {
-                let index = try self.store.perform(expiresKeys: self.expiresKeys) { transaction in try handler(&call, &transaction) }.index
+                let index = try self.store.perform(expiresKeys: self.expiresKeys) { transaction in try handler(&call, &transaction) }
                 return index == nil ? .reply(call.out) : .replyAfterCommit(call.out)
             } catch {
                 if let storeError = error as? StoreError, storeError.code == .tooLarge {
@@ -253,7 +253,7 @@ final class CommandExecutor: Sendable {
         do {
             index = try self.store.perform(expiresKeys: self.expiresKeys, onDurable: pending.map { $0.sealed }) { transaction in
                 try handler(&call, &transaction)
-            }.index
+            }
         } catch {
             pending?.abandon()
             if let storeError = error as? StoreError, storeError.code == .tooLarge {
@@ -288,7 +288,7 @@ final class CommandExecutor: Sendable {
         do {
             index = try self.store.perform(expiresKeys: self.expiresKeys, onDurable: pending.map { $0.sealed }) { transaction in
                 try handler(&call, &transaction)
-            }.index
+            }
         } catch is ScriptEngine.InlineAbort {
             pending?.abandon()
             call.out.moveWriterIndex(to: mark)
@@ -326,7 +326,7 @@ final class CommandExecutor: Sendable {
             do {
                 index = try self.store.perform(expiresKeys: expiresKeys, onDurable: pending.map { $0.sealed }) { transaction in
                     try handler(&call, &transaction)
-                }.index
+                }
             } catch {
                 pending?.abandon()
                 failure = Self.errorReply(error, allocator: call.allocator)

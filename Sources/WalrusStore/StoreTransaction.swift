@@ -34,7 +34,7 @@ public struct StoreTransaction {
     /// The writes so far, encoded; nil until the first.
     private(set) var payload: RecordBuffer?
     /// Where each write's encoding starts in `payload`.
-    private var offsets: [Int] = []
+    private var offsets = SmallList<Int>()
     /// The newest write for each key, once there are many writes (reads then look it up instead
     /// of scanning back through every write).
     private var newest: [ByteKey: Int]?
@@ -131,6 +131,12 @@ public struct StoreTransaction {
             if expired { try self.expire(key) }
             return try body(nil, nil)
         }
+    }
+
+    /// `withEntry` for a body that returns nothing: not generic, so a caller in another module
+    /// (every command reads through one) builds no type metadata at run time.
+    public mutating func readEntry(_ key: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer?, Int64?) throws -> Void) throws {
+        try self.withEntry(key, body)
     }
 
     /// A copy of `key`'s value and deadline (nil when absent or expired).
@@ -244,10 +250,12 @@ public struct StoreTransaction {
             (destination + 5).copyMemory(from: $0.baseAddress!, byteCount: 4)
         }
         var at = destination + RecordFormat.dataHeaderSize
-        for part in [key, value, extra] where part.count > 0 {
-            at.copyMemory(from: part.baseAddress!, byteCount: part.count)
-            at += part.count
-        }
+        // Part by part (an array of the three was an allocation per write).
+        if key.count > 0 { at.copyMemory(from: key.baseAddress!, byteCount: key.count) }
+        at += key.count
+        if value.count > 0 { at.copyMemory(from: value.baseAddress!, byteCount: value.count) }
+        at += value.count
+        if extra.count > 0 { at.copyMemory(from: extra.baseAddress!, byteCount: extra.count) }
         payload.commit(size)
         self.offsets.append(offset)
         // Past a handful of writes, index them so reads need not scan back through all of them.

@@ -26,7 +26,7 @@ enum BitCommands {
         } else {
             throw CommandError("ERR bit is not an integer or out of range")
         }
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             let old = try store.entry(key)
             var value = old?.value ?? []
             let byte = offset >> 3
@@ -44,7 +44,7 @@ enum BitCommands {
     /// GETBIT key offset: 0 past the end.
     @Sendable static func getbit(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         let offset = try Self.offset(call, 2)
-        let bit = try call.withBytes(1) { key in
+        let bit = try call.arguments[1].withUnsafeReadableBytes { key in
             try store.withEntry(key) { value, _ -> Int in
                 guard let value, offset >> 3 < value.count else { return 0 }
                 return value[offset >> 3] & (UInt8(0x80) >> UInt8(offset & 7)) != 0 ? 1 : 0
@@ -80,7 +80,7 @@ enum BitCommands {
                 if call.isOption(4, "BIT") { inBits = true } else if !call.isOption(4, "BYTE") { throw CommandError.syntax }
             }
         }
-        let count = try call.withBytes(1) { key in
+        let count = try call.arguments[1].withUnsafeReadableBytes { key in
             try store.withEntry(key) { value, _ -> Int in
                 guard let value else { return 0 }
                 let length = Int64(value.count) * (inBits ? 8 : 1)
@@ -109,7 +109,7 @@ enum BitCommands {
         let start = call.count >= 4 ? try call.integer(3) : 0
         let end = call.count >= 5 ? try call.integer(4) : -1
         let endGiven = call.count >= 5
-        let position = try call.withBytes(1) { key in
+        let position = try call.arguments[1].withUnsafeReadableBytes { key in
             try store.withEntry(key) { value, _ -> Int64 in
                 guard let value, value.count > 0 else { return wanted == 1 ? -1 : 0 }
                 let length = Int64(value.count) * (inBits ? 8 : 1)
@@ -145,7 +145,7 @@ enum BitCommands {
             default: result[position] = ~bytes[0]
             }
         }
-        try call.withBytes(2) { destination in
+        try call.arguments[2].withUnsafeReadableBytes { destination in
             if result.isEmpty {
                 if try store.delete(destination) { call.notify(.generic, "del", key: destination) }
             } else {

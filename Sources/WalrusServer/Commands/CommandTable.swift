@@ -272,7 +272,7 @@ enum CommandTable {
     static func find(_ word: ByteBuffer) -> CommandSpec? {
         word.withUnsafeReadableBytes { bytes in
             guard let key = NameKey(bytes) else { return nil }
-            return Self.byKey[key]
+            return Self.byKey.find(key)
         }
     }
 
@@ -283,6 +283,9 @@ enum CommandTable {
         var b: UInt64 = 0
         var c: UInt64 = 0
         var count: Int
+
+        /// The empty key (no name has it): a free slot of `NameTable`.
+        init() { self.count = 0 }
 
         init?(_ bytes: UnsafeRawBufferPointer) {
             guard bytes.count > 0, bytes.count <= 24 else { return nil }
@@ -304,12 +307,55 @@ enum CommandTable {
         }
     }
 
-    private static let byKey: [NameKey: CommandSpec] = {
-        var table: [NameKey: CommandSpec] = [:]
-        for (name, spec) in Self.byName { table[NameKey(name)!] = spec }
-        for (alias, name) in Self.aliases { table[NameKey(alias)!] = Self.byName[name]! }
-        return table
+    private static let byKey: NameTable = {
+        var entries: [(NameKey, CommandSpec)] = []
+        for (name, spec) in Self.byName { entries.append((NameKey(name)!, spec)) }
+        for (alias, name) in Self.aliases { entries.append((NameKey(alias)!, Self.byName[name]!)) }
+        return NameTable(entries)
     }()
+
+    /// Names to entries, open addressing over a multiplicative hash of the packed name: a
+    /// `Dictionary` hashes each lookup with SipHash (~300 instructions per command, callgrind),
+    /// this with three multiplies. Fixed once built; a quarter full, so probes are short.
+    struct NameTable: Sendable {
+        private let keys: [NameKey]
+        private let specs: [CommandSpec?]
+        private let shift: UInt64
+
+        init(_ entries: [(NameKey, CommandSpec)]) {
+            var bits: UInt64 = 4
+            while (1 << bits) < entries.count * 4 { bits += 1 }
+            self.shift = 64 - bits
+            var keys = [NameKey](repeating: NameKey(), count: 1 << bits)
+            var specs = [CommandSpec?](repeating: nil, count: 1 << bits)
+            for (key, spec) in entries {
+                var slot = Self.home(key, shift: self.shift)
+                while specs[slot] != nil && keys[slot] != key { slot = (slot + 1) & (keys.count - 1) }
+                keys[slot] = key
+                specs[slot] = spec
+            }
+            self.keys = keys
+            self.specs = specs
+        }
+
+        @inline(__always)
+        private static func home(_ key: NameKey, shift: UInt64) -> Int {
+            var h = key.a &* 0x9E37_79B9_7F4A_7C15
+            h ^= key.b &* 0xC2B2_AE3D_27D4_EB4F
+            h ^= key.c &* 0x1656_67B1_9E37_79F9
+            h ^= UInt64(key.count) &* 0xD6E8_FEB8_6659_FD93
+            return Int(truncatingIfNeeded: h >> shift)
+        }
+
+        func find(_ key: NameKey) -> CommandSpec? {
+            var slot = Self.home(key, shift: self.shift)
+            while let spec = self.specs[slot] {
+                if self.keys[slot] == key { return spec }
+                slot = (slot + 1) & (self.keys.count - 1)
+            }
+            return nil
+        }
+    }
 
     static func upper(_ word: ByteBuffer) -> String {
         word.withUnsafeReadableBytes { bytes in

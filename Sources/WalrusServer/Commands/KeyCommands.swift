@@ -63,7 +63,7 @@ enum KeyCommands {
             let base = absolute ? 0 : store.now
             guard when <= Int64.max - base else { throw invalid }
             when += base
-            try call.withBytes(1) { key in
+            try call.arguments[1].withUnsafeReadableBytes { key in
                 guard let current = try store.deadline(key) else { return call.integer(reply: 0) }
                 if nx && current != nil { return call.integer(reply: 0) }
                 if xx && current == nil { return call.integer(reply: 0) }
@@ -94,7 +94,7 @@ enum KeyCommands {
 
     /// PERSIST key: 1 if a deadline was removed.
     @Sendable static func persist(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             guard let deadline = try store.deadline(key), deadline != nil else { return call.integer(reply: 0) }
             try store.setDeadline(key, nil)
             call.notify(.generic, "persist", key: key)
@@ -107,9 +107,9 @@ enum KeyCommands {
     /// RENAME / RENAMENX source destination.
     static func rename(onlyIfAbsent nx: Bool) -> @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void {
         { call, store in
-            try call.withBytes(1) { source in
+            try call.arguments[1].withUnsafeReadableBytes { source in
                 guard let entry = try store.entry(source) else { throw CommandError.noSuchKey }
-                try call.withBytes(2) { destination in
+                try call.arguments[2].withUnsafeReadableBytes { destination in
                     if source.elementsEqual(destination) { return nx ? call.integer(reply: 0) : call.ok() }
                     if nx, try store.exists(destination) { return call.integer(reply: 0) }
                     // Redis deletes the destination and adds it anew: "new" either way.
@@ -140,8 +140,8 @@ enum KeyCommands {
             }
             index += 1
         }
-        try call.withBytes(1) { source in
-            try call.withBytes(2) { destination in
+        try call.arguments[1].withUnsafeReadableBytes { source in
+            try call.arguments[2].withUnsafeReadableBytes { destination in
                 if source.elementsEqual(destination) { throw CommandError.sameObject }
                 guard let entry = try store.entry(source) else { return call.integer(reply: 0) }
                 if !replace, try store.exists(destination) { return call.integer(reply: 0) }

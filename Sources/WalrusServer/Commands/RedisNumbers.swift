@@ -36,6 +36,27 @@ enum RedisNumbers {
         return Int64(magnitude)
     }
 
+    /// `value` in decimal, as `String(value)` spells it, in a buffer on the stack (valid only in
+    /// `body`): the text INCR stores, without a String and an Array per increment.
+    static func withDecimal<R>(_ value: Int64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        // 20 digits and a sign at most.
+        var storage: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        return try withUnsafeMutableBytes(of: &storage) { buffer in
+            var magnitude = value.magnitude
+            var start = buffer.count
+            repeat {
+                start -= 1
+                buffer[start] = UInt8(48 + magnitude % 10)
+                magnitude /= 10
+            } while magnitude > 0
+            if value < 0 {
+                start -= 1
+                buffer[start] = UInt8(ascii: "-")
+            }
+            return try body(UnsafeRawBufferPointer(rebasing: buffer[start...]))
+        }
+    }
+
     /// Redis's `string2ld`: what `strtold` reads from the whole string — no leading space, no
     /// trailing bytes, not NaN, no overflow to infinity or underflow to zero. (`inf` itself is a
     /// number here, as in Redis; INCRBYFLOAT then refuses the infinite result.)

@@ -87,7 +87,7 @@ enum StringCommands {
     @Sendable static func set(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         let options = try Options(call, from: 3, forSet: true)
         let deadline = try options.expiry.map { try Self.deadline($0, call, now: store.now) }
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             let old = options.get ? try store.entry(key) : nil
             // (Only NX and XX ask whether the key is there: a plain SET looks nothing up.)
             let found = options.get ? old != nil : options.nx || options.xx ? try store.exists(key) : false
@@ -106,7 +106,7 @@ enum StringCommands {
 
     /// SETNX key value: 1 if set, 0 if the key existed.
     @Sendable static func setnx(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             if try store.exists(key) { return call.integer(reply: 0) }
             try call.notifyNew(key, &store)
             try call.withBytes(2) { try store.set(key, $0) }
@@ -119,7 +119,7 @@ enum StringCommands {
     static func setWithExpiry(milliseconds: Bool) -> @Sendable (inout CommandCall, inout StoreTransaction) throws -> Void {
         { call, store in
             let deadline = try Self.deadline(milliseconds ? .milliseconds(2) : .seconds(2), call, now: store.now)
-            try call.withBytes(1) { key in
+            try call.arguments[1].withUnsafeReadableBytes { key in
                 try call.notifyNew(key, &store)
                 try call.withBytes(3) { try store.set(key, $0, deadline: deadline) }
                 call.notify(.string, "set", key: key)
@@ -131,7 +131,7 @@ enum StringCommands {
 
     /// GET key.
     @Sendable static func get(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             try store.withEntry(key) { value, _ in
                 if let value { call.bulk(value) } else { call.null() }
             }
@@ -140,7 +140,7 @@ enum StringCommands {
 
     /// GETSET key value: the old value; the new one has no deadline.
     @Sendable static func getset(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             let old = try store.entry(key)
             try call.notifyNew(key, &store)
             try call.withBytes(2) { try store.set(key, $0) }
@@ -151,7 +151,7 @@ enum StringCommands {
 
     /// GETDEL key.
     @Sendable static func getdel(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             let old = try store.entry(key)
             if old != nil {
                 try store.delete(key)
@@ -164,7 +164,7 @@ enum StringCommands {
     /// GETEX key [EX s | PX ms | EXAT ts | PXAT ms-ts | PERSIST]
     @Sendable static func getex(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         let options = try Options(call, from: 2, forSet: false)
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             guard let old = try store.entry(key) else { return call.null() }
             // The expiry is checked only once the key is known to exist (as Redis does).
             let deadline = try options.expiry.map { try Self.deadline($0, call, now: store.now) }
@@ -186,7 +186,7 @@ enum StringCommands {
     @Sendable static func mset(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         guard call.count % 2 == 1 else { throw call.arityError }
         for pair in stride(from: 1, to: call.count, by: 2) {
-            try call.withBytes(pair) { key in
+            try call.arguments[pair].withUnsafeReadableBytes { key in
                 try call.notifyNew(key, &store)
                 try call.withBytes(pair + 1) { try store.set(key, $0) }
                 call.notify(.string, "set", key: key)
@@ -202,7 +202,7 @@ enum StringCommands {
             return call.integer(reply: 0)
         }
         for pair in stride(from: 1, to: call.count, by: 2) {
-            try call.withBytes(pair) { key in
+            try call.arguments[pair].withUnsafeReadableBytes { key in
                 try call.notifyNew(key, &store)
                 try call.withBytes(pair + 1) { try store.set(key, $0) }
                 call.notify(.string, "set", key: key)
@@ -215,7 +215,7 @@ enum StringCommands {
     @Sendable static func mget(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         call.array(call.count - 1)
         for index in 1..<call.count {
-            try call.withBytes(index) { key in
+            try call.arguments[index].withUnsafeReadableBytes { key in
                 try store.withEntry(key) { value, _ in
                     if let value { call.bulk(value) } else { call.null() }
                 }
@@ -235,8 +235,8 @@ enum StringCommands {
 
     /// APPEND key value: the new length.
     @Sendable static func append(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
-        try call.withBytes(1) { key in
-            try call.withBytes(2) { suffix in
+        try call.arguments[1].withUnsafeReadableBytes { key in
+            try call.arguments[2].withUnsafeReadableBytes { suffix in
                 guard let old = try store.entry(key) else {
                     try call.notifyNew(key, &store)
                     try store.set(key, suffix)
@@ -262,8 +262,8 @@ enum StringCommands {
     @Sendable static func setrange(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         let offset = try call.integer(2)
         guard offset >= 0 else { throw CommandError("ERR offset is out of range") }
-        try call.withBytes(1) { key in
-            try call.withBytes(3) { patch in
+        try call.arguments[1].withUnsafeReadableBytes { key in
+            try call.arguments[3].withUnsafeReadableBytes { patch in
                 let old = try store.entry(key)
                 if patch.count == 0 { return call.integer(reply: old?.value.count ?? 0) }
                 let (end, overflow) = offset.addingReportingOverflow(Int64(patch.count))
@@ -286,7 +286,7 @@ enum StringCommands {
     @Sendable static func getrange(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
         var start = try call.integer(2)
         var end = try call.integer(3)
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             try store.withEntry(key) { value, _ in
                 let length = Int64(value?.count ?? 0)
                 if start < 0 && end < 0 && start > end { return call.bulk("") }
@@ -311,19 +311,22 @@ enum StringCommands {
                 guard delta != .min else { throw CommandError("ERR decrement would overflow") }
                 delta = -delta
             }
-            try call.withBytes(1) { key in
-                let old = try store.entry(key)
-                let current: Int64
-                if let old {
-                    guard let parsed = old.value.withUnsafeBytes(RedisNumbers.int64) else { throw CommandError.notInteger }
-                    current = parsed
-                } else {
-                    current = 0
+            try call.arguments[1].withUnsafeReadableBytes { key in
+                // Read in place: a copy of the old value was an allocation per INCR.
+                var exists = false
+                var current: Int64? = 0
+                var deadline: Int64?
+                try store.readEntry(key) { value, stored in
+                    guard let value else { return }
+                    exists = true
+                    current = RedisNumbers.int64(value)
+                    deadline = stored
                 }
+                guard let current else { throw CommandError.notInteger }
                 let (sum, overflow) = current.addingReportingOverflow(delta)
                 guard !overflow else { throw CommandError("ERR increment or decrement would overflow") }
-                if old == nil { try call.notifyNew(key, &store) }
-                try store.set(key, Array(String(sum).utf8), deadline: old?.deadline)
+                if !exists { try call.notifyNew(key, &store) }
+                try RedisNumbers.withDecimal(sum) { try store.set(key, $0, deadline: deadline) }
                 call.notify(.string, "incrby", key: key)
                 call.integer(reply: sum)
             }
@@ -333,7 +336,7 @@ enum StringCommands {
     /// INCRBYFLOAT key increment: long double arithmetic and Redis's %.17Lf formatting, so the
     /// stored text is exactly redis-server's; the deadline is kept.
     @Sendable static func incrbyfloat(_ call: inout CommandCall, _ store: inout StoreTransaction) throws {
-        try call.withBytes(1) { key in
+        try call.arguments[1].withUnsafeReadableBytes { key in
             let old = try store.entry(key)
             let current: Float80
             if let old {
