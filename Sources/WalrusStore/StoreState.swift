@@ -8,6 +8,10 @@ public final class StoreState: @unchecked Sendable {
     let map: CompactMap
     /// The index of the last record applied.
     public internal(set) var appliedIndex: UInt64 = 0
+    /// The buffer every transaction encodes its writes into, emptied at its first write: one per
+    /// transaction was two allocations per write command. Transactions run one at a time, under
+    /// the store's lock, and the log copies the record out before the transaction ends.
+    let scratch = RecordBuffer(capacity: 4096)
 
     /// An empty state with room for `capacity` keys.
     public init(capacity: Int = 16) { self.map = CompactMap(capacity: capacity) }

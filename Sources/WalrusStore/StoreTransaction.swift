@@ -239,8 +239,14 @@ public struct StoreTransaction {
         op: RecordOp, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer,
         extra: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)
     ) throws {
-        let payload = self.payload ?? RecordBuffer(capacity: 256)
-        self.payload = payload
+        let payload: RecordBuffer
+        if let started = self.payload {
+            payload = started
+        } else {
+            payload = self.state.scratch
+            payload.removeAll(maxRetainedCapacity: 1 << 20)
+            self.payload = payload
+        }
         let offset = payload.count
         let size = RecordFormat.dataHeaderSize + key.count + value.count + extra.count
         let destination = payload.reserve(size)
