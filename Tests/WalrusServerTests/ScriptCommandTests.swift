@@ -49,6 +49,18 @@ struct ScriptCommandTests {
             #expect(self.reply(r, "EVAL", "return redis.call('MGET','n','missing','s')", "0") == "*3\r\n$2\r\n42\r\n$-1\r\n$1\r\nv\r\n")
             // Numbers go to commands with 17 digits (Lua's own format would lose precision).
             #expect(self.reply(r, "EVAL", "redis.call('SET','big',9007199254740991) return redis.call('GET','big')", "0") == "$16\r\n9007199254740991\r\n")
+            // Whole numbers below 2^53 are formatted without snprintf; the rest, and -0, with it.
+            // Each as redis-server 7.0 stores it.
+            for (number, stored) in [
+                ("60000", "60000"), ("-12345", "-12345"), ("0", "0"), ("-0", "-0"), ("1.5", "1.5"), ("1e20", "1e+20"),
+                ("9007199254740993", "9007199254740992"), ("123456789012345678", "1.2345678901234568e+17"),
+                ("0.1", "0.10000000000000001"),
+            ] {
+                #expect(
+                    self.reply(r, "EVAL", "redis.call('SET','num',\(number)) return redis.call('GET','num')", "0")
+                        == "$\(stored.utf8.count)\r\n\(stored)\r\n", "redis.call with the number \(number)")
+            }
+            #expect(self.reply(r, "EVAL", "return {-5, 3.7, -0}", "0") == "*3\r\n:-5\r\n:3\r\n:0\r\n")
             // RESP3 from the script's side, converted for a RESP2 caller.
             #expect(self.reply(r, "EVAL", "redis.setresp(3) return {double=3.5}", "0") == "$3\r\n3.5\r\n")
             #expect(self.reply(r, "EVAL", "return {map={a=1}}", "0") == "*2\r\n$1\r\na\r\n:1\r\n")

@@ -19,7 +19,13 @@ enum ScriptCommands {
             let sha: String
             let script: CachedScript
             if bySHA {
-                sha = call.string(1).lowercased()
+                // Lower-cased as it is copied: one String, not two.
+                sha = call.arguments[1].withUnsafeReadableBytes { bytes in
+                    String(unsafeUninitializedCapacity: bytes.count) { out in
+                        for (i, byte) in bytes.enumerated() { out[i] = byte >= 65 && byte <= 90 ? byte + 32 : byte }
+                        return bytes.count
+                    }
+                }
                 guard let cached = engine.cached(sha) else { throw Self.noScript }
                 script = cached
             } else {

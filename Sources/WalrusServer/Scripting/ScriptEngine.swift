@@ -113,6 +113,16 @@ final class ScriptEngine: @unchecked Sendable {
     private var run: ScriptRun?
     private var reply: UnsafeMutableRawPointer?
     private var replyCapacity = 0
+    /// redis.call's words (slices of `callBytes`, which holds all their bytes) and the buffer
+    /// its command replies into: kept from call to call. New ones per call — a ByteBuffer per
+    /// argument, a reply buffer and a spare one for refusals — were ~15 allocations per
+    /// rate-limiter script (callgrind).
+    @exclusivity(unchecked) private var callWords: [ByteBuffer] = []
+    @exclusivity(unchecked) private var callBytes = ByteBuffer()
+    @exclusivity(unchecked) private var callReply = ByteBuffer()
+    /// A run's KEYS and ARGV for the C side: where each word's bytes are, and how many.
+    @exclusivity(unchecked) private var runPointers: [UnsafePointer<CChar>?] = []
+    @exclusivity(unchecked) private var runLengths: [Int] = []
     private var memoryLimit = 0
     private let lookup = CommandLookup()
     /// The session commands from scripts run in (one at a time, under the Lua lock).
@@ -450,20 +460,24 @@ final class ScriptEngine: @unchecked Sendable {
                 self.run = nil
                 aborted = run.abortedInline
             }
-            let words = Array(keys) + Array(args)
-            var pointers: [UnsafePointer<CChar>?] = []
-            var lengths: [Int] = []
-            pointers.reserveCapacity(words.count)
-            // The words' storage lives as long as `words`; the pointers are read inside the run.
-            for word in words {
-                word.withUnsafeReadableBytes { bytes in
-                    pointers.append(bytes.baseAddress?.assumingMemoryBound(to: CChar.self) ?? UnsafePointer(bitPattern: 1))
-                    lengths.append(bytes.count)
+            // Kept from run to run (runs take the Lua lock one at a time): three arrays built per
+            // script were allocations of their own.
+            self.runPointers.removeAll(keepingCapacity: true)
+            self.runLengths.removeAll(keepingCapacity: true)
+            // The words' storage lives as long as `keys` and `args`; the pointers are read inside the run.
+            func add(_ words: ArraySlice<ByteBuffer>) {
+                for word in words {
+                    word.withUnsafeReadableBytes { bytes in
+                        self.runPointers.append(bytes.baseAddress?.assumingMemoryBound(to: CChar.self) ?? UnsafePointer(bitPattern: 1))
+                        self.runLengths.append(bytes.count)
+                    }
                 }
             }
-            withExtendedLifetime(words) {
-                pointers.withUnsafeBufferPointer { p in
-                    lengths.withUnsafeBufferPointer { l in
+            add(keys)
+            add(args)
+            withExtendedLifetime((keys, args)) {
+                self.runPointers.withUnsafeBufferPointer { p in
+                    self.runLengths.withUnsafeBufferPointer { l in
                         status = sha.withCString { name in
                             walrus_lua_run(
                                 lua, name, Int32(call.session.protocolVersion), Int32(keys.count), p.baseAddress, l.baseAddress,
@@ -542,14 +556,26 @@ final class ScriptEngine: @unchecked Sendable {
         replyLength: UnsafeMutablePointer<Int>
     ) -> UnsafePointer<CChar>? {
         guard let run = self.run else { return self.setReply("-ERR no script is running\r\n", replyLength) }
-        var words: [ByteBuffer] = []
-        words.reserveCapacity(argc)
+        // Every argument's bytes into one buffer first, then the words as slices of it (a write
+        // after a slice was taken would copy the buffer).
+        var total = 0
+        for i in 0..<argc { total += lengths[i] }
+        self.callWords.removeAll(keepingCapacity: true)
+        self.callBytes.clear(minimumCapacity: total)
+        for i in 0..<argc where lengths[i] > 0 {
+            self.callBytes.writeBytes(UnsafeRawBufferPointer(start: argv[i], count: lengths[i]))
+        }
+        var at = 0
         for i in 0..<argc {
-            words.append(ByteBuffer(bytes: UnsafeRawBufferPointer(start: argv[i], count: lengths[i])))
+            self.callWords.append(self.callBytes.getSlice(at: at, length: lengths[i])!)
+            at += lengths[i]
         }
         run.session.protocolVersion = resp
-        let reply = run.call(words, markDirty: { self.busy.withLock { $0.dirty = true } })
-        return reply.withUnsafeReadableBytes { bytes in
+        self.callReply.clear()
+        run.call(self.callWords, out: &self.callReply, markDirty: { self.busy.withLock { $0.dirty = true } })
+        // The slices go, so the next call's writes find `callBytes` unshared.
+        self.callWords.removeAll(keepingCapacity: true)
+        return self.callReply.withUnsafeReadableBytes { bytes in
             self.setReply(bytes, replyLength)
         }
     }
@@ -611,9 +637,9 @@ final class ScriptRun {
         self.thresholdNanoseconds = thresholdNanoseconds
     }
 
-    /// Run one command from the script, with Redis's checks (scriptCall); its reply.
-    func call(_ words: [ByteBuffer], markDirty: () -> Void) -> ByteBuffer {
-        var out = self.allocator.buffer(capacity: 64)
+    /// Run one command from the script, with Redis's checks (scriptCall); its reply into `out`
+    /// (empty, the engine's to keep between calls).
+    func call(_ words: [ByteBuffer], out: inout ByteBuffer, markDirty: () -> Void) {
         let spec: CommandSpec
         switch self.lookup.resolve(words) {
         case .success(let found):
@@ -624,33 +650,33 @@ final class ScriptRun {
             let unknown = known == nil || (!(known!.subcommands.isEmpty) && words.count >= 2 && known!.subcommands[CommandTable.upper(words[1])] == nil)
             out.writeErrorReply(
                 unknown ? "ERR Unknown Redis command called from script" : "ERR Wrong number of args calling Redis command from script")
-            return out
+            return
         }
-        func reject(_ text: String) -> ByteBuffer {
+        func reject(_ text: String, _ out: inout ByteBuffer) {
             self.executor.statistics.commands.rejected(spec)
             out.writeErrorReply(text)
             self.executor.statistics.countError(out)
-            return out
         }
-        if spec.flags.contains(.noscript) { return reject("ERR This Redis command is not allowed from script") }
+        if spec.flags.contains(.noscript) { return reject("ERR This Redis command is not allowed from script", &out) }
         if self.readOnly && !spec.flags.isDisjoint(with: [.write, .mayReplicate]) {
-            return reject("ERR Write commands are not allowed from read-only scripts.")
+            return reject("ERR Write commands are not allowed from read-only scripts.", &out)
         }
         if spec.flags.contains(.write) {
-            if !self.dirty, let refusal = self.executor.writeRefusal { return reject(refusal) }
+            if !self.dirty, let refusal = self.executor.writeRefusal { return reject(refusal, &out) }
             self.dirty = true
             markDirty()
         }
         let started = monotonicNanoseconds()
-        // A buffer of its own (`out` above is shared with `reject`: writing to a second
-        // reference would copy it).
+        // `out` is swapped in, so the command writes to the only reference to it (a second one
+        // would make its first write copy the buffer), and swapped back out.
         var inner = CommandCall(
-            spec: spec, arguments: words, out: self.allocator.buffer(capacity: 64), session: self.session, executor: self.executor,
+            spec: spec, arguments: words, out: ByteBuffer(), session: self.session, executor: self.executor,
             allocator: self.allocator, inTransaction: true)
+        swap(&inner.out, &out)
         self.executor.runInside(&inner, transaction: &self.transaction.pointee)
-        let failed = inner.out.readableBytesView.first == UInt8(ascii: "-")
+        swap(&inner.out, &out)
+        let failed = out.readableBytesView.first == UInt8(ascii: "-")
         self.executor.statistics.commands.record(spec, nanoseconds: monotonicNanoseconds() - started, failed: failed)
-        return inner.out
     }
 }
 
