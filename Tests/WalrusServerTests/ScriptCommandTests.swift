@@ -61,6 +61,12 @@ struct ScriptCommandTests {
                         == "$\(stored.utf8.count)\r\n\(stored)\r\n", "redis.call with the number \(number)")
             }
             #expect(self.reply(r, "EVAL", "return {-5, 3.7, -0}", "0") == "*3\r\n:-5\r\n:3\r\n:0\r\n")
+            // A value past the engine's kept buffers (ScriptEngine.keptCallBytes), then small calls again.
+            let big = String(repeating: "v", count: (1 << 20) + 1)
+            #expect(
+                self.reply(r, "EVAL", "redis.call('SET', KEYS[1], ARGV[1]) return #redis.call('GET', KEYS[1])", "1", "big", big)
+                    == ":\(big.utf8.count)\r\n")
+            #expect(self.reply(r, "EVAL", "return redis.call('INCR', KEYS[1])", "1", "after-big") == ":1\r\n")
             // RESP3 from the script's side, converted for a RESP2 caller.
             #expect(self.reply(r, "EVAL", "redis.setresp(3) return {double=3.5}", "0") == "$3\r\n3.5\r\n")
             #expect(self.reply(r, "EVAL", "return {map={a=1}}", "0") == "*2\r\n$1\r\na\r\n:1\r\n")

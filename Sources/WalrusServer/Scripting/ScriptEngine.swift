@@ -575,10 +575,17 @@ final class ScriptEngine: @unchecked Sendable {
         run.call(self.callWords, out: &self.callReply, markDirty: { self.busy.withLock { $0.dirty = true } })
         // The slices go, so the next call's writes find `callBytes` unshared.
         self.callWords.removeAll(keepingCapacity: true)
-        return self.callReply.withUnsafeReadableBytes { bytes in
+        let reply = self.callReply.withUnsafeReadableBytes { bytes in
             self.setReply(bytes, replyLength)
         }
+        // Not kept past its call: the room a multi-megabyte value or reply took.
+        if self.callBytes.capacity > Self.keptCallBytes { self.callBytes = ByteBuffer() }
+        if self.callReply.capacity > Self.keptCallBytes { self.callReply = ByteBuffer() }
+        return reply
     }
+
+    /// The most room `callBytes` and `callReply` keep between calls.
+    static let keptCallBytes = 1 << 20
 
     private func setReply(_ text: String, _ length: UnsafeMutablePointer<Int>) -> UnsafePointer<CChar>? {
         var text = text
