@@ -27,48 +27,50 @@ extension ByteBuffer {
     /// `<prefix><value in decimal>\r\n` in one write, the digits formatted in place: a String for
     /// them was an allocation per INCR reply.
     mutating func writeDecimalLine(_ prefix: UInt8, _ value: Int) {
-        let negative = value < 0
-        let magnitude = value.magnitude
-        var digits = 1
-        var rest = magnitude
-        while rest >= 10 {
-            rest /= 10
-            digits += 1
-        }
-        let sign = negative ? 1 : 0
+        let sign = value < 0 ? 1 : 0
+        let digits = Self.decimalDigits(value.magnitude)
         let total = 1 + sign + digits + 2
         self.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
             out[0] = prefix
-            if negative { out[1] = UInt8(ascii: "-") }
-            var remaining = magnitude
-            for position in stride(from: sign + digits, through: sign + 1, by: -1) {
-                out[position] = UInt8(48 + remaining % 10)
-                remaining /= 10
-            }
+            if sign == 1 { out[1] = UInt8(ascii: "-") }
+            Self.putDecimal(value.magnitude, digits: digits, at: 1 + sign, in: out)
             out[total - 2] = 13
             out[total - 1] = 10
             return total
         }
     }
 
-    /// `$n\r\n<bytes>\r\n`, in one write with the length formatted in place (the GET reply; a
-    /// String for the digits and five separate writes showed in profiles).
-    public mutating func writeBulkReply(_ bytes: UnsafeRawBufferPointer) {
+    /// How many decimal digits `value` takes.
+    @inline(__always)
+    static func decimalDigits(_ value: UInt) -> Int {
         var digits = 1
-        var rest = bytes.count
+        var rest = value
         while rest >= 10 {
             rest /= 10
             digits += 1
         }
+        return digits
+    }
+
+    /// `value`'s `digits` decimal digits at `start` in `out`.
+    @inline(__always)
+    static func putDecimal(_ value: UInt, digits: Int, at start: Int, in out: UnsafeMutableRawBufferPointer) {
+        var remaining = value
+        for position in stride(from: start + digits - 1, through: start, by: -1) {
+            out[position] = UInt8(48 + remaining % 10)
+            remaining /= 10
+        }
+    }
+
+    /// `$n\r\n<bytes>\r\n`, in one write with the length formatted in place (the GET reply; a
+    /// String for the digits and five separate writes showed in profiles).
+    public mutating func writeBulkReply(_ bytes: UnsafeRawBufferPointer) {
+        let digits = Self.decimalDigits(UInt(bytes.count))
         let header = 1 + digits + 2
         let total = header + bytes.count + 2
         self.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
             out[0] = UInt8(ascii: "$")
-            var value = bytes.count
-            for position in stride(from: digits, through: 1, by: -1) {
-                out[position] = UInt8(48 + value % 10)
-                value /= 10
-            }
+            Self.putDecimal(UInt(bytes.count), digits: digits, at: 1, in: out)
             out[digits + 1] = 13
             out[digits + 2] = 10
             if bytes.count > 0 { (out.baseAddress! + header).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
