@@ -104,11 +104,12 @@ final class CommandExecutor: Sendable {
     /// durable as promised.
     func execute(
         _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator, insideGate: Bool = false,
-        batchCommits: Bool = false, resumed: (@Sendable (ByteBuffer?) -> Void)? = nil,
+        batchCommits: Bool = false, out reuse: ByteBuffer? = nil, resumed: (@Sendable (ByteBuffer?) -> Void)? = nil,
         completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         let arguments = command.arguments
-        var out = allocator.buffer(capacity: 64)
+        // An empty buffer of the caller's (the last reply's, kept), or a new one.
+        var out = reuse ?? allocator.buffer(capacity: 64)
         let spec: CommandSpec
         switch CommandTable.resolve(arguments) {
         case .failure(let error):

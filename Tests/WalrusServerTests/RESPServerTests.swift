@@ -89,6 +89,48 @@ struct RESPServerTests {
         }
     }
 
+    /// One read of many commands through the executor: replies ready at once join the read's
+    /// batch, replies that wait (a durable write) queue, and replies behind them are gathered
+    /// into one write when the commit answers — in request order either way, with CLIENT REPLY
+    /// SKIP, errors and a reply too large to gather among them.
+    @Test(arguments: [FsyncMode.always, .interval(milliseconds: 50)])
+    func repliesOfOneReadKeepTheirOrder(fsync: FsyncMode) async throws {
+        try await withServer(fsync: fsync) { port, _ in
+            func request(_ words: String...) -> String {
+                "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+            }
+            // Over the 4 KiB a gathered reply may be (`RESPConnectionHandler.coalescedReplyLimit`).
+            let large = String(repeating: "x", count: 4097)
+            let client = try connect(port)
+            for round in 0..<3 {
+                let pipeline =
+                    request("PING") + request("INCR", "c") + request("GET", "c") + request("EXISTS", "c")
+                    + request("SET", "k", "v\(round)") + request("STRLEN", "k") + request("INCR", "k")
+                    + request("CLIENT", "REPLY", "SKIP") + request("INCR", "c") + request("NOSUCH")
+                    + request("ECHO", large) + request("INCRBY", "c", "10") + request("GET", "k")
+                    + request("MGET", "c", "k") + request("DEL", "none") + request("ECHO", "end")
+                try client.sendRaw(bytes(pipeline))
+                let c = round * 12
+                #expect(try client.readReply() == .simple("PONG"))
+                #expect(try client.readReply() == .integer(c + 1))
+                #expect(try client.readReply() == .bulk(bytes("\(c + 1)")))
+                #expect(try client.readReply() == .integer(1))
+                #expect(try client.readReply() == .simple("OK"))
+                #expect(try client.readReply() == .integer(2))
+                #expect(try client.readReply() == .error("ERR value is not an integer or out of range"))
+                // CLIENT REPLY SKIP: no reply, and none for the INCR after it.
+                #expect(try client.readReply() == .error("ERR unknown command 'NOSUCH', with args beginning with: "))
+                #expect(try client.readReply() == .bulk(bytes(large)))
+                #expect(try client.readReply() == .integer(c + 12))
+                #expect(try client.readReply() == .bulk(bytes("v\(round)")))
+                #expect(try client.readReply() == .array([.bulk(bytes("\(c + 12)")), .bulk(bytes("v\(round)"))]))
+                #expect(try client.readReply() == .integer(0))
+                #expect(try client.readReply() == .bulk(bytes("end")))
+            }
+            #expect(try client.command("PING") == .simple("PONG"))
+        }
+    }
+
     /// Binary values (NUL, CRLF, every byte) and empty values survive the round trip and a restart.
     @Test func binaryAndEmptyValuesSurviveARestart() async throws {
         let directory = TemporaryDirectory()
