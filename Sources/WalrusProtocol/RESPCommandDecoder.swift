@@ -37,6 +37,7 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
             }
             guard let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) else { return nil }
             if first == UInt8(ascii: "*") {
+                if let command = Self.decodeWhole(&buffer, limits: self.limits) { return command }
                 guard let count = try self.readLength(&buffer, prefix: "*", limit: self.limits.maxArguments, what: "multibulk")
                 else { return nil }
                 if count <= 0 { continue }  // "*0" and "*-1" are empty requests: ignored, as Redis does
@@ -46,6 +47,48 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
             }
             return try self.readInline(&buffer)
         }
+    }
+
+    /// A multibulk request that has fully arrived, read in one pass over its bytes: what nearly
+    /// every request is. Nil, with nothing consumed, when it has not all arrived or anything about
+    /// it is out of the ordinary (a sign, a length over a limit, a missing CRLF, an empty request):
+    /// the step-by-step path then reads it from the same place, and words any error.
+    @inline(__always)
+    private static func decodeWhole(_ buffer: inout ByteBuffer, limits: RESPLimits) -> RESPCommand? {
+        let base = buffer.readerIndex
+        var arguments: [ByteBuffer] = []
+        let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
+            // `<prefix><digits>\r\n` at `at`: the number (at most `limit`), `at` moved past it.
+            func number(_ at: inout Int, _ limit: Int) -> Int? {
+                var position = at + 1
+                var value = 0
+                let start = position
+                while position < bytes.count {
+                    let byte = bytes[position]
+                    if byte == 13 { break }
+                    guard byte >= 48 && byte <= 57, position - start < 18 else { return nil }
+                    value = value * 10 + Int(byte - 48)
+                    position += 1
+                }
+                guard position > start, value <= limit, position + 1 < bytes.count, bytes[position + 1] == 10 else { return nil }
+                at = position + 2
+                return value
+            }
+            var at = 0
+            guard let count = number(&at, limits.maxArguments), count > 0 else { return 0 }
+            arguments.reserveCapacity(min(count, 1024))
+            for _ in 0..<count {
+                guard at < bytes.count, bytes[at] == UInt8(ascii: "$"), let length = number(&at, limits.maxBulkBytes),
+                    at + length + 2 <= bytes.count, bytes[at + length] == 13, bytes[at + length + 1] == 10
+                else { return 0 }
+                arguments.append(buffer.getSlice(at: base + at, length: length)!)
+                at += length + 2
+            }
+            return at
+        }
+        guard consumed > 0 else { return nil }
+        buffer.moveReaderIndex(forwardBy: consumed)
+        return RESPCommand(arguments: arguments)
     }
 
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> RESPCommand? {

@@ -680,7 +680,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private func handle(_ command: RESPCommand, context: ChannelHandlerContext) {
         guard !command.arguments.isEmpty, !self.closing else { return }
         self.statistics.totalCommands.add(1, ordering: .relaxed)
-        var reply = self.spareReplies.popLast() ?? Reply()
+        // A spare slot: this connection's (a command answered at once gave it back), or the loop's
+        // (a durable write's, once its commit answered it).
+        var reply = self.spareReplies.popLast() ?? self.commitsRef?._withUnsafeGuaranteedRef { $0.makeReply() } ?? Reply()
         if let metrics = self.metrics {
             reply.metric = metrics.entry(for: command.arguments[0])
             reply.startedNanoseconds = monotonicNanoseconds()
@@ -693,7 +695,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.session.silenceCurrentReply = self.session.skipNextReply
         self.session.skipNextReply = false
         self.executing = true
-        let outcome = self.executor.execute(
+        var outcome = self.executor.execute(
             command, session: self.session, allocator: context.channel.allocator, insideGate: true, batchCommits: true,
             out: self.spareOut.take(), resumed: self.resumeCallback
         ) { result in target.complete(result) }
@@ -706,6 +708,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             // Ready, with nothing ahead of it: into this read's batch, written once with the rest
             // (and its buffer and slot kept for the next command).
             if !silent { self.batch.writeImmutableBuffer(buffer) }
+            // The outcome's reference dropped: cleared while shared, the buffer would be copied.
+            outcome = .pending
             if buffer.capacity <= Self.keptOutCapacity {
                 buffer.clear()
                 self.spareOut = buffer

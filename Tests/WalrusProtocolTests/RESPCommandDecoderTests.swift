@@ -35,6 +35,32 @@ struct RESPCommandDecoderTests {
         #expect(commands.map(self.words) == [["SET", "k", "hello"], ["GET", "k"], ["PING"], ["ECHO", ""]])
     }
 
+    /// A request that has fully arrived is read in one pass (`decodeWhole`), one that has not
+    /// step by step: split at every byte, the two give the same commands — empty requests, leading
+    /// zeros and values at the length limit included — and refuse the same lengths over it.
+    @Test func wholeAndStepByStepReadsAgree() throws {
+        var limits = RESPLimits()
+        limits.maxBulkBytes = 5
+        let input = Array(
+            ("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n" + "*0\r\n" + "*02\r\n$003\r\nGET\r\n$1\r\nk\r\n"
+                + "*-1\r\n" + "*1\r\n$0\r\n\r\n").utf8)
+        let expected = [["SET", "k", "hello"], ["GET", "k"], [""]]
+        for split in 0...input.count {
+            let channel = EmbeddedChannel(handler: ByteToMessageHandler(RESPCommandDecoder(limits: limits)))
+            try channel.writeInbound(ByteBuffer(bytes: input[..<split]))
+            try channel.writeInbound(ByteBuffer(bytes: input[split...]))
+            var commands: [[String]] = []
+            while let command = try channel.readInbound(as: RESPCommand.self) { commands.append(self.words(command)) }
+            #expect(commands == expected, "split at \(split)")
+            #expect(try channel.finish().isClean)
+        }
+        for input in ["*1\r\n$6\r\nhello!\r\n", "*1\r\n$6\r\nhel"] {
+            let channel = EmbeddedChannel(handler: ByteToMessageHandler(RESPCommandDecoder(limits: limits)))
+            #expect(throws: RESPProtocolError.self) { try channel.writeInbound(ByteBuffer(string: input)) }
+            _ = try? channel.finish()
+        }
+    }
+
     /// Bulk strings are binary-safe: CRLF and NUL inside a value are just bytes.
     @Test func bulkStringsAreBinarySafe() throws {
         let value: [UInt8] = [0, 13, 10, 255, 36, 42]
