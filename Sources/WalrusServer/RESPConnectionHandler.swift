@@ -744,8 +744,14 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     }
 
     /// Flush what this handler wrote (handlers in front of it, TLS, flush their own writes).
+    ///
+    /// Not while the first reply queued waits for this loop's commit (a durable write): what was
+    /// written before it goes out with it when the commit answers (`drain(flush: true)`) — one
+    /// write and one wake-up of the client instead of two, as Redis writes a pass's replies once
+    /// its fsync is done. (A MULTI's +OK and +QUEUED replies went out ahead of its EXEC's.)
     private func flush(_ context: ChannelHandlerContext) {
         guard self.unflushed else { return }
+        if let first = self.replies.first, first.awaitingCommit, first.buffer == nil { return }
         self.unflushed = false
         context.flush()
     }
@@ -799,7 +805,14 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
             held = (buffer, first.pushPromise)
         }
-        guard let (buffer, promise) = held else { return }
+        guard let (buffer, promise) = held else {
+            // Only silenced replies were ready: what was written before them still goes out.
+            if flush && self.unflushed {
+                self.unflushed = false
+                context.flush()
+            }
+            return
+        }
         if flush {
             self.unflushed = false
             context.writeAndFlush(self.wrapOutboundOut(buffer), promise: promise)
