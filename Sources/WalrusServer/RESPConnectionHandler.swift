@@ -218,7 +218,11 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             }
         }
         self.session.pushDelivery = { delivery in
-            eventLoop.execute { bound.value.push(delivery) }
+            if eventLoop.inEventLoop, bound.value.session.publishing {
+                bound.value.push(delivery)
+            } else {
+                eventLoop.execute { bound.value.push(delivery) }
+            }
         }
     }
 

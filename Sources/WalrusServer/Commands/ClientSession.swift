@@ -32,6 +32,9 @@ final class ClientSession {
     /// How a published message reaches this connection (set by its handler; nil for a session
     /// with no connection, as a script's).
     var pushDelivery: (@Sendable (PubSubSubscriber.Delivery) -> Void)?
+    /// Inside this connection's own PUBLISH (on its event loop): a message to itself is delivered
+    /// there and then, in order before the PUBLISH's reply.
+    var publishing = false
     /// The connection in CLIENT LIST (nil for a session with no connection).
     var entry: ClientEntry?
     /// CLIENT REPLY OFF: no replies until ON.

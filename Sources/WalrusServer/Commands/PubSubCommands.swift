@@ -78,6 +78,12 @@ enum PubSubCommands {
     @Sendable static func publish(_ call: inout CommandCall) throws -> CommandOutcome {
         let channel = ByteKey(call.bytes(1))
         let message = call.arguments[2]
+        // A PUBLISH of its own (not inside EXEC or a script) delivers to this connection at once,
+        // so a RESP3 subscriber publishing to itself gets the message before the count, as from
+        // Redis (inside EXEC or a script it comes after the whole reply, as Redis 7.2 orders it).
+        let inline = !call.inTransaction
+        if inline { call.session.publishing = true }
+        defer { if inline { call.session.publishing = false } }
         let receivers = call.executor.pubsub.publish(channel: channel, message: message)
         call.executor.replication?.propagatePublish(channel: channel.bytes, message: Array(message.readableBytesView))
         call.integer(reply: receivers)
