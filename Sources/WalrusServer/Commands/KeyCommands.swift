@@ -55,13 +55,14 @@ enum KeyCommands {
             if nx && (xx || gt || lt) { throw CommandError("ERR NX and XX, GT or LT options at the same time are not compatible") }
             if gt && lt { throw CommandError("ERR GT and LT options at the same time are not compatible") }
             var when = try call.integer(2)
-            let invalid = CommandError("ERR invalid expire time in '\(call.spec.fullName)' command")
+            // Worded only when thrown (an interpolated String is an allocation on every SET EX).
+            func invalid() -> CommandError { CommandError("ERR invalid expire time in '\(call.spec.fullName)' command") }
             if !milliseconds {
-                guard when <= Int64.max / 1000 && when >= Int64.min / 1000 else { throw invalid }
+                guard when <= Int64.max / 1000 && when >= Int64.min / 1000 else { throw invalid() }
                 when *= 1000
             }
             let base = absolute ? 0 : store.now
-            guard when <= Int64.max - base else { throw invalid }
+            guard when <= Int64.max - base else { throw invalid() }
             when += base
             try call.arguments[1].withUnsafeReadableBytes { key in
                 guard let current = try store.deadline(key) else { return call.integer(reply: 0) }

@@ -25,20 +25,21 @@ enum StringCommands {
     /// Redis's `getExpireMillisecondsOrReply`: positive, no overflow, relative ones from `now`.
     static func deadline(_ expiry: Expiry, _ call: CommandCall, now: Int64) throws -> Int64 {
         let value = try call.integer(expiry.argument)
-        let invalid = CommandError("ERR invalid expire time in '\(call.spec.fullName)' command")
+        // Worded only when thrown (an interpolated String is an allocation on every SET EX).
+        func invalid() -> CommandError { CommandError("ERR invalid expire time in '\(call.spec.fullName)' command") }
         let inSeconds: Bool
         switch expiry {
         case .seconds, .unixSeconds: inSeconds = true
         default: inSeconds = false
         }
-        guard value > 0, !inSeconds || value <= Int64.max / 1000 else { throw invalid }
+        guard value > 0, !inSeconds || value <= Int64.max / 1000 else { throw invalid() }
         var milliseconds = inSeconds ? value * 1000 : value
         if !expiry.isAbsolute {
             let (sum, overflow) = milliseconds.addingReportingOverflow(now)
-            guard !overflow else { throw invalid }
+            guard !overflow else { throw invalid() }
             milliseconds = sum
         }
-        guard milliseconds > 0 else { throw invalid }
+        guard milliseconds > 0 else { throw invalid() }
         return milliseconds
     }
 
