@@ -58,31 +58,14 @@ public struct RESPCommandDecoder: NIOSingleStepByteToMessageDecoder {
         let base = buffer.readerIndex
         var arguments: [ByteBuffer] = []
         let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
-            // `<prefix><digits>\r\n` at `at`: the number (at most `limit`), `at` moved past it.
-            func number(_ at: inout Int, _ limit: Int) -> Int? {
-                var position = at + 1
-                var value = 0
-                let start = position
-                while position < bytes.count {
-                    let byte = bytes[position]
-                    if byte == 13 { break }
-                    guard byte >= 48 && byte <= 57, position - start < 18 else { return nil }
-                    value = value * 10 + Int(byte - 48)
-                    position += 1
-                }
-                guard position > start, value <= limit, position + 1 < bytes.count, bytes[position + 1] == 10 else { return nil }
-                at = position + 2
-                return value
-            }
+            // The quick parser's readers of a length line and of a bulk string.
             var at = 0
-            guard let count = number(&at, limits.maxArguments), count > 0 else { return 0 }
+            guard let count = RESPQuickRequest.length(bytes, &at, prefix: UInt8(ascii: "*"), limit: limits.maxArguments), count > 0
+            else { return 0 }
             arguments.reserveCapacity(min(count, 1024))
             for _ in 0..<count {
-                guard at < bytes.count, bytes[at] == UInt8(ascii: "$"), let length = number(&at, limits.maxBulkBytes),
-                    at + length + 2 <= bytes.count, bytes[at + length] == 13, bytes[at + length + 1] == 10
-                else { return 0 }
-                arguments.append(buffer.getSlice(at: base + at, length: length)!)
-                at += length + 2
+                guard let range = RESPQuickRequest.bulk(bytes, &at, limits.maxBulkBytes) else { return 0 }
+                arguments.append(buffer.getSlice(at: base + range.lowerBound, length: range.count)!)
             }
             return at
         }

@@ -39,8 +39,20 @@ public enum RESPQuickRequest: Sendable, Equatable {
     /// `$<n>\r\n<n bytes>\r\n` at `position`: the bytes' range, `position` moved past it.
     @usableFromInline @inline(__always)
     static func bulk(_ bytes: UnsafeRawBufferPointer, _ position: inout Int, _ limit: Int) -> Range<Int>? {
+        var start = position
+        guard let length = Self.length(bytes, &start, prefix: UInt8(ascii: "$"), limit: limit) else { return nil }
+        let end = start + length
+        guard end + 2 <= bytes.count, bytes[end] == 13, bytes[end + 1] == 10 else { return nil }
+        position = end + 2
+        return start..<end
+    }
+
+    /// `<prefix><digits>\r\n` at `position` — at most 10 digits, no sign, at most `limit`: the
+    /// number, `position` moved past its line. Nil for anything else, or a line not all there.
+    @usableFromInline @inline(__always)
+    static func length(_ bytes: UnsafeRawBufferPointer, _ position: inout Int, prefix: UInt8, limit: Int) -> Int? {
         var at = position
-        guard at < bytes.count, bytes[at] == UInt8(ascii: "$") else { return nil }
+        guard at < bytes.count, bytes[at] == prefix else { return nil }
         at += 1
         var length = 0
         var digits = 0
@@ -53,10 +65,7 @@ public enum RESPQuickRequest: Sendable, Equatable {
             at += 1
         }
         guard digits > 0, length <= limit, at + 1 < bytes.count, bytes[at + 1] == 10 else { return nil }
-        let start = at + 2
-        let end = start + length
-        guard end + 2 <= bytes.count, bytes[end] == 13, bytes[end + 1] == 10 else { return nil }
-        position = end + 2
-        return start..<end
+        position = at + 2
+        return length
     }
 }

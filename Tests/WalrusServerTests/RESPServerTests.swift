@@ -96,9 +96,6 @@ struct RESPServerTests {
     @Test(arguments: [FsyncMode.always, .interval(milliseconds: 50)])
     func repliesOfOneReadKeepTheirOrder(fsync: FsyncMode) async throws {
         try await withServer(fsync: fsync) { port, _ in
-            func request(_ words: String...) -> String {
-                "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
-            }
             // Over the 4 KiB a gathered reply may be (`RESPConnectionHandler.coalescedReplyLimit`).
             let large = String(repeating: "x", count: 4097)
             let client = try connect(port)
@@ -267,9 +264,6 @@ struct RESPServerTests {
     /// still run, as they did when each read ran at once.
     @Test func readsWaitingForTheLoopRunInOrderAndBeforeAClose() async throws {
         try await withServer { port, _ in
-            func request(_ words: String...) -> String {
-                "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
-            }
             let clients = try (0..<8).map { _ in try connect(port) }
             for round in 0..<10 {
                 for (n, client) in clients.enumerated() {

@@ -53,3 +53,8 @@ func withServer<T: Sendable>(
 func connect(_ port: Int) throws -> RESPConnection { try RESPConnection(host: "127.0.0.1", port: port) }
 
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+/// `words` as one RESP multibulk request, for tests that send a pipeline in one write.
+func request(_ words: String...) -> String {
+    "*\(words.count)\r\n" + words.map { "$\($0.utf8.count)\r\n\($0)\r\n" }.joined()
+}
