@@ -104,12 +104,15 @@ final class CommandExecutor: Sendable {
     /// durable as promised.
     func execute(
         _ command: RESPCommand, session: ClientSession, allocator: ByteBufferAllocator, insideGate: Bool = false,
-        batchCommits: Bool = false, out reuse: ByteBuffer? = nil, resumed: (@Sendable (ByteBuffer?) -> Void)? = nil,
+        batchCommits: Bool = false, out reuse: consuming ByteBuffer? = nil, resumed: (@Sendable (ByteBuffer?) -> Void)? = nil,
         completion: @escaping @Sendable (ByteBuffer) -> Void
     ) -> Outcome {
         let arguments = command.arguments
-        // An empty buffer of the caller's (the last reply's, kept), or a new one.
-        var out = reuse ?? allocator.buffer(capacity: 64)
+        // An empty buffer of the caller's (the last reply's, kept), or a new one. Taken, not
+        // borrowed: a borrowed one stays referenced by the caller's argument for the whole call,
+        // so the command's first write into it copied it (an allocation and a copy per reply).
+        var out: ByteBuffer
+        if let kept = reuse.take() { out = kept } else { out = allocator.buffer(capacity: 64) }
         let spec: CommandSpec
         switch CommandTable.resolve(arguments) {
         case .failure(let error):
