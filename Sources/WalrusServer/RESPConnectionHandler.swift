@@ -147,6 +147,10 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Reply slots and a reply buffer of commands answered at once, for the next command.
     @exclusivity(unchecked) private var spareReplies: [Reply] = []
     @exclusivity(unchecked) private var spareOut: ByteBuffer?
+    /// The last batch handed to NIO, kept (when small) so the next read writes into its storage
+    /// once NIO has sent it and let it go, instead of allocating a batch per read — as Redis keeps
+    /// each client's 16 KiB reply buffer.
+    @exclusivity(unchecked) private var writtenBatch: ByteBuffer?
 
     /// Whether TLS is in front (the `tls-port` listener).
     private let tls: Bool
@@ -400,7 +404,13 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if self.batch.capacity == 0 {
             // Room for the replies this read will likely produce (a GET of a 100-byte value
             // answers about four times its request's size), so the batch rarely grows.
-            self.batch = context.channel.allocator.buffer(capacity: min(max(buffer.readableBytes * 4, 1024), 256 * 1024))
+            let room = min(max(buffer.readableBytes * 4, 1024), 256 * 1024)
+            // The last batch's storage, if NIO has written it and no longer holds it.
+            if var kept = self.writtenBatch.take(), kept.capacity >= room, kept.modifyIfUniquelyOwned({ $0.clear() }) != nil {
+                self.batch = kept
+            } else {
+                self.batch = context.channel.allocator.buffer(capacity: room)
+            }
         }
         // Only a command through the executor can change this (MULTI, SUBSCRIBE, CLIENT REPLY,
         // CONFIG SET notify-keyspace-events): decided here and again after each such command.
@@ -676,7 +686,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard self.batch.readableBytes > 0 else { return }
         context.write(self.wrapOutboundOut(self.batch), promise: nil)
         self.unflushed = true
-        self.batch = ByteBuffer()  // allocated at the next read, sized by it
+        // Kept for the next read, which reuses it if NIO has let it go (`processRequests`).
+        self.writtenBatch = self.batch.capacity <= Self.keptBatchCapacity ? self.batch : nil
+        self.batch = ByteBuffer()  // at the next read: the kept one, or one sized by the read
     }
 
     // MARK: Everything else
@@ -738,6 +750,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// The largest reply buffer kept for the next command's reply (a larger one is freed).
     static let keptOutCapacity = 4096
+    /// The largest written batch kept for the next read's replies.
+    static let keptBatchCapacity = 16 * 1024
     /// Reply slots of commands answered at once, for the next ones (a slot is an allocation).
     static let spareRepliesLimit = 4
 

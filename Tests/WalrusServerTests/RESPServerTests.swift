@@ -89,6 +89,31 @@ struct RESPServerTests {
         }
     }
 
+    /// A client that sends without reading: its replies pile up in NIO's queue once the socket
+    /// buffers are full, each read's batch still queued when the next read comes. The next read
+    /// takes the last batch's storage only once NIO has let it go (and ByteBuffer's copy-on-write
+    /// would copy a shared one rather than write into it): every reply arrives whole and in order.
+    @Test(arguments: [FsyncMode.always, .interval(milliseconds: 50)])
+    func batchesStillQueuedAreNotReused(fsync: FsyncMode) async throws {
+        try await withServer(fsync: fsync) { port, _ in
+            let client = try connect(port)
+            let values = (0..<8).map { i in [UInt8](repeating: UInt8(ascii: "a") + UInt8(i), count: 1000) }
+            for (i, value) in values.enumerated() { #expect(try client.command([bytes("SET"), bytes("k\(i)"), value]) == .simple("OK")) }
+            // 16 MB of replies: more than loopback's socket buffers hold, so NIO queues the rest.
+            let sends = 8000
+            for n in 0..<sends { try client.sendRaw(bytes(request("GET", "k\(n % 8)") + request("GET", "k\((n + 3) % 8)"))) }
+            for n in 0..<sends {
+                let first = try client.readReply()
+                let second = try client.readReply()
+                guard first == .bulk(values[n % 8]), second == .bulk(values[(n + 3) % 8]) else {
+                    Issue.record("send \(n): replies \(first.description.prefix(12)), \(second.description.prefix(12))")
+                    return
+                }
+            }
+            #expect(try client.command("PING") == .simple("PONG"))
+        }
+    }
+
     /// One read of many commands through the executor: replies ready at once join the read's
     /// batch, replies that wait (a durable write) queue, and replies behind them are gathered
     /// into one write when the commit answers — in request order either way, with CLIENT REPLY
