@@ -141,7 +141,17 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// The first request of the deferred read in `pending`, as `deferredKey` parsed it to prefetch
     /// its key — parsed once, not again when the read runs. With the readable byte count it was
     /// parsed from, checked again before use.
-    private var deferredParse: (request: RESPQuickRequest, consumed: Int, readable: Int)?
+    private var deferredParse: (first: FirstRequest, readable: Int)?
+
+    /// The request at the start of a read, as far as the quick parser is concerned.
+    fileprivate enum FirstRequest {
+        /// Not looked at yet.
+        case unparsed
+        /// Looked at: not a GET or SET the quick path answers (the decoder reads it).
+        case other
+        /// A quick GET or SET, and the bytes it takes.
+        case quick(RESPQuickRequest, Int)
+    }
     /// Inside `executor.execute` (its completion must not write the reply yet).
     @exclusivity(unchecked) fileprivate var executing = false
     /// Reply slots and a reply buffer of commands answered at once, for the next command.
@@ -151,6 +161,9 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// once NIO has sent it and let it go, instead of allocating a batch per read — as Redis keeps
     /// each client's 16 KiB reply buffer.
     @exclusivity(unchecked) private var writtenBatch: ByteBuffer?
+    /// The channel's allocator, read once: `context.channel.allocator` is two getters through
+    /// NIO's existentials, four retains and releases, on every use.
+    private var allocator = ByteBufferAllocator()
 
     /// Whether TLS is in front (the `tls-port` listener).
     private let tls: Bool
@@ -203,6 +216,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     for: context.eventLoop, store: self.executor.store, settings: self.executor.settings, statistics: self.statistics))
         }
         self.contextRef = .passUnretained(context)
+        self.allocator = context.channel.allocator
         self.commitLoop = context.eventLoop
         let eventLoop = context.eventLoop
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
@@ -246,7 +260,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// `pubsub-output-limit-bytes` (Redis's `client-output-buffer-limit pubsub` hard limit).
     private func push(_ delivery: PubSubSubscriber.Delivery) {
         guard let context = self.context, !self.closing, self.session.pubsub != nil else { return }
-        var buffer = context.channel.allocator.buffer(capacity: 64)
+        var buffer = self.allocator.buffer(capacity: 64)
         buffer.writeDelivery(delivery, resp3: self.session.resp3)
         let size = buffer.readableBytes
         self.unsentPushBytes += size
@@ -333,8 +347,12 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     fileprivate func deferredKey(_ each: (UnsafeRawBufferPointer) -> Void) {
         guard self.readDeferred, let pending = self.pending else { return }
         pending.withUnsafeReadableBytes { bytes in
-            guard let (request, consumed) = RESPQuickRequest.parse(bytes, limits: self.limits) else { return }
-            self.deferredParse = (request, consumed, bytes.count)
+            guard let (request, consumed) = RESPQuickRequest.parse(bytes, limits: self.limits) else {
+                // Not parsed again when the read runs (an INCR's ~100 instructions).
+                self.deferredParse = (.other, bytes.count)
+                return
+            }
+            self.deferredParse = (.quick(request, consumed), bytes.count)
             switch request {
             case .get(let key), .set(let key, _): each(UnsafeRawBufferPointer(rebasing: bytes[key]))
             }
@@ -351,8 +369,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         guard let contextRef = self.contextRef, !self.closing else { return }
         contextRef._withUnsafeGuaranteedRef { context in
             if self.parked == .no, let buffer = self.pending.take() {
-                let first = parsed.flatMap { $0.readable == buffer.readableBytes ? ($0.request, $0.consumed) : nil }
-                self.process(buffer, context: context, parsed: first)
+                let first = parsed.flatMap { $0.readable == buffer.readableBytes ? $0.first : nil } ?? .unparsed
+                self.process(buffer, context: context, first: first)
             }
             self.flush(context)
         }
@@ -365,7 +383,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.parked = .no
         // The script's reply, if it came with the resume, goes before what follows.
         self.drain(flush: false)
-        let buffer = self.pending ?? context.channel.allocator.buffer(capacity: 0)
+        let buffer = self.pending ?? self.allocator.buffer(capacity: 0)
         self.pending = nil
         self.process(buffer, context: context)
         self.flush(context)
@@ -373,18 +391,18 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     /// Run the requests in `input`. In `always` mode what they append is sealed by this loop at
     /// the end of its pass (one fdatasync for every connection it read), not handed to the flusher.
-    private func process(_ input: ByteBuffer, context: ChannelHandlerContext, parsed: (RESPQuickRequest, Int)? = nil) {
-        guard let commits = self.commitsRef else { return self.processRequests(input, context: context, parsed: parsed) }
-        let (_, appended) = InlineSeal.deferringWakes { self.processRequests(input, context: context, parsed: parsed) }
+    private func process(_ input: ByteBuffer, context: ChannelHandlerContext, first: FirstRequest = .unparsed) {
+        guard let commits = self.commitsRef else { return self.processRequests(input, context: context, first: first) }
+        let (_, appended) = InlineSeal.deferringWakes { self.processRequests(input, context: context, first: first) }
         if appended { commits._withUnsafeGuaranteedRef { $0.sealer.schedule() } }
     }
 
     /// Run the requests in `input` — unless a script holds the store, when they wait or get
-    /// -BUSY (`processWhileExclusive`). `parsed`: the quick request at the start of `input`,
-    /// already parsed (`deferredKey`).
-    private func processRequests(_ input: ByteBuffer, context: ChannelHandlerContext, parsed: (RESPQuickRequest, Int)? = nil) {
+    /// -BUSY (`processWhileExclusive`). `first`: the request at the start of `input`, if the quick
+    /// parser has looked at it already (`deferredKey`).
+    private func processRequests(_ input: ByteBuffer, context: ChannelHandlerContext, first: FirstRequest = .unparsed) {
         var buffer = input
-        var parsed = parsed
+        var first = first
         guard self.gateRef._withUnsafeGuaranteedRef({ $0.enter() }) else { return self.processWhileExclusive(buffer, context: context) }
         defer { self.gateRef._withUnsafeGuaranteedRef { $0.exit() } }
         if self.session.unwatchPending {
@@ -409,7 +427,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             if var kept = self.writtenBatch.take(), kept.capacity >= room, kept.modifyIfUniquelyOwned({ $0.clear() }) != nil {
                 self.batch = kept
             } else {
-                self.batch = context.channel.allocator.buffer(capacity: room)
+                self.batch = self.allocator.buffer(capacity: room)
             }
         }
         // Only a command through the executor can change this (MULTI, SUBSCRIBE, CLIENT REPLY,
@@ -419,8 +437,13 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             while !self.closing {
                 if inPlace && self.decoder.isIdle && buffer.readableBytes >= 4 {
                     let consumed = buffer.withUnsafeReadableBytes { bytes -> Int in
-                        let quick = parsed ?? RESPQuickRequest.parse(bytes, limits: self.limits)
-                        parsed = nil
+                        let quick: (RESPQuickRequest, Int)?
+                        switch first {
+                        case .unparsed: quick = RESPQuickRequest.parse(bytes, limits: self.limits)
+                        case .other: quick = nil
+                        case .quick(let request, let consumed): quick = (request, consumed)
+                        }
+                        first = .unparsed
                         guard let (request, consumed) = quick,
                             self.storeRef._withUnsafeGuaranteedRef({ self.answer(request, bytes, context: context, store: $0) })
                         else { return 0 }
@@ -433,7 +456,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     }
                 }
                 // Parsed for the start of the read: stale once the decoder takes the bytes.
-                parsed = nil
+                first = .unparsed
                 guard let command = try self.decoder.decode(buffer: &buffer) else { break }
                 // Its reply joins the batch if it is ready with nothing queued ahead; otherwise
                 // `handle` writes the batch first (its replies answer earlier requests).
@@ -489,7 +512,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             let reply = Reply()
             let eventLoop = context.eventLoop
             let bound = NIOLoopBound((self, reply), eventLoop: eventLoop)
-            let outcome = self.executor.executeWhileExclusive(command, session: self.session, allocator: context.channel.allocator) {
+            let outcome = self.executor.executeWhileExclusive(command, session: self.session, allocator: self.allocator) {
                 result in
                 eventLoop.execute {
                     let (handler, reply) = bound.value
@@ -562,7 +585,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 }
             } else {
                 // Behind a reply still waiting for its fdatasync: queue in order.
-                var buffer = context.channel.allocator.buffer(capacity: 64)
+                var buffer = self.allocator.buffer(capacity: 64)
                 let live = store.readValue(key: key) { value in
                     if let value { buffer.writeBulkReply(value) } else { buffer.writeNullReply(resp3: resp3) }
                 }
@@ -603,7 +626,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if self.replies.isEmpty {
             body(&self.batch)
         } else {
-            var buffer = context.channel.allocator.buffer(capacity: 64)
+            var buffer = self.allocator.buffer(capacity: 64)
             body(&buffer)
             self.replies.append(Reply(buffer))
         }
@@ -707,14 +730,10 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         // closure of one reference needs no allocation; one of the handler, the reply and the
         // loop was an allocation per command).
         reply.committer = self
-        let target = LoopReply(reply: reply)
         self.session.silenceCurrentReply = self.session.skipNextReply
         self.session.skipNextReply = false
         self.executing = true
-        var outcome = self.executor.execute(
-            command, session: self.session, allocator: context.channel.allocator, insideGate: true, batchCommits: true,
-            out: self.spareOut.take(), resumed: self.resumeCallback
-        ) { result in target.complete(result) }
+        var outcome = self.run(command, answering: reply, context: context)
         self.executing = false
         let silent = (self.session.repliesOff || self.session.silenceCurrentReply) && !self.session.repliedWithPush
         self.session.silenceCurrentReply = false
@@ -746,6 +765,19 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         if case .pending = outcome {} else { reply.committer = nil }
         reply.silent = silent
         self.drain(flush: false)
+    }
+
+    /// `command` through the executor, its completion answering `reply`. A function of its own so
+    /// that the completion, and its reference to `reply`, are gone when it returns: `handle` keeps
+    /// the slot for the next command only when nothing else holds it (with the closure still in
+    /// scope there, no slot was ever kept — an allocation and a deallocation per command).
+    @inline(never)
+    private func run(_ command: RESPCommand, answering reply: Reply, context: ChannelHandlerContext) -> CommandExecutor.Outcome {
+        let target = LoopReply(reply: reply)
+        return self.executor.execute(
+            command, session: self.session, allocator: self.allocator, insideGate: true, batchCommits: true,
+            out: self.spareOut.take(), resumed: self.resumeCallback
+        ) { result in target.complete(result) }
     }
 
     /// The largest reply buffer kept for the next command's reply (a larger one is freed).
@@ -800,7 +832,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             {
                 held = nil
                 if !gathered {
-                    var fresh = context.channel.allocator.buffer(capacity: max(256, 2 * (into.readableBytes + buffer.readableBytes)))
+                    var fresh = self.allocator.buffer(capacity: max(256, 2 * (into.readableBytes + buffer.readableBytes)))
                     fresh.writeImmutableBuffer(into)
                     into = fresh
                     gathered = true
@@ -849,7 +881,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 metadata: [
                     "client.address": "\(context.remoteAddress?.description ?? "?")", "client.error": "\(protocolError.message)",
                 ])
-            var buffer = context.channel.allocator.buffer(capacity: 64)
+            var buffer = self.allocator.buffer(capacity: 64)
             buffer.writeErrorReply("ERR \(protocolError.message)")
             let reply = Reply(buffer)
             reply.closeAfter = true
