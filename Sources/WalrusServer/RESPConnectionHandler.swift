@@ -457,6 +457,8 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 }
                 // Parsed for the start of the read: stale once the decoder takes the bytes.
                 first = .unparsed
+                // Nothing left (a read of quick requests only): no command can come of no bytes.
+                if buffer.readableBytes == 0 { break }
                 guard let command = try self.decoder.decode(buffer: &buffer) else { break }
                 // Its reply joins the batch if it is ready with nothing queued ahead; otherwise
                 // `handle` writes the batch first (its replies answer earlier requests).
