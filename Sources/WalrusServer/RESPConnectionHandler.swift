@@ -735,7 +735,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         self.session.silenceCurrentReply = self.session.skipNextReply
         self.session.skipNextReply = false
         self.executing = true
-        var outcome = self.run(command, answering: reply, context: context)
+        var outcome = self.run(command, answering: reply)
         self.executing = false
         let silent = (self.session.repliesOff || self.session.silenceCurrentReply) && !self.session.repliedWithPush
         self.session.silenceCurrentReply = false
@@ -774,7 +774,7 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// the slot for the next command only when nothing else holds it (with the closure still in
     /// scope there, no slot was ever kept — an allocation and a deallocation per command).
     @inline(never)
-    private func run(_ command: RESPCommand, answering reply: Reply, context: ChannelHandlerContext) -> CommandExecutor.Outcome {
+    private func run(_ command: RESPCommand, answering reply: Reply) -> CommandExecutor.Outcome {
         let target = LoopReply(reply: reply)
         return self.executor.execute(
             command, session: self.session, allocator: self.allocator, insideGate: true, batchCommits: true,
