@@ -423,8 +423,10 @@ final class RESPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             // Room for the replies this read will likely produce (a GET of a 100-byte value
             // answers about four times its request's size), so the batch rarely grows.
             let room = min(max(buffer.readableBytes * 4, 1024), 256 * 1024)
-            // The last batch's storage, if NIO has written it and no longer holds it.
-            if var kept = self.writtenBatch.take(), kept.capacity >= room, kept.modifyIfUniquelyOwned({ $0.clear() }) != nil {
+            // The last batch: its storage again if NIO has written it and let it go (`clear`
+            // gives it fresh storage of the same size while NIO still holds the old).
+            if var kept = self.writtenBatch.take(), kept.capacity >= room {
+                kept.clear()
                 self.batch = kept
             } else {
                 self.batch = self.allocator.buffer(capacity: room)

@@ -91,8 +91,8 @@ struct RESPServerTests {
 
     /// A client that sends without reading: its replies pile up in NIO's queue once the socket
     /// buffers are full, each read's batch still queued when the next read comes. The next read
-    /// takes the last batch's storage only once NIO has let it go (and ByteBuffer's copy-on-write
-    /// would copy a shared one rather than write into it): every reply arrives whole and in order.
+    /// writes into the last batch, which gets fresh storage while NIO still holds the old (copy-on-
+    /// write): every reply arrives whole and in order, end to end, queued or not.
     @Test(arguments: [FsyncMode.always, .interval(milliseconds: 50)])
     func batchesStillQueuedAreNotReused(fsync: FsyncMode) async throws {
         try await withServer(fsync: fsync) { port, _ in
